@@ -1,0 +1,29 @@
+"""Sinusoid regression at the MAML paper's scale: MAML vs MAML++.
+
+Run:      python -m experiments.sinusoid --config experiments/configs/sinusoid_paper.py
+Runtime:  see README (measured on a 2-core CPU); a GPU is not needed for a 40-unit MLP.
+Paper:    MAML (Finn et al. 2017), K=10 meta-training, 1 inner step at alpha=0.01,
+          meta-batch 25, Adam 1e-3, 70,000 iterations; reported 5-shot test MSE
+          0.67 / 0.38 / 0.35 after 1 / 5 / 10 steps (read off their Fig. 2 / text).
+MAML++ here: the same budget with 5 inner steps, learned per-layer per-step alphas (LSLR),
+the annealed multi-step loss over the first 10 epochs, and cosine meta-lr annealing.
+"""
+
+from experiments.sinusoid import MethodConfig, SinusoidConfig
+
+PAPER = "MAML paper (5-shot, full scale): 0.67 / 0.38 / 0.35 after 1 / 5 / 10 steps."
+
+
+def methods():
+    return (
+        MethodConfig(name="MAML", num_inner_steps=1, inner_lr=0.01, granularity="scalar",
+                     learn_inner_lrs=False, msl=False),
+        MethodConfig(name="MAML++", num_inner_steps=5, inner_lr=0.01,
+                     granularity="layer_step", learn_inner_lrs=True, msl=True, msl_epochs=10,
+                     cosine=True),
+    )
+
+
+def get_config():
+    return SinusoidConfig(methods=methods(), iterations=70_000, iterations_per_epoch=1_000,
+                          paper=PAPER)

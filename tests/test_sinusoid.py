@@ -1,0 +1,58 @@
+"""The sinusoid task family and the `make demo` script (smoke config)."""
+
+import json
+import math
+
+import jax
+import numpy as np
+import pytest
+
+import maml_jax as mj
+from experiments import sinusoid
+
+
+def test_sinusoid_tasks_follow_the_family():
+    (xs, ys), (xq, yq) = mj.sample_sinusoid_tasks(jax.random.PRNGKey(0), 500, 10, 7)
+    assert xs.shape == ys.shape == (500, 10, 1) and xq.shape == (500, 7, 1)
+    assert float(xs.min()) >= -5 and float(xs.max()) <= 5
+    amp = np.max(np.abs(np.concatenate([ys, yq], 1)), axis=(1, 2))
+    assert amp.max() <= 5.0 + 1e-5 and amp.min() > 0.0
+    # y = A sin(x - phase): recover A and phase of one task by least squares.
+    x = np.concatenate([xs[3], xq[3]])[:, 0]
+    y = np.concatenate([ys[3], yq[3]])[:, 0]
+    basis = np.stack([np.sin(x), np.cos(x)], 1)
+    (a, b), *_ = np.linalg.lstsq(basis, y, rcond=None)  # A cos(p) sin x - A sin(p) cos x
+    amp3, phase3 = math.hypot(a, b), math.atan2(-b, a)
+    assert 0.1 <= amp3 <= 5.0 and -1e-4 <= phase3 <= math.pi + 1e-4
+    np.testing.assert_allclose(basis @ [a, b], y, atol=1e-4)
+
+
+def test_eval_tasks_are_fixed():
+    a = mj.sinusoid_eval_tasks(seed=3, num_tasks=10, k_support=5)
+    b = mj.sinusoid_eval_tasks(seed=3, num_tasks=10, k_support=5)
+    jax.tree.map(np.testing.assert_array_equal, a, b)
+    with pytest.raises(ValueError, match="k_support must be an int >= 1"):
+        mj.sample_sinusoid_tasks(jax.random.PRNGKey(0), 2, 0, 5)
+
+
+def test_demo_script_smoke(tmp_path):
+    result = sinusoid.main(["--config", "experiments/configs/sinusoid_smoke.py",
+                            "--workdir", str(tmp_path), "--no-progress"])
+    for name in ("results.json", "results.md", "trajectory.png", "final_loss_spread.png",
+                 "learned_inner_lrs.png"):
+        assert (tmp_path / name).stat().st_size > 0, name
+    saved = json.loads((tmp_path / "results.json").read_text())
+    assert set(saved["test_mse"]) == {"MAML", "MAML++"}
+    for method in saved["test_mse"].values():
+        for per_k in method.values():
+            for mean, ci in per_k.values():
+                assert np.isfinite(mean) and ci > 0
+    assert "| MAML++ | 10 |" in (tmp_path / "results.md").read_text()
+    assert result["train_seconds"]["MAML"] > 0
+
+
+def test_demo_script_rejects_bad_arguments(tmp_path):
+    with pytest.raises(SystemExit, match="config file not found"):
+        sinusoid.main(["--config", str(tmp_path / "nope.py")])
+    with pytest.raises(SystemExit, match="--iterations must be >= 1"):
+        sinusoid.main(["--config", "experiments/configs/sinusoid_smoke.py", "--iterations", "0"])
