@@ -1,0 +1,249 @@
+"""Experiment configs: plain dicts built by ``get_config()`` in ``experiments/configs/*.py``.
+
+A config file is loaded by path (``load_config``), then ``--set key=value`` overrides are
+applied (``apply_overrides``) and the result is checked (``validate_config``). Every key
+the scripts read is listed in ``base_config``; unknown keys are an error.
+"""
+
+from __future__ import annotations
+
+import ast
+import copy
+import importlib.util
+import json
+import math
+import os
+import pathlib
+from typing import Any
+
+__all__ = ["ConfigError", "base_config", "mamlpp_config", "maml_config", "load_config",
+           "apply_overrides", "validate_config", "config_to_json"]
+
+
+class ConfigError(ValueError):
+    """A config file or override is invalid (raised before anything is compiled)."""
+
+
+def base_config() -> dict[str, Any]:
+    """Every key with its default (the MAML++ reference's Omniglot 5-way 1-shot values)."""
+    return {
+        "name": "omniglot",
+        # data
+        "data": "omniglot",          # "omniglot" or "synthetic" (random learnable glyphs)
+        "image_size": 28,
+        "split": "reference",        # omniglot.split_classes preset: "reference" | "maml"
+        "split_seed": 0,
+        "synthetic_num_classes": 60,           # only for data="synthetic"
+        "synthetic_counts": (40, 10, 10),      # train / val / test classes (synthetic)
+        "synthetic_seed": 0,
+        "rotate_train": True,        # per-class 90-degree rotations on train tasks
+        # task shape
+        "num_ways": 5,
+        "k_shot": 1,
+        "q_query": 1,                # query images per class during meta-training
+        "q_query_eval": 1,           # query images per class of the val / test tasks
+        # model
+        "num_filters": 64,
+        "activation": "leaky_relu",
+        "conv_impl": "xla",
+        "per_step_bn": True,
+        # inner loop
+        "num_inner_steps": 5,
+        "num_inner_steps_eval": 5,
+        "inner_lr": 0.1,
+        "lr_granularity": "layer_step",   # "scalar" | "layer_step" | "parameter"
+        "learn_inner_lrs": True,
+        # outer loop
+        "meta_batch_size": 8,
+        "meta_lr": 1e-3,
+        "min_meta_lr": 1e-5,
+        "lr_schedule": "cosine",     # "cosine" (per epoch, as the reference) | "constant"
+        "clip_value": None,
+        "msl": True,
+        "msl_epochs": 10,
+        "first_order": False,
+        "first_order_epochs": 0,
+        "num_epochs": 100,
+        "iterations_per_epoch": 500,
+        "steps_per_call": 50,        # outer steps per host call (rounded to a divisor)
+        "task_batching": "auto",
+        "remat": False,
+        "seed": 0,
+        # evaluation / checkpoints
+        "num_val_tasks": 600,
+        "num_test_tasks": 600,
+        "val_seed": 1,
+        "test_seed": 2,
+        "eval_batch_size": 0,        # tasks per vectorised eval batch; 0 = auto
+        "keep_best": 5,              # best-k checkpoints by validation accuracy
+        "ensemble_size": 5,          # top-k checkpoints averaged by evaluate
+        "paper_test_accuracy": None,  # (mean, ci95) in percent, printed by evaluate
+    }
+
+
+def mamlpp_config(num_ways: int, k_shot: int, **updates) -> dict[str, Any]:
+    """MAML++ (Antoniou et al., 2019) Omniglot values for one N-way K-shot cell."""
+    cfg = base_config()
+    cfg.update(name=f"omniglot_{num_ways}w{k_shot}s_mamlpp", num_ways=num_ways, k_shot=k_shot)
+    cfg.update(updates)
+    return cfg
+
+
+def maml_config(num_ways: int, k_shot: int, **updates) -> dict[str, Any]:
+    """MAML (Finn et al., 2017) Omniglot values for one N-way K-shot cell.
+
+    Fixed scalar alpha (0.4 for 5-way, 0.1 for 20-way), 1 inner step at train time and 3
+    at test for 5-way (5 and 5 for 20-way), meta-batch 32 (16 for 20-way), final-step
+    loss, shared batch norm, constant meta learning rate, the 'maml' class split. As in
+    Finn et al.'s code, the query set has K images per class. 60,000 iterations.
+    """
+    five = num_ways <= 5
+    cfg = base_config()
+    cfg.update(
+        name=f"omniglot_{num_ways}w{k_shot}s_maml", num_ways=num_ways, k_shot=k_shot,
+        q_query=k_shot, q_query_eval=k_shot, split="maml", per_step_bn=False,
+        num_inner_steps=1 if five else 5, num_inner_steps_eval=3 if five else 5,
+        inner_lr=0.4 if five else 0.1, lr_granularity="scalar", learn_inner_lrs=False,
+        meta_batch_size=32 if five else 16, lr_schedule="constant", msl=False,
+        num_epochs=120, iterations_per_epoch=500)
+    cfg.update(updates)
+    return cfg
+
+
+def load_config(path: str | os.PathLike) -> dict[str, Any]:
+    """Imports a config file and returns ``get_config()`` as a dict (defaults filled in)."""
+    path = pathlib.Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {path}")
+    spec = importlib.util.spec_from_file_location(f"_maml_jax_config_{path.stem}", path)
+    module = importlib.util.module_from_spec(spec)
+    try:
+        spec.loader.exec_module(module)
+    except Exception as err:  # noqa: BLE001 - report any import error as a config error
+        raise ConfigError(f"could not import config {path}: {err!r}") from err
+    if not hasattr(module, "get_config"):
+        raise ConfigError(f"config {path} defines no get_config()")
+    raw = module.get_config()
+    if hasattr(raw, "__dataclass_fields__"):
+        import dataclasses
+        raw = dataclasses.asdict(raw)
+    if not isinstance(raw, dict):
+        raise ConfigError(f"get_config() of {path} must return a dict or dataclass, got {type(raw)}")
+    cfg = base_config()
+    unknown = sorted(set(raw) - set(cfg))
+    if unknown:
+        raise ConfigError(f"config {path} has unknown keys {unknown}; known keys: {sorted(cfg)}")
+    cfg.update(copy.deepcopy(raw))
+    return cfg
+
+
+def _parse_value(text: str, default: Any) -> Any:
+    low = text.strip().lower()
+    if low in ("none", "null"):
+        return None
+    if isinstance(default, bool):
+        if low in ("1", "true", "yes", "on"):
+            return True
+        if low in ("0", "false", "no", "off"):
+            return False
+        raise ConfigError(f"expected a boolean, got {text!r}")
+    if isinstance(default, float) or (default is None and low in ("inf", "-inf", "nan")):
+        try:
+            return float(text)
+        except ValueError:
+            raise ConfigError(f"expected a float, got {text!r}") from None
+    if isinstance(default, int):
+        try:
+            return int(text)
+        except ValueError:
+            try:
+                value = float(text)
+            except ValueError:
+                raise ConfigError(f"expected an integer, got {text!r}") from None
+            if not value.is_integer():
+                raise ConfigError(f"expected an integer, got {text!r}")
+            return int(value)
+    if isinstance(default, str):
+        return text
+    try:
+        value = ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+        return text
+    if isinstance(default, tuple) and isinstance(value, list):
+        value = tuple(value)
+    return value
+
+
+def apply_overrides(cfg: dict[str, Any], overrides: list[str] | None) -> dict[str, Any]:
+    """Applies ``key=value`` strings; values are parsed according to the default's type."""
+    cfg = copy.deepcopy(cfg)
+    for item in overrides or []:
+        if "=" not in item:
+            raise ConfigError(f"--set expects key=value, got {item!r}")
+        key, text = item.split("=", 1)
+        key = key.strip()
+        if key not in cfg:
+            raise ConfigError(f"--set: unknown config key {key!r}; known keys: {sorted(cfg)}")
+        default = cfg[key] if cfg[key] is not None else base_config()[key]
+        cfg[key] = _parse_value(text, default)
+    return cfg
+
+
+def validate_config(cfg: dict[str, Any]) -> dict[str, Any]:
+    """Checks types and ranges; returns the config. Raises ``ConfigError``."""
+    def need(cond, msg):
+        if not cond:
+            raise ConfigError(msg)
+
+    for key in ("num_ways", "k_shot", "num_inner_steps", "num_inner_steps_eval",
+                "meta_batch_size", "num_epochs", "iterations_per_epoch", "steps_per_call",
+                "num_filters", "num_val_tasks", "num_test_tasks", "keep_best",
+                "ensemble_size", "msl_epochs", "image_size"):
+        v = cfg[key]
+        need(isinstance(v, int) and not isinstance(v, bool) and v >= 1,
+             f"{key} must be an integer >= 1, got {v!r}")
+    for key in ("q_query", "q_query_eval", "first_order_epochs", "eval_batch_size"):
+        v = cfg[key]
+        need(isinstance(v, int) and not isinstance(v, bool) and v >= 0,
+             f"{key} must be an integer >= 0, got {v!r}")
+    need(cfg["q_query"] >= 1 and cfg["q_query_eval"] >= 1, "q_query and q_query_eval must be >= 1")
+    need(cfg["data"] in ("omniglot", "synthetic"), f"data must be 'omniglot' or 'synthetic', got {cfg['data']!r}")
+    need(cfg["split"] in ("reference", "maml"), f"split must be 'reference' or 'maml', got {cfg['split']!r}")
+    need(cfg["lr_granularity"] in ("scalar", "layer_step", "parameter"),
+         f"lr_granularity must be scalar|layer_step|parameter, got {cfg['lr_granularity']!r}")
+    need(cfg["lr_schedule"] in ("cosine", "constant"), f"lr_schedule must be cosine|constant, got {cfg['lr_schedule']!r}")
+    need(cfg["task_batching"] in ("auto", "vmap", "map"), f"bad task_batching {cfg['task_batching']!r}")
+    for key in ("meta_lr", "min_meta_lr", "inner_lr"):
+        need(isinstance(cfg[key], (int, float)) and not isinstance(cfg[key], bool),
+             f"{key} must be a number, got {cfg[key]!r}")
+    counts = cfg["synthetic_counts"]
+    need(isinstance(counts, (tuple, list)) and len(counts) == 3 and
+         sum(int(c) for c in counts) == cfg["synthetic_num_classes"],
+         f"synthetic_counts {counts!r} must be 3 sizes summing to synthetic_num_classes "
+         f"({cfg['synthetic_num_classes']})")
+    cfg["synthetic_counts"] = tuple(int(c) for c in counts)
+    need(cfg["image_size"] >= 16, "image_size must be >= 16 (four 2x2 poolings)")
+    return cfg
+
+
+def config_to_json(cfg: dict[str, Any]) -> str:
+    def enc(v):
+        if isinstance(v, float) and not math.isfinite(v):
+            return str(v)
+        if isinstance(v, tuple):
+            return [enc(x) for x in v]
+        return v
+    return json.dumps({k: enc(v) for k, v in cfg.items()}, indent=2, sort_keys=True)
+
+
+def config_from_json(text: str) -> dict[str, Any]:
+    raw = json.loads(text)
+    cfg = base_config()
+    for k, v in raw.items():
+        if k in cfg:
+            if isinstance(cfg[k], tuple) and isinstance(v, list):
+                v = tuple(v)
+            if isinstance(v, str) and v in ("inf", "-inf", "nan"):
+                v = float(v)
+            cfg[k] = v
+    return cfg

@@ -1,0 +1,1 @@
+"""One config file per experiment; each defines ``get_config()`` returning a dict."""

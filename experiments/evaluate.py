@@ -1,0 +1,141 @@
+"""Test accuracy of a trained run on the config's fixed test tasks (600 by default).
+
+Usage (from the repository root)::
+
+    python -m experiments.evaluate --workdir runs/omniglot_5w1s_mamlpp [--data-dir DIR] \
+        [--num-tasks T] [--ensemble-size E]
+
+Reports mean +- 95% CI over tasks for (a) the checkpoint with the best validation accuracy
+and (b) the MAML++ reference's ensemble: the final-step logits of the top-E checkpoints
+(E = 5, fewer if fewer are stored) averaged per query image. Writes
+``test_results.json``, ``per_step_accuracy.png`` (query accuracy after each inner step),
+``inner_lrs_best.png`` and, when sibling runs in the same parent directory also have
+``test_results.json``, ``<parent>/compare_per_step_accuracy.png``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import pathlib
+import sys
+from typing import Any
+
+import jax
+import numpy as np
+
+from maml_jax import meta
+
+from experiments import common, plots
+from experiments.config_lib import ConfigError
+
+
+def _ci(values) -> tuple[float, float]:
+    values = np.asarray(values, np.float64)
+    if values.shape[0] < 2:
+        return float(values.mean()), 0.0
+    m, c = meta.mean_ci95(values)
+    return float(m), float(c)
+
+
+def run_evaluation(workdir: str | pathlib.Path, *, data_dir: str | None = None,
+                   images: tuple[np.ndarray, dict] | None = None, num_tasks: int | None = None,
+                   ensemble_size: int | None = None, compare_siblings: bool = True) -> dict[str, Any]:
+    workdir = pathlib.Path(workdir)
+    cfg = common.read_workdir_config(workdir)
+    if cfg is None:
+        raise ConfigError(f"{workdir} holds no {common.CONFIG_FILE}: not a training workdir")
+    if num_tasks is not None:
+        cfg["num_test_tasks"] = int(num_tasks)
+    ens = int(ensemble_size or cfg["ensemble_size"])
+    all_images, splits = images if images is not None else common.load_images(cfg, data_dir)
+    common.check_task_requests(cfg, splits)
+    mngr = common.checkpoint_manager(workdir, cfg["keep_best"], read_only=True)
+    try:
+        ranked = common.ranked_checkpoints(mngr)
+        if not ranked:
+            raise ConfigError(f"no checkpoint with a validation accuracy in {workdir}")
+        setup = common.get_setup(cfg)
+        tasks = common.fixed_eval_tasks(jax.device_put(all_images[splits["test"]]), cfg, "test")
+        (xs, ys), (xq, yq) = tasks
+        template = common.init_state(cfg, setup)
+        members, logits_sum, best = [], None, None
+        for rank, (step, val_acc) in enumerate(ranked[:ens]):
+            state, info = common.restore_checkpoint(mngr, step, template)
+            mp = state.meta_params
+            logits = np.asarray(setup.final_logits(mp["params"], mp["inner_lrs"], (xs, ys), xq))
+            task_acc = (logits.argmax(-1) == np.asarray(yq)).mean(axis=1)
+            m, c = _ci(task_acc)
+            members.append({"step": step, "epoch": info.get("epoch"), "val_accuracy": val_acc,
+                            "test_accuracy_pct": 100 * m, "test_ci95_pct": 100 * c})
+            logits_sum = logits if logits_sum is None else logits_sum + logits
+            if rank == 0:
+                per = common.evaluate_params(setup, cfg, mp, tasks)["accuracy"]
+                ps_mean, ps_ci = meta.mean_ci95(per) if per.shape[0] > 1 else (per.mean(0), 0 * per[0])
+                best = {**members[0], "per_step_accuracy_pct": [100 * float(v) for v in ps_mean],
+                        "per_step_ci95_pct": [100 * float(v) for v in ps_ci]}
+                plots.plot_inner_lrs(jax.device_get(mp["inner_lrs"]), workdir / "inner_lrs_best.png",
+                                     title=f"{cfg['name']}: inner learning rates (best checkpoint)")
+        ens_acc = ((logits_sum / len(members)).argmax(-1) == np.asarray(yq)).mean(axis=1)
+        m, c = _ci(ens_acc)
+    finally:
+        mngr.close()
+    results = {
+        "config_name": cfg["name"], "num_test_tasks": cfg["num_test_tasks"],
+        "num_ways": cfg["num_ways"], "k_shot": cfg["k_shot"], "q_query": cfg["q_query_eval"],
+        "num_inner_steps_eval": cfg["num_inner_steps_eval"], "best": best,
+        "ensemble": {"size": len(members), "steps": [mm["step"] for mm in members],
+                     "test_accuracy_pct": 100 * m, "test_ci95_pct": 100 * c},
+        "members": members,
+        "paper_test_accuracy_pct": cfg.get("paper_test_accuracy"),
+    }
+    common.write_json(workdir / "test_results.json", results)
+    plots.plot_per_step_accuracy({cfg["name"]: (best["per_step_accuracy_pct"], best["per_step_ci95_pct"])},
+                                 workdir / "per_step_accuracy.png")
+    if compare_siblings:
+        from experiments.compare import compare_runs
+        siblings = sorted(p.parent for p in workdir.resolve().parent.glob("*/test_results.json"))
+        if len(siblings) > 1:
+            compare_runs(siblings, workdir.resolve().parent / "compare_per_step_accuracy.png",
+                         quiet=True)
+    return results
+
+
+def format_table(results: dict[str, Any]) -> str:
+    b, e = results["best"], results["ensemble"]
+    rows = [("best checkpoint (step %d)" % b["step"], b["test_accuracy_pct"], b["test_ci95_pct"]),
+            ("top-%d ensemble" % e["size"], e["test_accuracy_pct"], e["test_ci95_pct"])]
+    lines = [f"{results['config_name']}: {results['num_ways']}-way {results['k_shot']}-shot, "
+             f"{results['num_test_tasks']} test tasks, {results['num_inner_steps_eval']} inner steps",
+             f"{'model':<30} {'test accuracy (%)':>20}",
+             "-" * 51]
+    for name, acc, ci in rows:
+        lines.append(f"{name:<30} {acc:>11.2f} +- {ci:<5.2f}")
+    paper = results.get("paper_test_accuracy_pct")
+    if paper:
+        lines.append(f"{'paper':<30} {paper[0]:>11.2f} +- {paper[1]:<5.2f}")
+    lines.append("per-step accuracy (best): " +
+                 " ".join(f"{v:.1f}" for v in b["per_step_accuracy_pct"]))
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m experiments.evaluate", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--workdir", required=True)
+    p.add_argument("--data-dir", default=None,
+                   help="Omniglot archives (default: $MAML_JAX_DATA_DIR, then the user cache)")
+    p.add_argument("--num-tasks", type=int, default=None, help="override num_test_tasks")
+    p.add_argument("--ensemble-size", type=int, default=None, help="override ensemble_size")
+    args = p.parse_args(argv)
+    try:
+        results = run_evaluation(args.workdir, data_dir=args.data_dir, num_tasks=args.num_tasks,
+                                 ensemble_size=args.ensemble_size)
+    except (ConfigError, common.DataError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    print(format_table(results))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

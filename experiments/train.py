@@ -1,0 +1,264 @@
+"""Meta-trains MAML / MAML++ on Omniglot from a config file.
+
+Usage (from the repository root)::
+
+    python -m experiments.train --config experiments/configs/omniglot_5w1s_mamlpp.py \
+        [--workdir runs/omniglot_5w1s_mamlpp] [--data-dir DIR] [--set key=value ...] \
+        [--resume] [--stop-after EPOCHS] [--no-progress]
+
+Data directory: ``--data-dir`` > ``$MAML_JAX_DATA_DIR`` > the per-user cache. A workdir
+that already holds a checkpoint is resumed automatically (``--resume`` additionally
+insists that one exists); tasks come from ``fold_in(root key, step)`` and the whole
+``MetaState`` is checkpointed, so a killed and resumed run ends bit-identical (on CPU) to
+an uninterrupted one. The workdir receives ``config.json``, ``metrics.jsonl``,
+``metrics.csv``, TensorBoard events under ``tensorboard/``, ``checkpoints/`` (best
+``keep_best`` by validation accuracy plus the latest), ``training_curves.png`` and
+``inner_lrs.png``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import math
+import pathlib
+import sys
+import time
+from typing import Any
+
+import jax
+import numpy as np
+
+from maml_jax import meta
+
+from experiments import common, plots
+from experiments.config_lib import (ConfigError, apply_overrides, config_to_json, load_config,
+                                    validate_config)
+
+CSV_FIELDS = ("time", "step", "epoch", "kind", "loss", "accuracy", "grad_norm", "meta_lr",
+              "val_loss", "val_accuracy", "val_accuracy_ci95")
+
+# Keys that may differ between the saved config and a resumed run's config.
+_RESUMABLE_CHANGES = ("eval_batch_size", "num_test_tasks", "ensemble_size", "paper_test_accuracy",
+                      "steps_per_call", "num_epochs")
+
+
+class MetricsLogger:
+    """metrics.jsonl + metrics.csv + TensorBoard; on resume drops records after ``step``."""
+
+    def __init__(self, workdir: pathlib.Path, resume_step: int | None):
+        self.jsonl = workdir / "metrics.jsonl"
+        self.csv = workdir / "metrics.csv"
+        if resume_step is None:
+            for p in (self.jsonl, self.csv):
+                p.unlink(missing_ok=True)
+        else:  # a killed run may have logged past its last checkpoint
+            kept = [r for r in plots.read_jsonl(self.jsonl) if r.get("step", 0) <= resume_step]
+            self.jsonl.write_text("".join(json.dumps(r) + "\n" for r in kept))
+            if self.csv.is_file():
+                with self.csv.open(newline="") as f:
+                    rows = [r for r in csv.DictReader(f)
+                            if r.get("step") and int(r["step"]) <= resume_step]
+                self._write_csv(rows, "w")
+        if not self.csv.is_file():
+            self._write_csv([], "w")
+        from tensorboardX import SummaryWriter
+        self.tb = SummaryWriter(str(workdir / "tensorboard"),
+                                purge_step=None if resume_step is None else resume_step + 1)
+
+    def _write_csv(self, rows, mode):
+        with self.csv.open(mode, newline="") as f:
+            w = csv.DictWriter(f, fieldnames=CSV_FIELDS, extrasaction="ignore")
+            if mode == "w":
+                w.writeheader()
+            w.writerows(rows)
+
+    def log(self, record: dict[str, Any]) -> None:
+        record = {"time": round(time.time(), 3), **record}
+        with self.jsonl.open("a") as f:
+            f.write(json.dumps(record) + "\n")
+        self._write_csv([record], "a")
+        prefix = record["kind"]
+        for k, v in record.items():
+            if k in ("time", "step", "epoch", "kind"):
+                continue
+            if isinstance(v, (int, float)) and not isinstance(v, bool):
+                self.tb.add_scalar(f"{prefix}/{k}", v, record["step"])
+            elif isinstance(v, list):
+                for i, x in enumerate(v):
+                    self.tb.add_scalar(f"{prefix}/{k}_{i}", x, record["step"])
+
+    def close(self):
+        self.tb.flush()
+        self.tb.close()
+
+
+def _mean(x) -> float:
+    return float(np.mean(np.asarray(x)))
+
+
+def validate(setup, cfg, meta_params, tasks) -> dict[str, Any]:
+    res = common.evaluate_params(setup, cfg, meta_params, tasks)
+    acc, ci = meta.mean_ci95(res["accuracy"][:, -1]) if res["accuracy"].shape[0] > 1 else (
+        res["accuracy"][:, -1].mean(), 0.0)
+    return {"val_loss": float(res["loss"][:, -1].mean()), "val_accuracy": float(acc),
+            "val_accuracy_ci95": float(ci),
+            "val_accuracy_per_step": [float(a) for a in res["accuracy"].mean(axis=0)]}
+
+
+def _check_resume_config(saved: dict, cfg: dict) -> None:
+    diff = sorted(k for k in cfg if k not in _RESUMABLE_CHANGES and saved.get(k) != cfg[k])
+    if diff:
+        details = ", ".join(f"{k}: {saved.get(k)!r} -> {cfg[k]!r}" for k in diff)
+        raise ConfigError(f"the workdir holds a run with a different config ({details}); use "
+                          "another --workdir to start a new run")
+    if saved.get("num_epochs") != cfg["num_epochs"]:
+        print(f"warning: num_epochs changed from {saved.get('num_epochs')} to "
+              f"{cfg['num_epochs']}; the cosine schedule follows the new value", file=sys.stderr)
+
+
+def run_training(cfg: dict, workdir: str | pathlib.Path, *, data_dir: str | None = None,
+                 resume: bool = False, stop_after: int | None = None,
+                 progress: bool = True,
+                 images: tuple[np.ndarray, dict] | None = None) -> dict[str, Any]:
+    """Trains (or resumes) a run; returns a summary dict. See the module docstring.
+
+    ``images``: optional in-memory ``(images [C, 20, S, S], {'train','val','test'} class
+    indices)`` used instead of loading the config's data (tests, custom data).
+    """
+    cfg = validate_config(dict(cfg))
+    workdir = pathlib.Path(workdir)
+    ckpt_dir = workdir / common.CHECKPOINT_DIR
+    has_ckpt = ckpt_dir.is_dir() and any(p.name.isdigit() for p in ckpt_dir.iterdir())
+    if resume and not has_ckpt:
+        raise ConfigError(f"--resume: no checkpoint found in {ckpt_dir}")
+    if has_ckpt:
+        saved = common.read_workdir_config(workdir)
+        if saved is not None:
+            _check_resume_config(saved, cfg)
+
+    # Data and request checks: everything here runs before any compilation.
+    images, splits = images if images is not None else common.load_images(cfg, data_dir)
+    common.check_task_requests(cfg, splits)
+    setup = common.get_setup(cfg)
+    workdir.mkdir(parents=True, exist_ok=True)
+    (workdir / common.CONFIG_FILE).write_text(config_to_json(cfg))
+
+    train_images = jax.device_put(images[splits["train"]])
+    val_tasks = common.fixed_eval_tasks(jax.device_put(images[splits["val"]]), cfg, "val")
+    del images
+
+    mngr = common.checkpoint_manager(workdir, cfg["keep_best"])
+    state = common.init_state(cfg, setup)
+    resume_step = None
+    if has_ckpt and mngr.latest_step() is not None:
+        resume_step = int(mngr.latest_step())
+        state, info = common.restore_checkpoint(mngr, resume_step, state)
+        print(f"resumed from {ckpt_dir} at step {resume_step} (epoch {info.get('epoch')})",
+              file=sys.stderr)
+    logger = MetricsLogger(workdir, resume_step)
+
+    ipe, k = cfg["iterations_per_epoch"], setup.steps_per_call
+    total = cfg["num_epochs"] * ipe
+    step = int(state.step)
+    t_start = time.time()
+    bar = None
+    if progress:
+        from tqdm import tqdm
+        bar = tqdm(total=total, initial=step, desc=cfg["name"], unit="it", dynamic_ncols=True,
+                   file=sys.stderr)
+    last_val = None
+    try:
+        while step < total:
+            epoch = step // ipe
+            first_order, msl = meta.phase(setup.meta_config, epoch)
+            state, metrics = meta.jit_train_steps(
+                state, train_images, sample_tasks=setup.sample_fn, num_steps=k,
+                loss_fn=setup.train_loss_fn, optimizer=setup.optimizer,
+                config=setup.meta_config, first_order=first_order, msl=msl)
+            metrics = jax.device_get(metrics)
+            meta.check_finite(metrics, step)
+            step += k
+            rec = {"step": step, "epoch": epoch, "kind": "train", "loss": _mean(metrics["loss"]),
+                   "accuracy": _mean(metrics["accuracy"]),
+                   "grad_norm": _mean(metrics["grad_norm"]),
+                   "meta_lr": float(setup.lr_schedule(step - 1)),
+                   "per_step_loss": [float(v) for v in np.mean(metrics["per_step_loss"], 0)],
+                   "first_order": first_order, "msl": msl}
+            logger.log(rec)
+            if bar is not None:
+                bar.update(k)
+                bar.set_postfix(epoch=epoch, loss=f"{rec['loss']:.3f}", acc=f"{rec['accuracy']:.3f}",
+                                val=("-" if last_val is None else f"{last_val:.3f}"))
+            if step % ipe == 0:
+                if not common.tree_all_finite(state):
+                    raise meta.NonFiniteLossError(
+                        f"meta-training stopped: the meta-parameters became non-finite by "
+                        f"step {step}; no checkpoint was written. Lower the learning rates.")
+                val = validate(setup, cfg, state.meta_params, val_tasks)
+                if not math.isfinite(val["val_loss"]):
+                    raise meta.NonFiniteLossError(f"non-finite validation loss at step {step}")
+                last_val = val["val_accuracy"]
+                logger.log({"step": step, "epoch": epoch, "kind": "val", **val})
+                common.save_checkpoint(
+                    mngr, state, {"val_accuracy": val["val_accuracy"], "val_loss": val["val_loss"]},
+                    {"epoch": epoch + 1, "step": step, "val_accuracy": val["val_accuracy"],
+                     "config_name": cfg["name"]})
+                plots.plot_training_curves(workdir)
+                if stop_after is not None and epoch + 1 >= stop_after and step < total:
+                    print(f"stopping after epoch {epoch + 1} as requested (--stop-after)",
+                          file=sys.stderr)
+                    break
+    finally:
+        if bar is not None:
+            bar.close()
+        logger.close()
+        mngr.close()
+    plots.plot_inner_lrs(jax.device_get(state.meta_params["inner_lrs"]),
+                         workdir / "inner_lrs.png", title=f"{cfg['name']}: inner learning rates")
+    elapsed = time.time() - t_start
+    summary = {"step": step, "epochs_done": step // ipe, "finished": step >= total,
+               "wall_seconds_this_run": round(elapsed, 2), "last_val_accuracy": last_val}
+    common.write_json(workdir / "train_summary.json", summary)
+    return summary
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m experiments.train", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--config", required=True, help="experiments/configs/<name>.py")
+    p.add_argument("--workdir", default=None, help="run directory (default runs/<config name>)")
+    p.add_argument("--data-dir", default=None,
+                   help="directory with images_background.zip and images_evaluation.zip "
+                        "(default: $MAML_JAX_DATA_DIR, then the per-user cache)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config value (repeatable)")
+    p.add_argument("--resume", action="store_true",
+                   help="require a checkpoint in the workdir and continue from it "
+                        "(resuming is automatic whenever one exists)")
+    p.add_argument("--stop-after", type=int, default=None, metavar="EPOCHS",
+                   help="stop once this many epochs are done (as if killed); resume later")
+    p.add_argument("--no-progress", action="store_true", help="no tqdm progress bar")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        cfg = validate_config(apply_overrides(load_config(args.config), args.set))
+        workdir = args.workdir or str(pathlib.Path("runs") / cfg["name"])
+        summary = run_training(cfg, workdir, data_dir=args.data_dir, resume=args.resume,
+                               stop_after=args.stop_after, progress=not args.no_progress)
+    except (ConfigError, common.DataError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    except meta.NonFiniteLossError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 3
+    print(json.dumps({"workdir": workdir, **summary}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

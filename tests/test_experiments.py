@@ -1,0 +1,234 @@
+"""Tests of the experiment scripts (experiments/): tiny network, synthetic glyphs, CPU.
+
+One tiny config is compiled once per process (the experiments cache their jitted objects
+per config) and reused by the training / evaluation tests.
+"""
+
+from __future__ import annotations
+
+import json
+import pathlib
+import subprocess
+import sys
+
+import jax
+import numpy as np
+import pytest
+
+from experiments import common, compare, config_lib, evaluate, train
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+CONFIG_DIR = ROOT / "experiments" / "configs"
+
+TINY = dict(name="tiny", data="synthetic", synthetic_num_classes=30,
+            synthetic_counts=(20, 5, 5), num_filters=4, num_inner_steps=2,
+            num_inner_steps_eval=2, meta_batch_size=2, num_epochs=3, iterations_per_epoch=2,
+            steps_per_call=2, num_val_tasks=8, num_test_tasks=8, keep_best=1, ensemble_size=2)
+
+
+def tiny_config(**updates):
+    return config_lib.validate_config(config_lib.mamlpp_config(5, 1, **{**TINY, **updates}))
+
+
+def final_state(workdir):
+    cfg = common.read_workdir_config(workdir)
+    setup = common.get_setup(cfg)
+    mngr = common.checkpoint_manager(workdir, cfg["keep_best"], read_only=True)
+    try:
+        state, _ = common.restore_checkpoint(mngr, mngr.latest_step(), common.init_state(cfg, setup))
+    finally:
+        mngr.close()
+    return state
+
+
+def val_records(workdir):
+    lines = (pathlib.Path(workdir) / "metrics.jsonl").read_text().splitlines()
+    return [r for r in map(json.loads, lines) if r["kind"] == "val"]
+
+
+def test_train_resume_evaluate_end_to_end(tmp_path, capsys):
+    """Train -> checkpoint -> stop ("kill") -> resume -> evaluate -> compare, in one test.
+
+    One test (not a module fixture) so that pytest-xdist does not train on two workers.
+    """
+    cfg = tiny_config()
+    full, resumed = tmp_path / "full", tmp_path / "resumed"
+
+    summary = train.run_training(cfg, full, progress=False)
+    assert summary["finished"] and summary["step"] == 6
+    for name in ("config.json", "metrics.jsonl", "metrics.csv", "training_curves.png",
+                 "inner_lrs.png", "train_summary.json"):
+        assert (full / name).is_file(), name
+    assert list((full / "tensorboard").glob("events.out.tfevents.*"))
+    assert len(val_records(full)) == 3
+    header = (full / "metrics.csv").read_text().splitlines()[0]
+    assert header.split(",")[:4] == ["time", "step", "epoch", "kind"]
+
+    # -- stopped after epoch 1 (as if killed), then resumed: bit-identical to `full` ----
+    first = train.run_training(cfg, resumed, progress=False, stop_after=1)
+    assert first["epochs_done"] == 1 and not first["finished"]
+    # A killed run may have logged past its last checkpoint: resume must drop that.
+    with (resumed / "metrics.jsonl").open("a") as f:
+        f.write(json.dumps({"step": 99, "epoch": 9, "kind": "train", "loss": 0.0}) + "\n{trunc")
+    second = train.run_training(cfg, resumed, progress=False, resume=True)
+    assert second["finished"]
+    a, b = final_state(full), final_state(resumed)
+    la, lb = jax.tree.leaves(a), jax.tree.leaves(b)
+    assert jax.tree.structure(a) == jax.tree.structure(b) and len(la) == len(lb)
+    for x, y in zip(la, lb):
+        np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+    assert int(a.step) == 6
+    assert [r["val_accuracy"] for r in val_records(full)] == \
+        [r["val_accuracy"] for r in val_records(resumed)]
+    steps = [r["step"] for r in map(json.loads, (resumed / "metrics.jsonl").read_text().splitlines())]
+    assert 99 not in steps and steps == sorted(steps)
+
+    # -- best-k retention: keep_best=1 plus the latest ------------------------------------
+    vals = {r["step"]: r["val_accuracy"] for r in val_records(full)}
+    kept = sorted(int(p.name) for p in (full / "checkpoints").iterdir() if p.name.isdigit())
+    assert 6 in kept and len(kept) <= cfg["keep_best"] + 1
+    removed = set(vals) - set(kept)
+    assert removed
+    assert all(vals[s] <= max(vals[k] for k in kept) for s in removed)
+
+    # -- a changed config is refused in an existing workdir ---------------------------------
+    with pytest.raises(config_lib.ConfigError, match="num_filters"):
+        train.run_training(dict(cfg, num_filters=8), full, progress=False)
+
+    # -- evaluate (best + ensemble) and compare --------------------------------------------
+    res = evaluate.run_evaluation(full)
+    capsys.readouterr()
+    assert evaluate.main(["--workdir", str(resumed)]) == 0
+    assert "top-" in capsys.readouterr().out
+    saved = json.loads((full / "test_results.json").read_text())
+    assert saved["num_test_tasks"] == 8
+    assert res["ensemble"]["size"] == min(2, len(kept))
+    best = res["best"]
+    ranked = common.ranked_checkpoints(common.checkpoint_manager(full, 1, read_only=True))
+    assert best["step"] == ranked[0][0]
+    assert len(best["per_step_accuracy_pct"]) == 3   # before adaptation + 2 steps
+    # the ensemble path (final logits) agrees with the library's per-step evaluation
+    assert best["test_accuracy_pct"] == pytest.approx(best["per_step_accuracy_pct"][-1], abs=1e-4)
+    assert (full / "per_step_accuracy.png").is_file() and (full / "inner_lrs_best.png").is_file()
+    other = json.loads((resumed / "test_results.json").read_text())
+    assert other["best"] == saved["best"]
+    assert (tmp_path / "compare_per_step_accuracy.png").is_file()
+    out = tmp_path / "cmp.png"
+    assert compare.main([str(full), str(resumed), "--out", str(out)]) == 0
+    assert out.is_file()
+
+
+def test_nonfinite_loss_stops_without_checkpoint(tmp_path, capsys):
+    cfg = tiny_config()
+    images, splits = common.load_images(cfg, None)
+    images = images.copy()
+    images[:, :, 3, 3] = np.nan
+    with pytest.raises(Exception) as info:
+        train.run_training(cfg, tmp_path / "nan", progress=False, images=(images, splits))
+    assert type(info.value).__name__ == "NonFiniteLossError"
+    assert "non-finite" in str(info.value)
+    ckpt = tmp_path / "nan" / "checkpoints"
+    assert not ckpt.exists() or not [p for p in ckpt.iterdir() if p.name.isdigit()]
+
+
+# ---------------------------------------------------------------------------------------
+# configs and command-line errors (nothing is compiled)
+# ---------------------------------------------------------------------------------------
+
+CELLS = [f"omniglot_{c}_{m}" for c in ("5w1s", "5w5s", "20w1s", "20w5s") for m in ("maml", "mamlpp")]
+
+
+@pytest.mark.parametrize("name", CELLS + ["omniglot_5w1s_mamlpp_smoke", "omniglot_5w1s_maml_smoke"])
+def test_config_files_load(name):
+    path = CONFIG_DIR / f"{name}.py"
+    cfg = config_lib.validate_config(config_lib.load_config(path))
+    assert cfg["name"] == name
+    doc = path.read_text()
+    assert "python -m experiments.train" in doc and "runtime" in doc and "aper" in doc
+    assert cfg["paper_test_accuracy"] is not None
+    ways, shots = (int(x) for x in name.split("_")[1].replace("s", "").split("w"))
+    assert (cfg["num_ways"], cfg["k_shot"]) == (ways, shots)
+    if name.endswith("mamlpp"):
+        assert (cfg["meta_batch_size"], cfg["num_inner_steps"], cfg["num_inner_steps_eval"]) == (8, 5, 5)
+        assert cfg["lr_granularity"] == "layer_step" and cfg["learn_inner_lrs"] and cfg["per_step_bn"]
+        assert cfg["msl"] and cfg["msl_epochs"] == 10 and cfg["first_order_epochs"] == 0
+        assert (cfg["num_epochs"], cfg["iterations_per_epoch"], cfg["num_filters"]) == (100, 500, 64)
+        assert cfg["split"] == "reference" and cfg["q_query"] == 1 and cfg["inner_lr"] == 0.1
+    elif name.endswith("maml"):
+        assert cfg["split"] == "maml" and not cfg["msl"] and not cfg["per_step_bn"]
+        assert cfg["lr_schedule"] == "constant" and cfg["lr_granularity"] == "scalar"
+        assert cfg["inner_lr"] == (0.4 if ways == 5 else 0.1)
+        assert cfg["meta_batch_size"] == (32 if ways == 5 else 16)
+        assert (cfg["num_inner_steps"], cfg["num_inner_steps_eval"]) == ((1, 3) if ways == 5 else (5, 5))
+
+
+def test_overrides():
+    cfg = config_lib.load_config(CONFIG_DIR / "omniglot_5w1s_mamlpp.py")
+    cfg = config_lib.apply_overrides(cfg, ["num_filters=8", "meta_lr=inf", "msl=false",
+                                           "clip_value=10", "synthetic_counts=(1,2,3)",
+                                           "name=x=y", "num_epochs=2.0"])
+    assert cfg["num_filters"] == 8 and cfg["meta_lr"] == float("inf") and cfg["msl"] is False
+    assert cfg["clip_value"] == 10 and cfg["synthetic_counts"] == (1, 2, 3)
+    assert cfg["name"] == "x=y" and cfg["num_epochs"] == 2
+    for bad in (["nope=1"], ["num_filters"], ["num_filters=abc"], ["msl=maybe"]):
+        with pytest.raises(config_lib.ConfigError):
+            config_lib.apply_overrides(cfg, bad)
+    with pytest.raises(config_lib.ConfigError, match="num_filters"):
+        config_lib.validate_config(config_lib.apply_overrides(cfg, ["num_filters=0"]))
+
+
+def test_config_file_errors(tmp_path):
+    bad = tmp_path / "bad.py"
+    bad.write_text("def get_config():\n    return {'num_waze': 5}\n")
+    with pytest.raises(config_lib.ConfigError, match="unknown keys"):
+        config_lib.load_config(bad)
+    with pytest.raises(config_lib.ConfigError, match="not found"):
+        config_lib.load_config(tmp_path / "missing.py")
+
+
+def _write_tiny_config(tmp_path):
+    path = tmp_path / "tiny_cfg.py"
+    path.write_text("from experiments.config_lib import mamlpp_config\n"
+                    f"def get_config():\n    return mamlpp_config(5, 1, **{TINY!r})\n")
+    return str(path)
+
+
+@pytest.mark.parametrize("overrides, message", [
+    (["num_ways=30"], "30-way"),                       # more ways than the val split has
+    (["k_shot=15", "q_query=6"], "15 + 6 = 21"),       # K + Q > 20 drawings
+    (["q_query_eval=20"], "21"),
+])
+def test_bad_requests_fail_before_compiling(tmp_path, capsys, overrides, message):
+    argv = ["--config", _write_tiny_config(tmp_path), "--workdir", str(tmp_path / "w"),
+            "--no-progress"] + sum((["--set", o] for o in overrides), [])
+    assert train.main(argv) == 2
+    err = capsys.readouterr().err
+    assert "error:" in err and message in err
+    assert not (tmp_path / "w" / "checkpoints").exists()
+
+
+def test_missing_data_dir_message(tmp_path, capsys):
+    argv = ["--config", _write_tiny_config(tmp_path), "--workdir", str(tmp_path / "w"),
+            "--set", "data=omniglot", "--data-dir", str(tmp_path / "no_such_dir")]
+    assert train.main(argv) == 2
+    err = capsys.readouterr().err
+    assert "--data-dir" in err and "MAML_JAX_DATA_DIR" in err and "no_such_dir" in err
+
+
+def test_resume_flag_without_checkpoint(tmp_path, capsys):
+    argv = ["--config", _write_tiny_config(tmp_path), "--workdir", str(tmp_path / "w"), "--resume"]
+    assert train.main(argv) == 2
+    assert "no checkpoint" in capsys.readouterr().err
+
+
+def test_cli_subprocess_error_exit_code(tmp_path):
+    proc = subprocess.run(
+        [sys.executable, "-m", "experiments.train", "--config", _write_tiny_config(tmp_path),
+         "--workdir", str(tmp_path / "w"), "--set", "num_ways=40"],
+        cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and "40-way" in proc.stderr
+
+
+def test_steps_per_call_divides_epoch():
+    assert common.steps_per_call(tiny_config(iterations_per_epoch=500, steps_per_call=48)) == 25
+    assert common.steps_per_call(tiny_config(iterations_per_epoch=7, steps_per_call=50)) == 7
