@@ -3,6 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.requirements-installed
+BENCH_STAMP := $(VENV)/.bench-requirements-installed
 
 .PHONY: demo test install bench clean
 
@@ -12,18 +13,22 @@ $(STAMP): requirements.txt
 	$(PY) -m pip install --quiet -r requirements.txt
 	touch $(STAMP)
 
+# torch (CPU build) for the benchmarks and the JAX-vs-PyTorch equivalence test only.
+$(BENCH_STAMP): $(STAMP) benchmarks/requirements.txt
+	$(PY) -m pip install --quiet -r benchmarks/requirements.txt
+	touch $(BENCH_STAMP)
+
 install: $(STAMP)
 
 demo: $(STAMP)
 	$(PY) -m experiments.sinusoid --config experiments/configs/sinusoid_demo.py --workdir runs/sinusoid_demo
 
-test: $(STAMP)
+test: $(STAMP) $(BENCH_STAMP)
 	$(PY) -m pytest
 
 # CPU benchmark against PyTorch (installs the benchmark-only requirements).
-bench: $(STAMP)
-	$(PY) -m pip install --quiet -r benchmarks/requirements.txt
-	$(PY) -m benchmarks.bench --quick
+bench: $(BENCH_STAMP)
+	$(PY) benchmarks/bench.py --quick
 
 clean:
 	rm -rf runs .pytest_cache

@@ -66,7 +66,9 @@ def load_images(cfg: dict, data_dir: str | None) -> tuple[np.ndarray, dict[str, 
         return images, splits
     root = omniglot.resolve_data_dir(data_dir)
     try:
-        data = omniglot.load_omniglot(root, image_size=cfg["image_size"], download=False)
+        # Missing archives are downloaded (official URLs, verified) where the network
+        # allows; without network this fails at once with a message naming the flag.
+        data = omniglot.load_omniglot(root, image_size=cfg["image_size"], download=True)
     except omniglot.OmniglotNotFoundError as err:
         raise DataError(
             f"Omniglot data not found in {root}. Pass the directory holding "

@@ -45,7 +45,7 @@ def base_config() -> dict[str, Any]:
         # model
         "num_filters": 64,
         "activation": "leaky_relu",
-        "conv_impl": "xla",
+        "conv_impl": "auto",         # "auto": im2col on CPU, lax.conv elsewhere
         "per_step_bn": True,
         # inner loop
         "num_inner_steps": 5,

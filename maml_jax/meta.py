@@ -59,11 +59,16 @@ class MetaConfig:
         ``epoch < first_order_epochs``, then second order. 0 = second order from the start.
       learn_inner_lrs: meta-learn the inner learning rates (LSLR / Meta-SGD).
       iterations_per_epoch: outer steps per epoch (the reference's 500).
-      task_batching: ``"vmap"`` over tasks, ``"map"`` (``lax.map``: one task after another,
-        best on CPU where vmapped per-task convolutions become slow grouped convolutions),
-        or ``"auto"`` (``"map"`` on CPU, ``"vmap"`` elsewhere).
+      task_batching: ``"vmap"`` over tasks, ``"map"`` (``lax.map``: one task after
+        another), or ``"auto"`` (= ``"vmap"``). On CPU, ``vmap`` turns ``lax.conv`` with
+        per-task weights into grouped convolutions that XLA:CPU runs >30x slower; Conv4's
+        default ``conv_impl="auto"`` avoids them there (im2col + batched matmul), which
+        makes ``vmap`` the fastest choice on every backend (benchmarks/RESULTS.md). With a
+        model of your own that calls ``lax.conv``/``nn.Conv`` on CPU, use ``"map"``.
       remat: rematerialise each inner step (``jax.checkpoint``) to save memory.
-      unroll: ``lax.scan`` unroll factor of the inner loop.
+      unroll: ``lax.scan`` unroll factor of the inner loop (an int, or True for a full
+        unroll), or ``"auto"``: ``min(num_inner_steps, 5)`` on CPU (the second-order Conv4
+        step runs 2-3x faster there unrolled; capped to bound the compile time), 1 elsewhere.
       bn_momentum: momentum of the per-step BN running statistics (torch convention).
       skip_nonfinite: keep the old state when the loss or a gradient is not finite (the
         host then raises; no NaN ever reaches a checkpoint).
@@ -78,7 +83,7 @@ class MetaConfig:
     iterations_per_epoch: int = 500
     task_batching: str = "auto"
     remat: bool = False
-    unroll: int = 1
+    unroll: int | bool | str = "auto"
     bn_momentum: float = 0.1
     skip_nonfinite: bool = True
 
@@ -90,6 +95,8 @@ class MetaConfig:
             raise ValueError(f"msl_epochs must be >= 1, got {self.msl_epochs}")
         if self.iterations_per_epoch < 1:
             raise ValueError(f"iterations_per_epoch must be >= 1, got {self.iterations_per_epoch}")
+        if isinstance(self.unroll, str) and self.unroll != "auto":
+            raise ValueError(f"unroll must be an int, a bool or 'auto', got {self.unroll!r}")
         if self.task_batching not in TASK_BATCHING:
             raise ValueError(f"unknown task_batching {self.task_batching!r}; expected {TASK_BATCHING}")
 
@@ -194,7 +201,15 @@ def phase(config: MetaConfig, epoch: int) -> tuple[bool, bool]:
 def _batching(config: MetaConfig) -> str:
     if config.task_batching != "auto":
         return config.task_batching
-    return "map" if jax.default_backend() == "cpu" else "vmap"
+    # vmap everywhere: on CPU it is fast only with convolutions written as matmuls, which
+    # is what Conv4 does there by default (see MetaConfig.task_batching).
+    return "vmap"
+
+
+def _unroll(config: MetaConfig) -> int | bool:
+    if config.unroll != "auto":
+        return config.unroll
+    return min(config.num_inner_steps, 5) if jax.default_backend() == "cpu" else 1
 
 
 def _map_tasks(fn: Callable, batching: str, *args):
@@ -292,13 +307,13 @@ def outer_step(
             loss, (per_step, aux) = core.task_loss(
                 loss_fn, params, lrs, s, q, num_steps=n, step_weights=weights,
                 first_order=first_order, has_aux=True, remat=config.remat,
-                unroll=config.unroll)
+                unroll=_unroll(config))
             bn = aux.pop("bn_stats", None)  # leaves (n, C): every step's query statistics
             aux = jax.tree.map(lambda a: a[-1], aux)  # report the final step's metrics
             return loss, (per_step, aux, bn)
         adapted = core.adapt(
             lambda p, b, t: loss_fn(p, b, t)[0], params, lrs, s, num_steps=n,
-            first_order=first_order, remat=config.remat, unroll=config.unroll)
+            first_order=first_order, remat=config.remat, unroll=_unroll(config))
         loss, aux = loss_fn(adapted, q, jnp.int32(n - 1))
         per_step = jnp.zeros((n,), loss.dtype).at[-1].set(loss)
         bn = aux.pop("bn_stats", None)

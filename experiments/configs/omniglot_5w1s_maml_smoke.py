@@ -24,5 +24,5 @@ def get_config():
     return maml_config(
         5, 1, name="omniglot_5w1s_maml_smoke", num_filters=16, num_epochs=3,
         iterations_per_epoch=100, steps_per_call=50, num_val_tasks=100, num_test_tasks=600,
-        conv_impl="patches", task_batching="vmap", eval_batch_size=20,
+        eval_batch_size=20,
         paper_test_accuracy=(98.7, 0.4))

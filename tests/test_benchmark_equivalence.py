@@ -1,0 +1,130 @@
+"""The benchmark's PyTorch MAML++ step computes the same meta-gradient as maml_jax, and
+the alternative convolutions equal ``lax.conv`` in value and gradient."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import sys
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(_ROOT, "benchmarks"))
+
+from maml_jax import models  # noqa: E402
+
+
+def _lax_conv(x, k):
+    return jax.lax.conv_general_dilated(x, k, (1, 1), ((1, 1), (1, 1)),
+                                        dimension_numbers=("NHWC", "HWIO", "NHWC"))
+
+
+@pytest.mark.parametrize("shape", [(2, 7, 7, 1, 4), (3, 6, 5, 3, 8)])
+def test_conv3x3_patches_matches_lax_conv(shape):
+    n, h, w, cin, cout = shape
+    kx, kk, kc = jax.random.split(jax.random.PRNGKey(0), 3)
+    x = jax.random.normal(kx, (n, h, w, cin))
+    k = jax.random.normal(kk, (3, 3, cin, cout))
+    ct = jax.random.normal(kc, (n, h, w, cout))
+    np.testing.assert_allclose(models.conv3x3_patches(x, k), _lax_conv(x, k),
+                               rtol=1e-5, atol=1e-5)
+
+    def loss(conv):
+        return lambda x, k: jnp.sum(jnp.tanh(conv(x, k)) * ct)
+
+    g_p = jax.grad(loss(models.conv3x3_patches), argnums=(0, 1))(x, k)
+    g_x = jax.grad(loss(_lax_conv), argnums=(0, 1))(x, k)
+    for a, b in zip(g_p, g_x):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
+
+    # Second order (what MAML differentiates): Hessian-vector products agree.
+    vx, vk = jax.random.normal(kx, x.shape), jax.random.normal(kk, k.shape)
+
+    def hvp(conv):
+        g = jax.grad(loss(conv), argnums=(0, 1))
+        return jax.jvp(g, (x, k), (vx, vk))[1]
+
+    for a, b in zip(hvp(models.conv3x3_patches), hvp(_lax_conv)):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-3)
+
+    # Under vmap over per-task kernels as well.
+    xs, ks = jnp.stack([x, 2 * x]), jnp.stack([k, -k])
+    np.testing.assert_allclose(jax.vmap(models.conv3x3_patches)(xs, ks),
+                               jax.vmap(_lax_conv)(xs, ks), rtol=1e-5, atol=1e-4)
+
+
+def test_conv4_impls_agree_and_auto_resolves():
+    x = jax.random.normal(jax.random.PRNGKey(1), (4, 28, 28, 1))
+    outs = {}
+    for impl in ("xla", "patches", "auto"):
+        m = models.Conv4(num_classes=3, num_filters=8, num_steps=2, conv_impl=impl)
+        v = m.init(jax.random.PRNGKey(0), x)
+        outs[impl] = m.apply(v, x, step=1, mutable=["batch_stats"])[0]
+    np.testing.assert_allclose(outs["patches"], outs["xla"], rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(outs["auto"], outs["xla"], rtol=1e-4, atol=1e-4)
+    expected = "patches" if jax.default_backend() == "cpu" else "xla"
+    assert models.resolve_conv_impl("auto") == expected
+    assert models.Conv4(num_classes=3).conv_impl == "auto"
+    with pytest.raises(ValueError):
+        models.Conv4(num_classes=3, conv_impl="nope").init(jax.random.PRNGKey(0), x)
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    torch = pytest.importorskip("torch")
+    import jax_setup
+    import torch_maml
+
+    # 36x36 images end in 2x2x8 features, so the head's HWC -> CHW permutation is tested.
+    s = dataclasses.replace(jax_setup.SETTINGS["omniglot_5w1s"], ways=3, shots=1, queries=2,
+                            meta_batch=2, inner_steps=2, image=36, filters=8)
+    _, state, _, kw = jax_setup.build(s, conv_impl="auto", task_batching="auto", inner_lr=0.4)
+    tasks = jax_setup.make_tasks(s, seed=3)
+    return torch, jax_setup, torch_maml, s, state, kw, tasks
+
+
+@pytest.mark.parametrize("first_order,msl", [(False, True), (True, False)],
+                         ids=["second_order-msl", "first_order-final_step"])
+def test_torch_step_matches_jax_meta_gradient(tiny, first_order, msl):
+    torch, jax_setup, torch_maml, s, state, kw, tasks = tiny
+    from maml_jax import core
+
+    s = dataclasses.replace(s, first_order=first_order, msl=msl)
+    grad_fn = jax_setup.meta_grad_fn(s, kw["loss_fn"], kw["config"])
+    j_loss, j_grads = grad_fn(state.meta_params, state.model_state, tasks)
+
+    params, alphas = torch_maml.params_from_jax(state.meta_params["params"],
+                                                state.meta_params["inner_lrs"],
+                                                dtype=torch.float64)
+    epochs = kw["config"].msl_epochs
+    weights = torch_maml.msl_weights(0, s.inner_steps, epochs)
+    np.testing.assert_allclose(weights, np.asarray(core.msl_weights(0, s.inner_steps, epochs)),
+                               rtol=1e-6)
+    t_loss, t_grads = torch_maml.meta_grads(
+        params, alphas, torch_maml.tasks_to_torch(tasks, dtype=torch.float64),
+        num_steps=s.inner_steps, step_weights=weights, first_order=first_order, msl=msl)
+    np.testing.assert_allclose(float(t_loss.detach()), float(j_loss), rtol=1e-5)
+
+    t_params = torch_maml.grads_to_jax_layout({k: v for k, v in t_grads.items()
+                                               if not k.startswith("lr:")})
+    t_lrs = {k[3:]: v.numpy() for k, v in t_grads.items() if k.startswith("lr:")}
+    j_params = torch_maml._flatten_tree(jax.device_get(j_grads["params"]))
+    j_lrs = torch_maml._flatten_tree(torch_maml._drop_none(jax.device_get(j_grads["inner_lrs"])))
+    assert set(t_params) == set(j_params) and set(t_lrs) == set(j_lrs)
+    assert any(k.startswith("norm") for k in t_params)
+    # JAX runs in float32, torch in float64. Conv biases before batch norm have an exactly
+    # zero meta-gradient (float32 noise in JAX), hence an absolute floor from the largest
+    # gradient entry.
+    scale = max(np.abs(v).max() for v in list(t_params.values()) + list(t_lrs.values()))
+    for name in sorted(j_params):
+        np.testing.assert_allclose(j_params[name], t_params[name], rtol=1e-4,
+                                   atol=1e-5 * scale, err_msg=name)
+    for name in sorted(j_lrs):
+        np.testing.assert_allclose(j_lrs[name], t_lrs[name], rtol=1e-4, atol=1e-5 * scale,
+                                   err_msg="alpha " + name)
+    # The BN weights do receive a meta-gradient.
+    assert np.abs(j_params["norm0/scale"]).max() > 0
