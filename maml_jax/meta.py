@@ -68,7 +68,8 @@ class MetaConfig:
       remat: rematerialise each inner step (``jax.checkpoint``) to save memory.
       unroll: ``lax.scan`` unroll factor of the inner loop (an int, or True for a full
         unroll), or ``"auto"``: ``min(num_inner_steps, 5)`` on CPU (the second-order Conv4
-        step runs 2-3x faster there unrolled; capped to bound the compile time), 1 elsewhere.
+        step runs 2-3x faster there unrolled; capped to bound the compile time), 1 elsewhere
+        and whenever ``remat`` is on.
       bn_momentum: momentum of the per-step BN running statistics (torch convention).
       skip_nonfinite: keep the old state when the loss or a gradient is not finite (the
         host then raises; no NaN ever reaches a checkpoint).
@@ -209,6 +210,10 @@ def _batching(config: MetaConfig) -> str:
 def _unroll(config: MetaConfig) -> int | bool:
     if config.unroll != "auto":
         return config.unroll
+    # remat saves memory per scan iteration: unrolling would put several inner steps into
+    # one rematerialised region and give the memory back (benchmarks/RESULTS.md).
+    if config.remat:
+        return 1
     return min(config.num_inner_steps, 5) if jax.default_backend() == "cpu" else 1
 
 

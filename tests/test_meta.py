@@ -313,3 +313,13 @@ def test_facade_errors():
     with pytest.raises(mj.NonFiniteLossError, match="non-finite meta loss"):
         bad.meta_train_step(np.full((2, 5, 1), np.inf, np.float32), np.zeros((2, 5, 1)),
                             np.zeros((2, 5, 1)), np.zeros((2, 5, 1)))
+
+
+def test_unroll_auto_falls_back_to_one_with_remat():
+    from maml_jax import meta
+    assert meta._unroll(mj.MetaConfig(num_inner_steps=5, remat=True)) == 1
+    assert meta._unroll(mj.MetaConfig(num_inner_steps=3, unroll=2, remat=True)) == 2
+    expected = 3 if jax.default_backend() == "cpu" else 1
+    assert meta._unroll(mj.MetaConfig(num_inner_steps=3)) == expected
+    with pytest.raises(ValueError, match="unroll must be an int, a bool or 'auto'"):
+        mj.MetaConfig(unroll="full")
