@@ -13,7 +13,7 @@ from maml_jax.meta import (TASK_BATCHING, MetaConfig, MetaState, NonFiniteLossEr
                            jit_outer_step, jit_train_steps, make_meta_optimizer, mean_ci95,
                            meta_lr_schedule, outer_step, phase, train_steps, validate_tasks)
 from maml_jax.models import (CONV_IMPLS, MLP, Conv3x3, Conv4, StepBatchNorm, conv3x3_patches,
-                             inner_loop_mask)
+                             inner_loop_mask, max_pool_2x2, resolve_conv_impl)
 from maml_jax.sinusoid import SinusoidFamily, sample_sinusoid_tasks, sinusoid_eval_tasks
 
 __version__ = "0.1.0"
@@ -29,7 +29,7 @@ __all__ = [
     "check_finite", "NonFiniteLossError",
     # models and losses
     "CONV_IMPLS", "Conv3x3", "StepBatchNorm", "Conv4", "MLP", "inner_loop_mask",
-    "conv3x3_patches", "LOSSES", "make_loss_fn", "accuracy",
+    "conv3x3_patches", "max_pool_2x2", "resolve_conv_impl", "LOSSES", "make_loss_fn", "accuracy",
     # tasks
     "SinusoidFamily", "sample_sinusoid_tasks", "sinusoid_eval_tasks",
     # facade

@@ -21,6 +21,7 @@ __all__ = [
     "MLP",
     "inner_loop_mask",
     "conv3x3_patches",
+    "max_pool_2x2",
     "resolve_conv_impl",
 ]
 
@@ -61,6 +62,27 @@ def conv3x3_patches(x: jax.Array, kernel: jax.Array) -> jax.Array:
     patches = jnp.concatenate(cols, axis=-1)
     return jnp.dot(patches.reshape(n * h * w, kh * kw * cin),
                    kernel.reshape(kh * kw * cin, cout)).reshape(n, h, w, cout)
+
+
+def max_pool_2x2(x: jax.Array) -> jax.Array:
+    """VALID 2x2 max-pool with stride 2 (as ``F.max_pool2d(x, 2)``): 28->14->7->3->1.
+
+    Written as crop-to-even + reshape + max over the two window axes rather than
+    ``nn.max_pool`` (``lax.reduce_window``): same values, and the same gradient except
+    at exact ties inside a window (split between the tied inputs instead of routed to
+    one). XLA:CPU runs the second-order derivatives of ``reduce_window`` (its
+    ``select_and_scatter`` gradient) much more slowly; the second-order Omniglot 5w1s
+    Conv4 step is ~25-30% faster this way on a 2-core CPU.
+
+    Args:
+      x: ``(N, H, W, C)``.
+
+    Returns:
+      ``(N, H // 2, W // 2, C)``.
+    """
+    n, h, w, c = x.shape
+    x = x[:, :h // 2 * 2, :w // 2 * 2]
+    return x.reshape(n, h // 2, 2, w // 2, 2, c).max(axis=(2, 4))
 
 
 class Conv3x3(nn.Module):
@@ -197,8 +219,7 @@ class Conv4(nn.Module):
             h = StepBatchNorm(num_steps=self.num_steps, per_step=self.per_step_bn,
                               name=f"norm{i}")(h, step, use_running_average)
             h = act(h)
-            # VALID 2x2 pooling, as F.max_pool2d(kernel 2, stride 2): 28->14->7->3->1.
-            h = nn.max_pool(h, (2, 2), strides=(2, 2), padding="VALID")
+            h = max_pool_2x2(h)
         h = h.reshape(h.shape[0], -1)
         dense = nn.Dense(self.num_classes, kernel_init=_kernel_init, name="head",
                          dtype=self.dtype)

@@ -323,3 +323,14 @@ def test_unroll_auto_falls_back_to_one_with_remat():
     assert meta._unroll(mj.MetaConfig(num_inner_steps=3)) == expected
     with pytest.raises(ValueError, match="unroll must be an int, a bool or 'auto'"):
         mj.MetaConfig(unroll="full")
+
+
+@pytest.mark.parametrize("size", [28, 7, 3])
+def test_max_pool_2x2_equals_flax_max_pool(size):
+    import flax.linen as nn
+    x = jax.random.normal(jax.random.PRNGKey(size), (2, size, size, 3))  # no exact ties
+    ref = lambda v: nn.max_pool(v, (2, 2), strides=(2, 2), padding="VALID")
+    np.testing.assert_array_equal(mj.max_pool_2x2(x), ref(x))
+    w = jax.random.normal(jax.random.PRNGKey(1), ref(x).shape)
+    g = lambda f: jax.grad(lambda v: jnp.sum(jnp.tanh(f(v)) * w))(x)
+    np.testing.assert_allclose(g(mj.max_pool_2x2), g(ref), rtol=1e-6, atol=1e-7)
