@@ -16,7 +16,7 @@ import os
 import pathlib
 from typing import Any
 
-__all__ = ["ConfigError", "base_config", "mamlpp_config", "maml_config", "load_config",
+__all__ = ["ConfigError", "call_get_config", "base_config", "mamlpp_config", "maml_config", "load_config",
            "apply_overrides", "validate_config", "config_to_json"]
 
 
@@ -110,8 +110,8 @@ def maml_config(num_ways: int, k_shot: int, **updates) -> dict[str, Any]:
     return cfg
 
 
-def load_config(path: str | os.PathLike) -> dict[str, Any]:
-    """Imports a config file and returns ``get_config()`` as a dict (defaults filled in)."""
+def call_get_config(path: str | os.PathLike) -> Any:
+    """Imports a config file by path and returns its ``get_config()``."""
     path = pathlib.Path(path)
     if not path.is_file():
         raise ConfigError(f"config file not found: {path}")
@@ -123,7 +123,13 @@ def load_config(path: str | os.PathLike) -> dict[str, Any]:
         raise ConfigError(f"could not import config {path}: {err!r}") from err
     if not hasattr(module, "get_config"):
         raise ConfigError(f"config {path} defines no get_config()")
-    raw = module.get_config()
+    return module.get_config()
+
+
+def load_config(path: str | os.PathLike) -> dict[str, Any]:
+    """Imports a config file and returns ``get_config()`` as a dict (defaults filled in)."""
+    path = pathlib.Path(path)
+    raw = call_get_config(path)
     if hasattr(raw, "__dataclass_fields__"):
         import dataclasses
         raw = dataclasses.asdict(raw)

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import importlib.util
 import json
 import os
 import pathlib
@@ -26,6 +25,7 @@ import jax.numpy as jnp
 import numpy as np
 
 import maml_jax as mj
+from experiments.config_lib import ConfigError, call_get_config
 
 
 @dataclasses.dataclass(frozen=True)
@@ -42,6 +42,8 @@ class MethodConfig:
     cosine: bool = False
     min_meta_lr: float = 1e-5
     first_order_epochs: int = 0
+    clip_value: float | None = None  # element-wise meta-gradient clipping (optax.clip)
+    inner_lr_scale: float | None = None  # meta learning rate of the inner rates, relative
 
 
 @dataclasses.dataclass(frozen=True)
@@ -66,13 +68,10 @@ class SinusoidConfig:
 
 def load_config(path: str | os.PathLike) -> SinusoidConfig:
     """Imports ``get_config()`` from a config file; a clear error if it is not one."""
-    path = pathlib.Path(path)
-    if not path.is_file():
-        raise SystemExit(f"config file not found: {path}")
-    spec = importlib.util.spec_from_file_location(f"_sinusoid_config_{path.stem}", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    cfg = getattr(module, "get_config", lambda: None)()
+    try:
+        cfg = call_get_config(path)
+    except ConfigError as err:
+        raise SystemExit(str(err)) from None
     if not isinstance(cfg, SinusoidConfig):
         raise SystemExit(f"{path}: get_config() must return an experiments.sinusoid.SinusoidConfig")
     return cfg
@@ -98,7 +97,8 @@ def train_method(cfg: SinusoidConfig, m: MethodConfig, progress: bool = True):
     total_epochs = max(1, cfg.iterations // cfg.iterations_per_epoch)
     lr = (mj.meta_lr_schedule(cfg.meta_lr, m.min_meta_lr, total_epochs,
                               cfg.iterations_per_epoch) if m.cosine else cfg.meta_lr)
-    optimizer = mj.make_meta_optimizer(lr)
+    optimizer = mj.make_meta_optimizer(lr, clip_value=m.clip_value,
+                                       inner_lr_scale=m.inner_lr_scale)
     config = _meta_config(cfg, m)
     state = mj.init_meta_state(params, lrs, optimizer, run_key)
 

@@ -334,3 +334,16 @@ def test_max_pool_2x2_equals_flax_max_pool(size):
     w = jax.random.normal(jax.random.PRNGKey(1), ref(x).shape)
     g = lambda f: jax.grad(lambda v: jnp.sum(jnp.tanh(f(v)) * w))(x)
     np.testing.assert_allclose(g(mj.max_pool_2x2), g(ref), rtol=1e-6, atol=1e-7)
+
+
+def test_make_meta_optimizer_scales_inner_lr_updates():
+    mp = {"params": {"w": jnp.ones(3)}, "inner_lrs": {"w": jnp.full((2,), 0.1), "b": None}}
+    grads = {"params": {"w": jnp.array([1.0, -2.0, 30.0])},
+             "inner_lrs": {"w": jnp.array([0.5, -0.5]), "b": None}}
+    plain = mj.make_meta_optimizer(1e-2)
+    scaled = mj.make_meta_optimizer(1e-2, inner_lr_scale=0.1)
+    u1, _ = plain.update(grads, plain.init(mp), mp)
+    u2, _ = scaled.update(grads, scaled.init(mp), mp)
+    np.testing.assert_allclose(u2["inner_lrs"]["w"], 0.1 * u1["inner_lrs"]["w"], rtol=1e-6)
+    np.testing.assert_allclose(u2["params"]["w"], u1["params"]["w"], rtol=1e-6)
+    assert u2["inner_lrs"]["b"] is None
