@@ -366,7 +366,7 @@ def outer_step(
         state.meta_params)
     updates, opt_state = optimizer.update(grads, state.opt_state, state.meta_params)
     meta_params = optax.apply_updates(state.meta_params, updates)
-    model_state = _update_running_stats(state.model_state, bn, msl, n, config.bn_momentum)
+    model_state = _update_running_stats(state.model_state, bn, msl, config.bn_momentum)
 
     finite = jnp.isfinite(loss) & _tree_all_finite(grads)
     new_state = MetaState(state.step + 1, meta_params, opt_state, model_state, state.rng)
@@ -380,14 +380,14 @@ def outer_step(
     return new_state, metrics
 
 
-def _update_running_stats(model_state, bn, msl: bool, n: int, momentum: float):
+def _update_running_stats(model_state, bn, msl: bool, momentum: float):
     """EMA of the per-step running statistics with the task-averaged batch statistics."""
     if bn is None or not model_state:
         return model_state
     # bn leaves: (tasks, n, C) with MSL (one entry per step), (tasks, C) without.
     def upd(running, obs):
         obs = jnp.mean(obs, axis=0)
-        if running.ndim == obs.ndim:  # per-step statistics and per-step observations
+        if running.ndim == obs.ndim:  # per-step stats and observations, or shared and one
             return (1 - momentum) * running + momentum * obs
         if msl:  # shared statistics, per-step observations: average over steps
             return (1 - momentum) * running + momentum * jnp.mean(obs, axis=0)
