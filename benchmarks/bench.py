@@ -6,8 +6,10 @@ Examples:
       --jax-variants auto,patches:vmap:1,xla:vmap:1 --train-steps 10 --out $OUT/gpu.json
   python benchmarks/bench.py --scaling steps --settings omniglot_5w1s --out steps.json
 
-A JAX variant is ``conv:batching:unroll[:remat]`` (``auto:auto:auto`` = the library's
-defaults, e.g. ``xla:map:1``, ``patches:vmap:true``, ``auto:auto:auto:remat``). Rows are
+A JAX variant is ``conv:batching:unroll[:remat][:pool=P]`` (``auto:auto:auto`` = the
+library's defaults, e.g. ``xla:map:1``, ``patches:vmap:true``, ``auto:auto:auto:remat``,
+``auto:auto:auto:pool=reduce_window``; ``pool=max_wrong`` times the earlier reshape + max
+pool, whose gradients are wrong, for comparison only). Rows are
 timed round-robin (one step of each runner in turn) so that all frameworks see the same
 machine load. Compile = ``lower().compile()`` for JAX, the first step for PyTorch.
 """
@@ -82,7 +84,11 @@ class JaxRunner:
     framework = "jax"
 
     def __init__(self, s: jax_setup.Setting, variant: str, train_steps: int = 0):
-        parts = variant.split(":")
+        parts = [q for q in variant.split(":") if not q.startswith("pool=")]
+        pools = [q[5:] for q in variant.split(":") if q.startswith("pool=")]
+        pool = pools[0] if pools else "select"
+        if pool not in ("select", "reduce_window", "max_wrong"):
+            raise ValueError(f"unknown pool {pool!r} in variant {variant!r}")
         conv, batching, unroll = (parts + ["auto"] * 3)[:3]
         self.remat = len(parts) > 3 and parts[3] == "remat"
         unroll = unroll if unroll == "auto" else (
@@ -92,9 +98,13 @@ class JaxRunner:
         # "rows3": an experimental patches layout (3 matmuls over dy of a dx-im2col), swapped
         # in for models.conv3x3_patches while tracing; benchmark-only.
         self.conv_override = _ROWS3 if conv == "rows3" else None
+        # "max_wrong": the earlier reshape + jnp.max pool, whose derivatives XLA:CPU gets
+        # wrong (benchmarks/repro); timed only to show what the correct pool costs.
+        self.pool_override = _max_wrong if pool == "max_wrong" else None
         _, self.state, step_fn, kw = jax_setup.build(
-            s, conv_impl=None if conv == "auto" else ("patches" if conv == "rows3" else conv), task_batching=batching,
-            remat=self.remat, unroll=unroll)
+            s, conv_impl=None if conv == "auto" else ("patches" if conv == "rows3" else conv),
+            task_batching=batching, remat=self.remat, unroll=unroll,
+            pool_impl="reduce_window" if pool == "reduce_window" else None)
         self.name = f"jax {variant}" + (f" x{train_steps}/call" if train_steps else "")
         self.device = jax.devices()[0]
         self.steps_per_call = max(1, train_steps)
@@ -116,15 +126,17 @@ class JaxRunner:
 
     def compile(self) -> float:
         from maml_jax import models
-        saved = models.conv3x3_patches
+        saved = models.conv3x3_patches, models.max_pool_2x2
         if self.conv_override is not None:
             models.conv3x3_patches = self.conv_override
+        if self.pool_override is not None:
+            models.max_pool_2x2 = self.pool_override
         try:
             t = time.perf_counter()
             self.exe = self._lower(self.state).compile()
             return time.perf_counter() - t
         finally:
-            models.conv3x3_patches = saved
+            models.conv3x3_patches, models.max_pool_2x2 = saved
 
     def step(self):
         self.state, m = self.exe(self.state, *self.args)
@@ -157,6 +169,13 @@ def _rows3(x, kernel):
 
 
 _ROWS3 = _rows3
+
+
+def _max_wrong(x):
+    """The earlier max-pool (reshape + jnp.max): wrong derivatives on XLA:CPU."""
+    n, h, w, c = x.shape
+    x = x[:, :h // 2 * 2, :w // 2 * 2]
+    return x.reshape(n, h // 2, 2, w // 2, 2, c).max(axis=(2, 4))
 
 
 def _static(kw, s):

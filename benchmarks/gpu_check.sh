@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The GPU benchmark table, prepared for an H100/H200 session (jax/flax/optax/chex/torch
-# preinstalled, no package registry). Total budget < 5 minutes: every stage has its own
-# timeout and writes its own file, so a slow stage does not lose the others' results.
+# preinstalled, no package registry). Total budget < 7 minutes: every stage has its own
+# timeout and writes its own file, so a slow stage does not lose the others' results. The
+# gradient check runs first (benchmarks/grad_check.py).
 #
 #   bash benchmarks/gpu_check.sh [OUTDIR]      # default: $OUT, else benchmarks/results/gpu
 #   BENCH_TINY=1 bash benchmarks/gpu_check.sh /tmp/gpu_dry   # CPU dry run (tiny sizes)
@@ -17,10 +18,10 @@ LOG="$OUTDIR/gpu_check.log"
 
 TINY=()
 REP=(--repeats 10 --max-seconds 20)
-T_MAIN=140; T_FO=40; T_MINI=50; T_REMAT=45
+T_GRAD=150; T_MAIN=140; T_FO=40; T_MINI=50; T_REMAT=45
 if [ "${BENCH_TINY:-0}" = "1" ]; then
   TINY=(--tiny); REP=(--repeats 1 --max-seconds 1)
-  T_MAIN=400; T_FO=200; T_MINI=200; T_REMAT=200
+  T_GRAD=400; T_MAIN=400; T_FO=200; T_MINI=200; T_REMAT=200
 fi
 
 run() {  # run SECONDS NAME ARGS...
@@ -39,6 +40,22 @@ run() {  # run SECONDS NAME ARGS...
   "$PY" -c "import torch; print('torch', torch.__version__, torch.cuda.is_available())" 2>&1
 } >> "$LOG" 2>&1
 
+# 0. Correctness first: the default step's full-size meta-gradient (float32 at "highest"
+#    precision and float64) against the PyTorch float64 reference and float64 finite
+#    differences, plus the TF32 default precision reported beside it. A fast wrong step is
+#    not a result: a failed check is printed at the top of every table below.
+echo "== grad_check" | tee -a "$LOG"
+start=$SECONDS
+if [ "${BENCH_TINY:-0}" = "1" ]; then GC_ARGS=(--no-fd --dtypes float32); else GC_ARGS=(); fi
+timeout "$T_GRAD" "$PY" benchmarks/grad_check.py --variants default \
+    "${GC_ARGS[@]}" --out "$OUTDIR/01_grad_check.json" >> "$LOG" 2>&1
+GC_RC=$?
+echo "== grad_check: rc=$GC_RC in $((SECONDS - start))s" | tee -a "$LOG"
+if [ "$GC_RC" != "0" ]; then
+  echo "**GRADIENT CHECK FAILED (rc=$GC_RC): the steps timed below compute a wrong meta-gradient; see 01_grad_check.md**" \
+      > "$OUTDIR/00_gradient_check_failed.md"
+fi
+
 # 1. The main table: 20w1s and 5w1s, second order, MSL; JAX defaults (vmap + xla conv on
 #    GPU), patches conv under vmap, full scan unroll, jit_train_steps (10 steps per call);
 #    PyTorch with tasks one after another (the reference).
@@ -52,5 +69,5 @@ run $T_MINI gpu_miniimagenet --settings miniimagenet_5w1s --orders second --jax-
 run $T_REMAT gpu_remat --settings omniglot_5w1s --orders second --frameworks jax \
     --jax-variants auto:auto:auto --scaling remat --scaling-values 5,10
 
-cat "$OUTDIR"/*.md > "$OUTDIR/gpu_tables.md" 2>/dev/null
+cat "$OUTDIR"/*.md > "$OUTDIR/gpu_tables.md" 2>/dev/null   # 00_*, 01_grad_check first
 echo "tables in $OUTDIR/gpu_tables.md" | tee -a "$LOG"

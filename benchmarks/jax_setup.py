@@ -52,12 +52,15 @@ def make_tasks(s: Setting, seed: int = 0, dtype=np.float32):
 
 
 def build(s: Setting, *, conv_impl: str | None = None, task_batching: str = "auto",
-          remat: bool = False, unroll: Any = "auto", inner_lr: float = 0.1, outer_lr: float = 1e-3,
-          seed: int = 0, dtype=jnp.float32):
-    """Returns (model, state, step_fn): ``step_fn(state, tasks) -> (state, metrics)``."""
+          remat: bool = False, unroll: Any = "auto", pool_impl: str | None = None,
+          inner_lr: float = 0.1, outer_lr: float = 1e-3, seed: int = 0, dtype=jnp.float32):
+    """Returns ``(model, state, step_fn, kw)``: ``step_fn(state, tasks) -> (state, metrics)``
+    and ``kw`` the step's ``loss_fn``, ``optimizer`` and ``config``. ``None`` = default."""
     kwargs = {} if conv_impl is None else {"conv_impl": conv_impl}
+    if pool_impl is not None:
+        kwargs["pool_impl"] = pool_impl
     model = models.Conv4(num_classes=s.ways, num_filters=s.filters, num_steps=s.inner_steps,
-                         per_step_bn=True, activation="leaky_relu", **kwargs)
+                         per_step_bn=True, activation="leaky_relu", dtype=dtype, **kwargs)
     init_key, run_key = jax.random.split(jax.random.PRNGKey(seed))
     variables = model.init(init_key, jnp.zeros((1, s.image, s.image, s.channels), dtype))
     params = variables["params"]
@@ -80,31 +83,17 @@ def build(s: Setting, *, conv_impl: str | None = None, task_batching: str = "aut
     return model, state, step_fn, dict(loss_fn=loss_fn, optimizer=optimizer, config=config)
 
 
-def _grad_catcher():
-    """An optax transformation whose state is the last gradient and whose update is zero."""
-    import optax
-
-    def init(p):
-        return jax.tree.map(jnp.zeros_like, p)
-
-    def update(g, st, p=None):
-        del st, p
-        return jax.tree.map(jnp.zeros_like, g), g
-
-    return optax.GradientTransformation(init, update)
-
-
-def meta_grad_fn(s: Setting, loss_fn, config):
+def meta_grad_fn(s: Setting, loss_fn, config, epoch: int = 0):
     """A jitted ``(meta_params, model_state, tasks) -> (loss, grads)``: the meta-gradient
-    exactly as ``meta.outer_step`` computes it (an optimizer that stores the gradient)."""
-    catcher = _grad_catcher()
-    cfg = dataclasses.replace(config, skip_nonfinite=False)
+    exactly as ``meta.outer_step`` computes it (``meta.meta_gradient``), at the first outer
+    step of ``epoch`` (which sets the MSL weights)."""
+    step = epoch * config.iterations_per_epoch
 
     def f(meta_params, model_state, tasks):
-        st = meta.MetaState(jnp.zeros((), jnp.int32), meta_params, catcher.init(meta_params),
-                            model_state, jax.random.PRNGKey(0))
-        new, metrics = meta.outer_step(st, tasks, loss_fn=loss_fn, optimizer=catcher,
-                                       config=cfg, first_order=s.first_order, msl=s.msl)
-        return metrics["loss"], new.opt_state
+        del model_state  # batch statistics: the running statistics do not enter the loss
+        loss, grads, _ = meta.meta_gradient(meta_params, tasks, step=step, loss_fn=loss_fn,
+                                            config=config, first_order=s.first_order,
+                                            msl=s.msl)
+        return loss, grads
 
     return jax.jit(f)

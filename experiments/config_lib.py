@@ -62,7 +62,8 @@ def base_config() -> dict[str, Any]:
         "msl": True,
         "msl_epochs": 10,
         "first_order": False,
-        "first_order_epochs": 0,
+        "first_order_epochs": 0,     # DA: first order while epoch < this; the reference's
+                                     # first_order_to_second_order_epoch X is X + 1 here
         "num_epochs": 100,
         "iterations_per_epoch": 500,
         "steps_per_call": 50,        # outer steps per host call (rounded to a divisor)

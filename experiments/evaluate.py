@@ -8,7 +8,8 @@ Usage (from the repository root)::
 Reports mean +- 95% CI over tasks for (a) the checkpoint with the best validation accuracy
 and (b) the MAML++ reference's ensemble: the final-step logits of the top-E checkpoints
 (E = 5, fewer if fewer are stored) averaged per query image. Writes
-``test_results.json``, ``per_step_accuracy.png`` (query accuracy after each inner step),
+``test_results.json`` (with per-task accuracies in the fixed task order, for paired
+comparisons between runs), ``per_step_accuracy.png`` (query accuracy after each inner step),
 ``inner_lrs_best.png`` and, when sibling runs in the same parent directory also have
 ``test_results.json``, ``<parent>/compare_per_step_accuracy.png``.
 """
@@ -35,6 +36,11 @@ def _ci(values) -> tuple[float, float]:
         return float(values.mean()), 0.0
     m, c = meta.mean_ci95(values)
     return float(m), float(c)
+
+
+def _per_task(task_accuracy) -> list[float]:
+    # Per-task accuracies, in the fixed task order: paired comparisons between runs.
+    return [round(100 * float(a), 4) for a in task_accuracy]
 
 
 def run_evaluation(workdir: str | pathlib.Path, *, data_dir: str | None = None,
@@ -72,7 +78,8 @@ def run_evaluation(workdir: str | pathlib.Path, *, data_dir: str | None = None,
                 per = common.evaluate_params(setup, cfg, mp, tasks)["accuracy"]
                 ps_mean, ps_ci = meta.mean_ci95(per) if per.shape[0] > 1 else (per.mean(0), 0 * per[0])
                 best = {**members[0], "per_step_accuracy_pct": [100 * float(v) for v in ps_mean],
-                        "per_step_ci95_pct": [100 * float(v) for v in ps_ci]}
+                        "per_step_ci95_pct": [100 * float(v) for v in ps_ci],
+                        "per_task_accuracy_pct": _per_task(task_acc)}
                 plots.plot_inner_lrs(jax.device_get(mp["inner_lrs"]), workdir / "inner_lrs_best.png",
                                      title=f"{cfg['name']}: inner learning rates (best checkpoint)")
         ens_acc = ((logits_sum / len(members)).argmax(-1) == np.asarray(yq)).mean(axis=1)
@@ -84,7 +91,8 @@ def run_evaluation(workdir: str | pathlib.Path, *, data_dir: str | None = None,
         "num_ways": cfg["num_ways"], "k_shot": cfg["k_shot"], "q_query": cfg["q_query_eval"],
         "num_inner_steps_eval": cfg["num_inner_steps_eval"], "best": best,
         "ensemble": {"size": len(members), "steps": [mm["step"] for mm in members],
-                     "test_accuracy_pct": 100 * m, "test_ci95_pct": 100 * c},
+                     "test_accuracy_pct": 100 * m, "test_ci95_pct": 100 * c,
+                     "per_task_accuracy_pct": _per_task(ens_acc)},
         "members": members,
         "paper_test_accuracy_pct": cfg.get("paper_test_accuracy"),
     }

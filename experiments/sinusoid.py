@@ -160,7 +160,7 @@ def evaluate_method(cfg: SinusoidConfig, meta_params: Any) -> dict[int, np.ndarr
 
 def results_table(cfg: SinusoidConfig, evals: dict[str, dict[int, np.ndarray]]) -> str:
     """A markdown table of mean ± 95% CI query MSE."""
-    head = "| method | K | " + " | ".join(f"{s} step{'s' if s > 1 else ''}"
+    head = "| method | K | " + " | ".join(f"{s} step{'' if s == 1 else 's'}"
                                          for s in cfg.eval_steps) + " |"
     lines = [head, "|" + "---|" * (2 + len(cfg.eval_steps))]
     for name, ev in evals.items():

@@ -11,9 +11,10 @@ from maml_jax.losses import LOSSES, accuracy, make_loss_fn
 from maml_jax.meta import (TASK_BATCHING, MetaConfig, MetaState, NonFiniteLossError,
                            check_finite, evaluate_tasks, init_meta_state, jit_evaluate_tasks,
                            jit_outer_step, jit_train_steps, make_meta_optimizer, mean_ci95,
-                           meta_lr_schedule, outer_step, phase, train_steps, validate_tasks)
-from maml_jax.models import (CONV_IMPLS, MLP, Conv3x3, Conv4, StepBatchNorm, conv3x3_patches,
-                             inner_loop_mask, max_pool_2x2, resolve_conv_impl)
+                           meta_gradient, meta_lr_schedule, outer_step, phase, train_steps,
+                           validate_tasks)
+from maml_jax.models import (CONV_IMPLS, MLP, POOL_IMPLS, Conv3x3, Conv4, StepBatchNorm,
+                             conv3x3_patches, inner_loop_mask, max_pool_2x2, resolve_conv_impl)
 from maml_jax.sinusoid import SinusoidFamily, sample_sinusoid_tasks, sinusoid_eval_tasks
 
 __version__ = "0.1.0"
@@ -24,11 +25,11 @@ __all__ = [
     "task_loss", "msl_weights", "final_step_weights",
     # outer loop
     "TASK_BATCHING", "MetaConfig", "MetaState", "init_meta_state", "meta_lr_schedule",
-    "make_meta_optimizer", "phase", "outer_step", "jit_outer_step", "train_steps",
-    "jit_train_steps", "evaluate_tasks", "jit_evaluate_tasks", "mean_ci95", "validate_tasks",
-    "check_finite", "NonFiniteLossError",
+    "make_meta_optimizer", "phase", "meta_gradient", "outer_step", "jit_outer_step",
+    "train_steps", "jit_train_steps", "evaluate_tasks", "jit_evaluate_tasks", "mean_ci95",
+    "validate_tasks", "check_finite", "NonFiniteLossError",
     # models and losses
-    "CONV_IMPLS", "Conv3x3", "StepBatchNorm", "Conv4", "MLP", "inner_loop_mask",
+    "CONV_IMPLS", "POOL_IMPLS", "Conv3x3", "StepBatchNorm", "Conv4", "MLP", "inner_loop_mask",
     "conv3x3_patches", "max_pool_2x2", "resolve_conv_impl", "LOSSES", "make_loss_fn", "accuracy",
     # tasks
     "SinusoidFamily", "sample_sinusoid_tasks", "sinusoid_eval_tasks",

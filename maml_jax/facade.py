@@ -81,7 +81,8 @@ class ModelAgnosticMetaLearning:
     def init(self, example_input: Any) -> meta.MetaState:
         """Initialises parameters from one task's example inputs (called lazily)."""
         init_key, run_key = jax.random.split(self._rng)
-        variables = self.model.init(init_key, jnp.asarray(example_input))
+        # One compiled init instead of the forward pass op by op.
+        variables = jax.jit(self.model.init)(init_key, jnp.asarray(example_input))
         params = variables["params"]
         mask = models.inner_loop_mask(params)
         lrs = core.init_inner_lrs(params, self.config.num_inner_steps, self.inner_lr,

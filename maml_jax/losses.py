@@ -49,6 +49,9 @@ def make_loss_fn(
       batch_stats: the model's ``batch_stats`` collection (per-step running statistics),
         needed when ``use_running_average``.
       use_running_average: normalise with running statistics (non-transductive eval).
+        The statistics ``outer_step`` keeps are updated once per outer step from the
+        query passes, not in every forward pass as in the MAML++ reference (see
+        ``meta._update_running_stats``), so such numbers differ from the reference's.
       collect_bn_stats: put this batch's BN statistics into ``aux["bn_stats"]``.
 
     Returns:

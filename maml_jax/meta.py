@@ -31,6 +31,7 @@ __all__ = [
     "meta_lr_schedule",
     "make_meta_optimizer",
     "phase",
+    "meta_gradient",
     "outer_step",
     "jit_outer_step",
     "train_steps",
@@ -57,6 +58,9 @@ class MetaConfig:
       first_order: first-order MAML throughout.
       first_order_epochs: derivative-order annealing (DA): first order while
         ``epoch < first_order_epochs``, then second order. 0 = second order from the start.
+        The reference code's ``first_order_to_second_order_epoch = X`` means first order
+        while ``epoch <= X``: it is ``first_order_epochs = X + 1`` here (its -1, second
+        order throughout, is 0 here).
       learn_inner_lrs: meta-learn the inner learning rates (LSLR / Meta-SGD).
       iterations_per_epoch: outer steps per epoch (the reference's 500).
       task_batching: ``"vmap"`` over tasks, ``"map"`` (``lax.map``: one task after
@@ -294,44 +298,43 @@ def _tree_all_finite(tree: PyTree) -> jax.Array:
     return jnp.all(jnp.stack(leaves)) if leaves else jnp.array(True)
 
 
-def outer_step(
-    state: MetaState,
+def meta_gradient(
+    meta_params: PyTree,
     tasks: tuple[Any, Any],
     *,
+    step: Any,
     loss_fn: Callable,
-    optimizer: optax.GradientTransformation,
     config: MetaConfig,
     first_order: bool,
     msl: bool,
-) -> tuple[MetaState, dict[str, jax.Array]]:
-    """One meta-update on a batch of tasks.
+) -> tuple[jax.Array, PyTree, dict[str, Any]]:
+    """The meta loss of a batch of tasks and its gradient: what ``outer_step`` optimises.
 
     Args:
-      state: the current ``MetaState``.
+      meta_params: ``{"params": ..., "inner_lrs": ...}`` (``MetaState.meta_params``).
       tasks: ``(support, query)``: batches (pytrees) with a leading task axis.
-      loss_fn: ``loss_fn(params, batch, step) -> (loss, aux)``; ``aux`` is a dict whose
-        scalar entries are averaged into the metrics, and whose optional ``"bn_stats"``
-        entry (a pytree mirroring ``state.model_state`` minus the step axis) updates the
-        per-step running statistics.
-      optimizer: an optax transformation of ``state.meta_params``.
+      step: the outer step number (may be traced); its epoch
+        ``step // config.iterations_per_epoch`` sets the MSL weights.
+      loss_fn: ``loss_fn(params, batch, step) -> (loss, aux)`` (see ``outer_step``).
       config: static ``MetaConfig``.
       first_order: static; first-order meta-gradient (see ``phase``).
       msl: static; multi-step loss with annealed weights, else final-step loss only.
 
     Returns:
-      ``(new_state, metrics)``; metrics hold ``loss``, ``per_step_loss`` (query loss after
-      each inner step, averaged over tasks; only the last entry is non-zero when ``msl`` is
-      False), ``finite`` and the mean of every scalar aux entry (e.g. ``accuracy``, the
-      final step's).
+      ``(loss, grads, extras)``: the mean task loss, its gradient mirroring
+      ``meta_params``, and per-task ``extras``: ``per_step_loss`` ``(tasks, steps)`` (only
+      the last entry is non-zero without MSL), ``aux`` (the final step's aux entries) and
+      ``bn_stats`` (the query passes' batch statistics, or None).
 
     Example:
-      >>> step = functools.partial(outer_step, loss_fn=loss_fn, optimizer=opt,
-      ...                          config=MetaConfig(), first_order=False, msl=True)
+      >>> loss, grads, _ = meta_gradient(state.meta_params, tasks, step=state.step,
+      ...                                loss_fn=loss_fn, config=MetaConfig(),
+      ...                                first_order=False, msl=True)
     """
     validate_tasks(tasks)
     n = config.num_inner_steps
     support, query = tasks
-    epoch = state.step // config.iterations_per_epoch
+    epoch = step // config.iterations_per_epoch
     weights = core.msl_weights(epoch, n, config.msl_epochs) if msl else core.final_step_weights(n)
 
     def per_task(meta_params, s, q):
@@ -354,34 +357,85 @@ def outer_step(
         bn = aux.pop("bn_stats", None)
         return loss, (per_step, aux, bn)
 
-    # Running statistics come from the query passes: under MSL every step's, otherwise only
-    # the final step's (then only the last per-step slot moves; the reference also feeds
-    # the support passes' statistics, which matters only for non-transductive evaluation).
     def batch_loss(meta_params):
         losses, (per_step, aux, bn) = _map_tasks(
             lambda s, q: per_task(meta_params, s, q), _batching(config), support, query)
         return jnp.mean(losses), (per_step, aux, bn)
 
     (loss, (per_step, aux, bn)), grads = jax.value_and_grad(batch_loss, has_aux=True)(
-        state.meta_params)
+        meta_params)
+    return loss, grads, {"per_step_loss": per_step, "aux": aux, "bn_stats": bn}
+
+
+def outer_step(
+    state: MetaState,
+    tasks: tuple[Any, Any],
+    *,
+    loss_fn: Callable,
+    optimizer: optax.GradientTransformation,
+    config: MetaConfig,
+    first_order: bool,
+    msl: bool,
+) -> tuple[MetaState, dict[str, jax.Array]]:
+    """One meta-update on a batch of tasks: ``meta_gradient``, then the optimizer.
+
+    Args:
+      state: the current ``MetaState``.
+      tasks: ``(support, query)``: batches (pytrees) with a leading task axis.
+      loss_fn: ``loss_fn(params, batch, step) -> (loss, aux)``; ``aux`` is a dict whose
+        scalar entries are averaged into the metrics, and whose optional ``"bn_stats"``
+        entry (a pytree mirroring ``state.model_state`` minus the step axis) updates the
+        per-step running statistics.
+      optimizer: an optax transformation of ``state.meta_params``.
+      config: static ``MetaConfig``.
+      first_order: static; first-order meta-gradient (see ``phase``).
+      msl: static; multi-step loss with annealed weights, else final-step loss only.
+
+    Returns:
+      ``(new_state, metrics)``; metrics hold ``loss``, ``per_step_loss`` (query loss after
+      each inner step, averaged over tasks; only the last entry is non-zero when ``msl`` is
+      False), ``finite``, ``grad_norm`` and the mean of every scalar aux entry (e.g.
+      ``accuracy``, the final step's).
+
+    Example:
+      >>> step = functools.partial(outer_step, loss_fn=loss_fn, optimizer=opt,
+      ...                          config=MetaConfig(), first_order=False, msl=True)
+    """
+    loss, grads, extras = meta_gradient(state.meta_params, tasks, step=state.step,
+                                        loss_fn=loss_fn, config=config,
+                                        first_order=first_order, msl=msl)
     updates, opt_state = optimizer.update(grads, state.opt_state, state.meta_params)
     meta_params = optax.apply_updates(state.meta_params, updates)
-    model_state = _update_running_stats(state.model_state, bn, msl, config.bn_momentum)
+    # Running statistics come from the query passes: under MSL every step's, otherwise only
+    # the final step's (then only the last per-step slot moves). The reference also feeds
+    # the support passes' statistics; see _update_running_stats.
+    model_state = _update_running_stats(state.model_state, extras["bn_stats"], msl,
+                                        config.bn_momentum)
 
     finite = jnp.isfinite(loss) & _tree_all_finite(grads)
     new_state = MetaState(state.step + 1, meta_params, opt_state, model_state, state.rng)
     if config.skip_nonfinite:
         old = state._replace(step=state.step + 1)
         new_state = jax.tree.map(lambda a, b: jnp.where(finite, a, b), new_state, old)
-    metrics = {"loss": loss, "per_step_loss": jnp.mean(per_step, axis=0), "finite": finite,
-               "grad_norm": optax.tree.norm(grads)}
-    for k, v in aux.items():
+    metrics = {"loss": loss, "per_step_loss": jnp.mean(extras["per_step_loss"], axis=0),
+               "finite": finite, "grad_norm": optax.tree.norm(grads)}
+    for k, v in extras["aux"].items():
         metrics[k] = jnp.mean(v)
     return new_state, metrics
 
 
 def _update_running_stats(model_state, bn, msl: bool, momentum: float):
-    """EMA of the per-step running statistics with the task-averaged batch statistics."""
+    """EMA of the per-step running statistics with the task-averaged batch statistics.
+
+    Once per outer step, from the query passes' statistics averaged over tasks (under MSL
+    each step's query pass into its step slot; with the final-step loss the last slot
+    only). This is not the reference code's update: its batch-norm layers move their
+    running statistics in every forward pass (the support and query pass of every inner
+    step of every task, each with the momentum). Training and the transductive evaluation
+    (batch statistics, the reference's and our default) never read them; only
+    non-transductive evaluation (``use_running_average=True``) does, and its numbers are
+    therefore not comparable one-to-one with the reference's.
+    """
     if bn is None or not model_state:
         return model_state
     # bn leaves: (tasks, n, C) with MSL (one entry per step), (tasks, C) without.

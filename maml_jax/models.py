@@ -15,6 +15,7 @@ import jax.numpy as jnp
 
 __all__ = [
     "CONV_IMPLS",
+    "POOL_IMPLS",
     "Conv3x3",
     "StepBatchNorm",
     "Conv4",
@@ -26,6 +27,7 @@ __all__ = [
 ]
 
 CONV_IMPLS = ("xla", "patches")
+POOL_IMPLS = ("select", "reduce_window")
 
 
 def resolve_conv_impl(impl: str) -> str:
@@ -67,22 +69,44 @@ def conv3x3_patches(x: jax.Array, kernel: jax.Array) -> jax.Array:
 def max_pool_2x2(x: jax.Array) -> jax.Array:
     """VALID 2x2 max-pool with stride 2 (as ``F.max_pool2d(x, 2)``): 28->14->7->3->1.
 
-    Written as crop-to-even + reshape + max over the two window axes rather than
-    ``nn.max_pool`` (``lax.reduce_window``): same values, and the same gradient except
-    at exact ties inside a window (split between the tied inputs instead of routed to
-    one). XLA:CPU runs the second-order derivatives of ``reduce_window`` (its
-    ``select_and_scatter`` gradient) much more slowly; the second-order Omniglot 5w1s
-    Conv4 step is ~25-30% faster this way on a 2-core CPU.
+    The window's four elements are compared in a tournament of ``jnp.where`` selections
+    (row-major order, the first maximum wins, as in PyTorch), so the gradient of every
+    window goes to exactly one input, selected by a comparison of primal values. This
+    is the formulation whose derivatives do not depend on bit-exact equality of
+    recomputed values:
+
+    * ``jnp.max`` (reshape + max, this function's earlier form) differentiates through
+      ``operand == max(operand)``. XLA:CPU recomputes the operand in several fusions and
+      contracts a multiply-subtract into a fused multiply-add in some of them only, so
+      the copies differ in the last bit, no element of a window compares equal, and the
+      window's gradient is silently lost: 8-40% wrong meta-gradients for the 64-filter
+      Conv4 (``benchmarks/repro/``), NaN (0/0) at XLA optimisation level 0.
+    * ``nn.max_pool`` (``lax.reduce_window``) is correct but its second-order
+      derivative (``select_and_scatter``) is slow on XLA:CPU.
+
+    Values equal ``nn.max_pool``'s exactly. At exact ties the gradient goes to the first
+    maximal element (PyTorch's choice), and a NaN in a window is not propagated (the
+    batch-norm statistics before the pool already are NaN then).
 
     Args:
       x: ``(N, H, W, C)``.
 
     Returns:
       ``(N, H // 2, W // 2, C)``.
+
+    Example:
+      >>> max_pool_2x2(jnp.arange(16.0).reshape(1, 4, 4, 1))[0, :, :, 0]
+      Array([[ 5.,  7.],
+             [13., 15.]], dtype=float32)
     """
     n, h, w, c = x.shape
-    x = x[:, :h // 2 * 2, :w // 2 * 2]
-    return x.reshape(n, h // 2, 2, w // 2, 2, c).max(axis=(2, 4))
+    x = x[:, :h // 2 * 2, :w // 2 * 2].reshape(n, h // 2, 2, w // 2, 2, c)
+    top_left, top_right = x[:, :, 0, :, 0], x[:, :, 0, :, 1]
+    bottom_left, bottom_right = x[:, :, 1, :, 0], x[:, :, 1, :, 1]
+    # Strict '>' keeps the earlier element at ties: first maximum in row-major order.
+    top = jnp.where(top_right > top_left, top_right, top_left)
+    bottom = jnp.where(bottom_right > bottom_left, bottom_right, bottom_left)
+    return jnp.where(bottom > top, bottom, top)
 
 
 class Conv3x3(nn.Module):
@@ -150,22 +174,24 @@ class StepBatchNorm(nn.Module):
         if self.per_step:
             scale, bias = scale[idx], bias[idx]
         axes = tuple(range(x.ndim - 1))
+        # Statistics in float32 at least (bfloat16 inputs), float64 for float64 inputs.
+        xf = x.astype(jnp.promote_types(x.dtype, jnp.float32))
         if use_running_average:
             mean = ra_mean.value[idx] if self.per_step else ra_mean.value
             var = ra_var.value[idx] if self.per_step else ra_var.value
         else:
-            xf = x.astype(jnp.float32)
             mean = jnp.mean(xf, axis=axes)
             var = jnp.mean(jnp.square(xf - mean), axis=axes)
             if self.is_mutable_collection("bn_obs"):
                 n = max(1, x.size // c)
                 obs_mean = self.variable("bn_obs", "mean", lambda: jnp.zeros((c,), jnp.float32))
                 obs_var = self.variable("bn_obs", "var", lambda: jnp.ones((c,), jnp.float32))
-                obs_mean.value = jax.lax.stop_gradient(mean)
+                obs_mean.value = jax.lax.stop_gradient(mean).astype(jnp.float32)
                 # Unbiased, as torch stores in running_var.
-                obs_var.value = jax.lax.stop_gradient(var * (n / max(n - 1, 1)))
+                unbiased = var * (n / max(n - 1, 1))
+                obs_var.value = jax.lax.stop_gradient(unbiased).astype(jnp.float32)
         inv = jax.lax.rsqrt(var + self.epsilon) * scale
-        return ((x.astype(jnp.float32) - mean) * inv + bias).astype(x.dtype)
+        return ((xf - mean) * inv + bias).astype(x.dtype)
 
 
 _ACTIVATIONS: dict[str, Callable[[jax.Array], jax.Array]] = {
@@ -189,6 +215,9 @@ class Conv4(nn.Module):
       activation: ``"leaky_relu"`` (reference) or ``"relu"``.
       conv_impl: ``"auto"`` (default: ``"patches"`` on CPU, ``"xla"`` elsewhere), ``"xla"``
         or ``"patches"`` (see ``Conv3x3``).
+      pool_impl: ``"select"`` (default, ``max_pool_2x2``) or ``"reduce_window"``
+        (``nn.max_pool``); the same values and, up to exact ties, the same derivatives of
+        every order. Never a ``jnp.max`` over the window (see ``max_pool_2x2``).
       dtype: computation dtype (params stay float32).
 
     Example:
@@ -204,12 +233,15 @@ class Conv4(nn.Module):
     per_step_bn: bool = True
     activation: str = "leaky_relu"
     conv_impl: str = "auto"
+    pool_impl: str = "select"
     dtype: Any = jnp.float32
 
     @nn.compact
     def __call__(self, x: jax.Array, step: Any = 0, use_running_average: bool = False):
         if self.activation not in _ACTIVATIONS:
             raise ValueError(f"unknown activation {self.activation!r}; expected {sorted(_ACTIVATIONS)}")
+        if self.pool_impl not in POOL_IMPLS:
+            raise ValueError(f"unknown pool impl {self.pool_impl!r}; expected one of {POOL_IMPLS}")
         if x.ndim != 4:
             raise ValueError(f"Conv4 expects NHWC images of rank 4, got shape {x.shape}")
         act = _ACTIVATIONS[self.activation]
@@ -219,11 +251,15 @@ class Conv4(nn.Module):
             h = StepBatchNorm(num_steps=self.num_steps, per_step=self.per_step_bn,
                               name=f"norm{i}")(h, step, use_running_average)
             h = act(h)
-            h = max_pool_2x2(h)
+            if self.pool_impl == "select":
+                h = max_pool_2x2(h)
+            else:
+                h = nn.max_pool(h, (2, 2), strides=(2, 2), padding="VALID")
         h = h.reshape(h.shape[0], -1)
         dense = nn.Dense(self.num_classes, kernel_init=_kernel_init, name="head",
                          dtype=self.dtype)
-        return dense(h).astype(jnp.float32)
+        # float32 logits for low-precision compute dtypes; float64 stays float64.
+        return dense(h).astype(jnp.promote_types(self.dtype, jnp.float32))
 
 
 class MLP(nn.Module):

@@ -1,5 +1,9 @@
 """The benchmark's PyTorch MAML++ step computes the same meta-gradient as maml_jax, and
-the alternative convolutions equal ``lax.conv`` in value and gradient."""
+the alternative convolutions equal ``lax.conv`` in value and gradient.
+
+torch is a test requirement (``make test`` installs it): these tests fail, not skip,
+without it. The same comparison at the real size is in ``test_full_size_gradients.py``.
+"""
 
 from __future__ import annotations
 
@@ -75,7 +79,8 @@ def test_conv4_impls_agree_and_auto_resolves():
 
 @pytest.fixture(scope="module")
 def tiny():
-    torch = pytest.importorskip("torch")
+    import torch  # a test requirement: fail loudly if it is missing
+
     import jax_setup
     import torch_maml
 

@@ -2,20 +2,31 @@
 
 One tiny config is compiled once per process (the experiments cache their jitted objects
 per config) and reused by the training / evaluation tests.
+
+The wiring tests observe an end result that a plausible wiring mistake changes: a split
+whose images are all one picture (so any model scores exactly chance on it), training
+rotations visible in the sampled tasks, an ensemble recomputed from its members' logits,
+a plain-MAML config run end to end; the end-to-end test kills a training process with
+SIGKILL and resumes from what it left on disk.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import pathlib
+import signal
 import subprocess
 import sys
+import time
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
 from experiments import common, compare, config_lib, evaluate, train
+from maml_jax import omniglot
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 CONFIG_DIR = ROOT / "experiments" / "configs"
@@ -41,18 +52,41 @@ def final_state(workdir):
     return state
 
 
-def val_records(workdir):
+def _records(workdir, kind):
     lines = (pathlib.Path(workdir) / "metrics.jsonl").read_text().splitlines()
-    return [r for r in map(json.loads, lines) if r["kind"] == "val"]
+    return [r for r in map(json.loads, lines) if r["kind"] == kind]
+
+
+def val_records(workdir):
+    return _records(workdir, "val")
+
+
+def _kill_after_first_checkpoint(cmd, workdir, env):
+    """Starts a training subprocess and SIGKILLs it once its first checkpoint is written."""
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE)
+    ckpt = pathlib.Path(workdir) / "checkpoints"
+    deadline = time.time() + 300
+    try:
+        while time.time() < deadline and proc.poll() is None:
+            if ckpt.is_dir() and any(p.name.isdigit() for p in ckpt.iterdir()):
+                break
+            time.sleep(0.01)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    return proc
 
 
 def test_train_resume_evaluate_end_to_end(tmp_path, capsys):
-    """Train -> checkpoint -> stop ("kill") -> resume -> evaluate -> compare, in one test.
+    """Train -> checkpoint -> SIGKILL -> resume from disk -> evaluate -> compare.
 
     One test (not a module fixture) so that pytest-xdist does not train on two workers.
     """
     cfg = tiny_config()
-    full, resumed = tmp_path / "full", tmp_path / "resumed"
+    full, resumed, stopped = tmp_path / "full", tmp_path / "resumed", tmp_path / "stopped"
 
     summary = train.run_training(cfg, full, progress=False)
     assert summary["finished"] and summary["step"] == 6
@@ -64,14 +98,23 @@ def test_train_resume_evaluate_end_to_end(tmp_path, capsys):
     header = (full / "metrics.csv").read_text().splitlines()[0]
     assert header.split(",")[:4] == ["time", "step", "epoch", "kind"]
 
-    # -- stopped after epoch 1 (as if killed), then resumed: bit-identical to `full` ----
-    first = train.run_training(cfg, resumed, progress=False, stop_after=1)
-    assert first["epochs_done"] == 1 and not first["finished"]
+    # -- killed with SIGKILL after its first checkpoint, then resumed: -------------------
+    # -- bit-identical to `full` (tasks come from fold_in(root key, step); the whole
+    # -- MetaState is checkpointed synchronously) ----------------------------------------
+    cmd = [sys.executable, "-m", "experiments.train", "--config",
+           _write_tiny_config(tmp_path), "--workdir", str(resumed), "--no-progress"]
+    env = {**os.environ, "JAX_PLATFORMS": "cpu"}
+    killed = _kill_after_first_checkpoint(cmd, resumed, env)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr.read().decode()[-2000:]
+    assert not (resumed / "train_summary.json").exists()  # it did not finish
     # A killed run may have logged past its last checkpoint: resume must drop that.
     with (resumed / "metrics.jsonl").open("a") as f:
         f.write(json.dumps({"step": 99, "epoch": 9, "kind": "train", "loss": 0.0}) + "\n{trunc")
-    second = train.run_training(cfg, resumed, progress=False, resume=True)
-    assert second["finished"]
+    # Resumed in this process (its jitted step is cached for this config: no third
+    # compile); the state comes only from what the killed process left on disk.
+    capsys.readouterr()
+    assert train.main(cmd[3:]) == 0
+    assert "resumed from" in capsys.readouterr().err
     a, b = final_state(full), final_state(resumed)
     la, lb = jax.tree.leaves(a), jax.tree.leaves(b)
     assert jax.tree.structure(a) == jax.tree.structure(b) and len(la) == len(lb)
@@ -82,6 +125,13 @@ def test_train_resume_evaluate_end_to_end(tmp_path, capsys):
         [r["val_accuracy"] for r in val_records(resumed)]
     steps = [r["step"] for r in map(json.loads, (resumed / "metrics.jsonl").read_text().splitlines())]
     assert 99 not in steps and steps == sorted(steps)
+
+    # -- --stop-after (in process), then resume: the same end state ------------------------
+    first = train.run_training(cfg, stopped, progress=False, stop_after=1)
+    assert first["epochs_done"] == 1 and not first["finished"]
+    assert train.run_training(cfg, stopped, progress=False, resume=True)["finished"]
+    for x, y in zip(la, jax.tree.leaves(final_state(stopped))):
+        np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
 
     # -- best-k retention: keep_best=1 plus the latest ------------------------------------
     vals = {r["step"]: r["val_accuracy"] for r in val_records(full)}
@@ -118,6 +168,7 @@ def test_train_resume_evaluate_end_to_end(tmp_path, capsys):
     assert out.is_file()
 
 
+
 def test_nonfinite_loss_stops_without_checkpoint(tmp_path, capsys):
     cfg = tiny_config()
     images, splits = common.load_images(cfg, None)
@@ -129,6 +180,126 @@ def test_nonfinite_loss_stops_without_checkpoint(tmp_path, capsys):
     assert "non-finite" in str(info.value)
     ckpt = tmp_path / "nan" / "checkpoints"
     assert not ckpt.exists() or not [p for p in ckpt.iterdir() if p.name.isdigit()]
+
+
+# ---------------------------------------------------------------------------------------
+# wiring: splits, ensemble, rotations, plain MAML
+# ---------------------------------------------------------------------------------------
+
+def _one_picture(images, classes):
+    """Every drawing of ``classes`` replaced by one fixed picture: a model sees identical
+    query images in every class of such a task, so its accuracy is exactly 1/ways."""
+    out = images.copy()
+    out[classes] = images[classes[0], 0]
+    return out
+
+
+def test_validation_and_test_tasks_come_from_their_own_classes(tmp_path, monkeypatch):
+    # 8 filters and 20 steps: enough for the model to beat chance, so that a split whose
+    # pictures are all one is told apart from a real one.
+    cfg = tiny_config(num_epochs=4, iterations_per_epoch=5, steps_per_call=5, num_filters=8,
+                      keep_best=3, ensemble_size=3, num_val_tasks=6, num_test_tasks=12)
+    images, splits = common.load_images(cfg, None)
+    calls = []
+    fixed_tasks = omniglot.fixed_tasks
+
+    def spy(split_images, **kw):
+        calls.append((np.asarray(split_images), kw))
+        return fixed_tasks(split_images, **kw)
+
+    monkeypatch.setattr(omniglot, "fixed_tasks", spy)
+    work = tmp_path / "run"
+    train.run_training(cfg, work, progress=False,
+                       images=(_one_picture(images, splits["val"]), splits))
+    val = _records(work, "val")
+    assert len(val) == 4
+    for r in val:  # drawn from the validation classes, not from the training ones
+        assert r["val_accuracy"] == pytest.approx(0.2, abs=1e-6)
+        assert r["val_accuracy_per_step"] == pytest.approx([0.2] * 3, abs=1e-6)
+    assert max(r["accuracy"] for r in _records(work, "train")) > 0.4  # training is not
+    (val_images, val_kw), = calls
+    np.testing.assert_array_equal(val_images, _one_picture(images, splits["val"])[splits["val"]])
+    assert (val_kw["seed"], val_kw["num_tasks"]) == (cfg["val_seed"], cfg["num_val_tasks"])
+
+    # Test tasks come from the test classes (not val, not train).
+    calls.clear()
+    res = evaluate.run_evaluation(work, images=(_one_picture(images, splits["test"]), splits),
+                                  compare_siblings=False)
+    assert res["best"]["test_accuracy_pct"] == pytest.approx(20.0, abs=1e-4)
+    assert res["ensemble"]["test_accuracy_pct"] == pytest.approx(20.0, abs=1e-4)
+    clean = evaluate.run_evaluation(work, images=(images, splits), compare_siblings=False)
+    assert clean["best"]["test_accuracy_pct"] > 30
+    test_images, test_kw = calls[-1]
+    np.testing.assert_array_equal(test_images, images[splits["test"]])
+    assert (test_kw["seed"], test_kw["num_tasks"]) == (cfg["test_seed"], cfg["num_test_tasks"])
+    assert cfg["test_seed"] != cfg["val_seed"]
+
+    # The ensemble is the mean of its members' final-step logits.
+    ens = clean["ensemble"]
+    assert ens["size"] == 3 and len(set(ens["steps"])) == 3
+    setup = common.get_setup(cfg)
+    (xs, ys), (xq, yq) = common.fixed_eval_tasks(jnp.asarray(images[splits["test"]]), cfg, "test")
+    mngr = common.checkpoint_manager(work, cfg["keep_best"], read_only=True)
+    template = common.init_state(cfg, setup)
+    member_logits = []
+    try:
+        for step in ens["steps"]:
+            mp = common.restore_checkpoint(mngr, step, template)[0].meta_params
+            member_logits.append(np.asarray(setup.final_logits(mp["params"], mp["inner_lrs"],
+                                                               (xs, ys), xq)))
+    finally:
+        mngr.close()
+    assert not np.allclose(member_logits[0], member_logits[-1])  # distinct members
+    mean_logits = np.mean(member_logits, axis=0)
+    want = 100 * (mean_logits.argmax(-1) == np.asarray(yq)).mean(axis=1)
+    np.testing.assert_allclose(ens["per_task_accuracy_pct"], want, atol=1e-3)
+    assert ens["test_accuracy_pct"] == pytest.approx(want.mean(), abs=1e-4)
+    # The comparison can tell the ensemble from each of its members.
+    for logits in member_logits:
+        single = 100 * (logits.argmax(-1) == np.asarray(yq)).mean(axis=1)
+        assert not np.array_equal(single, want)
+
+
+def test_training_rotation_reaches_the_sampler():
+    """``rotate_train`` decides whether training tasks hold rotated characters."""
+    images = np.random.RandomState(0).rand(12, 20, 28, 28).astype(np.float32)
+    originals = {images[c, d].tobytes() for c in range(12) for d in range(20)}
+    seen = {}
+    for rotate in (True, False):
+        setup = common.get_setup(tiny_config(rotate_train=rotate, synthetic_counts=(12, 5, 5),
+                                             synthetic_num_classes=22))
+        (xs, _), (xq, _) = setup.sample_fn(jax.random.PRNGKey(0), jnp.asarray(images))
+        pictures = np.concatenate([np.asarray(xs), np.asarray(xq)], axis=1)[..., 0]
+        seen[rotate] = np.mean([p.tobytes() in originals for p in pictures.reshape(-1, 28, 28)])
+    assert seen[False] == 1.0
+    assert seen[True] < 0.6  # 3 rotations in 4 change the picture
+
+
+def test_plain_maml_config_trains_and_evaluates(tmp_path):
+    """The MAML preset (fixed scalar alpha, final-step loss, shared BN, constant meta lr)."""
+    cfg = config_lib.validate_config(config_lib.maml_config(
+        5, 1, **{**TINY, "name": "tiny_maml", "meta_batch_size": 2, "num_inner_steps": 1,
+                 "num_inner_steps_eval": 3, "split": "reference"}))
+    assert not cfg["msl"] and not cfg["learn_inner_lrs"] and not cfg["per_step_bn"]
+    work = tmp_path / "maml"
+    summary = train.run_training(cfg, work, progress=False)
+    assert summary["finished"]
+    state = final_state(work)
+    init = common.init_state(cfg, common.get_setup(cfg))
+    # alpha stays the configured scalar; BN weights are shared across steps; weights moved.
+    for lr in jax.tree.leaves(state.meta_params["inner_lrs"]):
+        assert lr.shape == () and float(lr) == pytest.approx(cfg["inner_lr"])
+    assert state.meta_params["params"]["norm0"]["scale"].shape == (4,)
+    assert state.model_state["norm0"]["mean"].shape == (4,)
+    assert not np.allclose(state.meta_params["params"]["conv1"]["kernel"],
+                           init.meta_params["params"]["conv1"]["kernel"])
+    for r in _records(work, "train"):  # final-step loss only: one inner step, no MSL
+        assert len(r["per_step_loss"]) == 1 and not r["msl"]
+        assert r["meta_lr"] == pytest.approx(cfg["meta_lr"])
+    res = evaluate.run_evaluation(work, compare_siblings=False)
+    assert len(res["best"]["per_step_accuracy_pct"]) == 4  # 0..3 inner steps at test time
+    assert res["best"]["test_accuracy_pct"] == pytest.approx(
+        res["best"]["per_step_accuracy_pct"][-1], abs=1e-4)
 
 
 # ---------------------------------------------------------------------------------------

@@ -1,5 +1,8 @@
 """The outer step, models, the facade and the error messages."""
 
+import functools
+
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -22,10 +25,38 @@ def _sin_tasks(key, data=None, num_tasks=4):
     return mj.sample_sinusoid_tasks(key, num_tasks, 10, 10)
 
 
+def _grad_kw(config, first_order=False, msl=True, loss_fn=MLP_LOSS):
+    return dict(loss_fn=loss_fn, config=config, first_order=first_order, msl=msl)
+
+
+def _assert_trees_close(a, b, rtol=1e-5, atol=1e-7):
+    assert jax.tree.structure(a) == jax.tree.structure(b)
+    jax.tree.map(lambda x, y: np.testing.assert_allclose(x, y, rtol=rtol, atol=atol), a, b)
+
+
+def _assert_conv4_grads_close(a, b, rtol=1e-4, atol=1e-6):
+    """Meta-gradients of a Conv4, less the conv biases (and their rates): each feeds a batch
+    norm with batch statistics, so its exact gradient is zero and any value is rounding."""
+    def drop_conv_biases(tree):
+        return jax.tree_util.tree_map_with_path(
+            lambda path, x: None if (str(path[-2].key).startswith("conv") and
+                                     path[-1].key == "bias") else x, tree)
+    _assert_trees_close(drop_conv_biases(a), drop_conv_biases(b), rtol=rtol, atol=atol)
+
+
 def test_jit_and_no_jit_agree_and_no_recompile():
     config = mj.MetaConfig(num_inner_steps=2, iterations_per_epoch=10)
     state, opt = _sinusoid_state()
     tasks = _sin_tasks(jax.random.PRNGKey(3))
+    # The raw meta-gradients (not through Adam, whose first step is ~lr * sign(g)).
+    grad_kw = _grad_kw(config)
+    loss, grads, _ = mj.meta_gradient(state.meta_params, tasks, step=state.step, **grad_kw)
+    j_loss, j_grads, _ = jax.jit(functools.partial(mj.meta_gradient, **grad_kw))(
+        state.meta_params, tasks, step=state.step)
+    np.testing.assert_allclose(j_loss, loss, rtol=1e-6)
+    _assert_trees_close(j_grads, grads)
+    assert max(float(jnp.max(jnp.abs(g))) for g in jax.tree.leaves(grads)) > 1e-3
+
     kw = dict(loss_fn=MLP_LOSS, optimizer=opt, config=config, first_order=False, msl=True)
     ref_state, ref_m = mj.outer_step(state, tasks, **kw)
     state_copy = jax.tree.map(jnp.copy, state)
@@ -33,8 +64,10 @@ def test_jit_and_no_jit_agree_and_no_recompile():
     s1, m1 = mj.jit_outer_step(state_copy, tasks, **kw)
     after_first = mj.jit_outer_step._cache_size()
     np.testing.assert_allclose(m1["loss"], ref_m["loss"], rtol=1e-5)
-    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6),
-                 ref_state.meta_params, jax.device_get(s1.meta_params))
+    np.testing.assert_allclose(m1["grad_norm"], ref_m["grad_norm"], rtol=1e-5)
+    np.testing.assert_allclose(m1["grad_norm"], optax.tree.norm(grads), rtol=1e-5)
+    _assert_trees_close(jax.device_get(s1.meta_params), ref_state.meta_params, rtol=1e-4,
+                        atol=1e-6)
     s2, m2 = mj.jit_outer_step(s1, _sin_tasks(jax.random.PRNGKey(4)), **kw)
     assert mj.jit_outer_step._cache_size() == after_first == before + 1  # no recompile
     assert s1.step.is_deleted()  # the state was donated
@@ -42,26 +75,24 @@ def test_jit_and_no_jit_agree_and_no_recompile():
 
 
 def test_vmap_and_map_task_batching_agree():
-    state, opt = _sinusoid_state()
+    state, _ = _sinusoid_state()
     tasks = _sin_tasks(jax.random.PRNGKey(5))
     out = {}
     for b in ("vmap", "map"):
         config = mj.MetaConfig(num_inner_steps=2, task_batching=b)
-        out[b] = mj.outer_step(state, tasks, loss_fn=MLP_LOSS, optimizer=opt, config=config,
-                               first_order=False, msl=True)
-    np.testing.assert_allclose(out["vmap"][1]["loss"], out["map"][1]["loss"], rtol=1e-5)
-    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6),
-                 out["vmap"][0].meta_params, out["map"][0].meta_params)
+        out[b] = mj.meta_gradient(state.meta_params, tasks, step=state.step,
+                                  **_grad_kw(config))
+    np.testing.assert_allclose(out["vmap"][0], out["map"][0], rtol=1e-6)
+    _assert_trees_close(out["vmap"][1], out["map"][1])
+    _assert_trees_close(out["vmap"][2]["per_step_loss"], out["map"][2]["per_step_loss"])
 
 
 def test_meta_gradient_is_mean_of_task_gradients():
     state, _ = _sinusoid_state()
-    sgd = optax.sgd(1.0)
-    state = state._replace(opt_state=sgd.init(state.meta_params))
     tasks = _sin_tasks(jax.random.PRNGKey(6), num_tasks=3)
     config = mj.MetaConfig(num_inner_steps=2, iterations_per_epoch=1000)
-    new, _ = jax.jit(lambda st: mj.outer_step(st, tasks, loss_fn=MLP_LOSS, optimizer=sgd,
-                                              config=config, first_order=False, msl=True))(state)
+    _, got, _ = jax.jit(functools.partial(mj.meta_gradient, **_grad_kw(config)))(
+        state.meta_params, tasks, step=state.step)
     w = mj.msl_weights(0, 2, config.msl_epochs)
     grads = []
     for i in range(3):
@@ -71,9 +102,35 @@ def test_meta_gradient_is_mean_of_task_gradients():
                                     num_steps=2, step_weights=w, has_aux=True)[0]
         grads.append(jax.grad(f)(state.meta_params))
     mean_grad = jax.tree.map(lambda *g: sum(g) / 3, *grads)
-    got = jax.tree.map(lambda a, b: a - b, state.meta_params, new.meta_params)
-    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6),
-                 got, mean_grad)
+    _assert_trees_close(got, mean_grad, rtol=1e-5, atol=1e-7)
+
+
+@pytest.mark.parametrize("step, epoch", [(0, 0), (9, 0), (10, 1), (37, 3), (99, 9), (100, 10),
+                                         (1234, 123)])
+def test_outer_step_weights_losses_by_the_epoch_of_its_step(step, epoch):
+    """The MSL weights follow ``state.step // iterations_per_epoch`` (not the step)."""
+    config = mj.MetaConfig(num_inner_steps=3, msl_epochs=10, iterations_per_epoch=10)
+    state, opt = _sinusoid_state(num_steps=3)
+    state = state._replace(step=jnp.int32(step))
+    _, metrics = mj.outer_step(state, _sin_tasks(jax.random.PRNGKey(11)), loss_fn=MLP_LOSS,
+                               optimizer=opt, config=config, first_order=False, msl=True)
+    w = np.asarray(mj.msl_weights(epoch, 3, 10))
+    np.testing.assert_allclose(metrics["loss"], np.sum(w * metrics["per_step_loss"]), rtol=1e-5)
+    per_step = np.asarray(metrics["per_step_loss"])
+    assert len(set(np.round(per_step, 5))) == 3  # distinct losses: the weighting is visible
+
+
+def test_train_steps_anneal_msl_weights_across_epochs():
+    """Inside one ``train_steps`` call the epoch (and the MSL weights) moves with the step."""
+    config = mj.MetaConfig(num_inner_steps=3, msl_epochs=2, iterations_per_epoch=2)
+    state, opt = _sinusoid_state(num_steps=3)
+    sample = lambda key, data: mj.sample_sinusoid_tasks(key, 4, 5, 5)
+    _, metrics = mj.train_steps(state, None, sample_tasks=sample, num_steps=6, loss_fn=MLP_LOSS,
+                                optimizer=opt, config=config, first_order=False, msl=True)
+    for t in range(6):
+        w = np.asarray(mj.msl_weights(t // 2, 3, 2))
+        np.testing.assert_allclose(metrics["loss"][t], np.sum(w * metrics["per_step_loss"][t]),
+                                   rtol=1e-5, err_msg=f"step {t}")
 
 
 def test_sinusoid_loss_decreases_with_train_steps():
@@ -232,48 +289,213 @@ def test_inner_loop_mask_excludes_batch_norm():
     assert not mask["norm0"]["scale"] and not mask["norm3"]["bias"]
 
 
-def test_running_statistics_follow_batch_statistics():
-    model = mj.Conv4(num_classes=2, num_filters=4, num_steps=2)
-    variables = model.init(jax.random.PRNGKey(0), jnp.zeros((1, 28, 28, 1)))
+# -- per-step indexing with per-step-distinct values ---------------------------------------
+
+def _conv4_problem(num_filters=4, num_steps=3, num_tasks=2, ways=3, seed=0, blocks=2,
+                   image=16):
+    """A (by default 2-block, 16x16) Conv4 whose rates and BN weights differ at every inner
+    step, and its tasks. Small, so that its second-order programs compile in seconds."""
+    model = mj.Conv4(num_classes=ways, num_filters=num_filters, num_steps=num_steps,
+                     num_blocks=blocks)
+    variables = jax.jit(model.init)(jax.random.PRNGKey(seed), jnp.zeros((1, image, image, 1)))
     params = variables["params"]
-    lrs = mj.init_inner_lrs(params, 2, 0.1, mask=mj.inner_loop_mask(params))
-    opt = optax.adam(1e-3)
-    state = mj.init_meta_state(params, lrs, opt, jax.random.PRNGKey(0),
-                               model_state=variables["batch_stats"])
-    x = 3.0 + jax.random.uniform(jax.random.PRNGKey(1), (2, 4, 28, 28, 1))
-    y = jnp.tile(jnp.array([0, 1, 0, 1]), (2, 1))
+    rng = np.random.RandomState(seed)
+    for i in range(blocks):
+        norm = params[f"norm{i}"]
+        norm["scale"] = jnp.asarray(1 + 0.3 * rng.randn(*norm["scale"].shape), jnp.float32)
+        norm["bias"] = jnp.asarray(0.2 * rng.randn(*norm["bias"].shape), jnp.float32)
+    lrs = mj.init_inner_lrs(params, num_steps, 0.1, mask=mj.inner_loop_mask(params))
+    lrs = jax.tree.map(lambda a: jnp.asarray(rng.uniform(0.02, 0.3, a.shape), jnp.float32), lrs)
+    x = jnp.asarray(rng.rand(num_tasks, 2 * ways, image, image, 1), jnp.float32)
+    y = jnp.tile(jnp.arange(2 * ways) % ways, (num_tasks, 1))
+    tasks = ((x[:, :ways], y[:, :ways]), (x[:, ways:], y[:, ways:]))
+    return model, variables, {"params": params, "inner_lrs": lrs}, tasks
+
+
+def _loop_meta_loss(model, meta_params, tasks, weights, first_order=False):
+    """An independent statement of the MAML++ task loss: a Python loop over inner steps
+    (support loss and query loss after update i both with BN step i), mean over tasks."""
+    params, lrs = meta_params["params"], meta_params["inner_lrs"]
+    n = len(weights)
+
+    def loss(p, x, y, i):
+        logits, _ = model.apply({"params": p}, x, step=i, mutable=["batch_stats"])
+        return jnp.mean(optax.softmax_cross_entropy_with_integer_labels(logits, y))
+
+    (xs, ys), (xq, yq) = tasks
+    total = []
+    for t in range(xs.shape[0]):
+        p, task_total = params, 0.0
+        for i in range(n):
+            g = jax.grad(loss)(p, xs[t], ys[t], i)
+            if first_order:
+                g = jax.lax.stop_gradient(g)
+            p = jax.tree.map(lambda lr, w, d: w if lr is None else w - lr[i] * d, lrs, p, g,
+                             is_leaf=lambda a: a is None)
+            task_total = task_total + weights[i] * loss(p, xq[t], yq[t], i)
+        total.append(task_total)
+    return sum(total) / len(total)
+
+
+def test_meta_gradient_matches_loop_with_per_step_distinct_values():
+    # Second order (first order: test_core.test_first_order_equals_explicit_stop_gradient,
+    # and the Conv4 first-order step against PyTorch in test_benchmark_equivalence).
+    first_order = False
+    model, _, meta_params, tasks = _conv4_problem()
+    config = mj.MetaConfig(num_inner_steps=3, msl_epochs=5, iterations_per_epoch=10)
     loss_fn = mj.make_loss_fn(model, collect_bn_stats=True)
-    config = mj.MetaConfig(num_inner_steps=2, bn_momentum=0.5)
-    new, _ = mj.outer_step(state, ((x, y), (x, y)), loss_fn=loss_fn, optimizer=opt,
-                           config=config, first_order=False, msl=True)
-    mean0 = new.model_state["norm0"]["mean"]
-    assert mean0.shape == (2, 4)
-    # Momentum 0.5 from zeros: half the task-averaged batch mean of the first layer's
-    # query pass after one inner update (step index 0).
-    support_loss = lambda p, b, t: loss_fn(p, b, t)[0]
-    expected = []
-    for task in range(2):
-        batch = (x[task], y[task])
-        adapted = mj.adapt(support_loss, params, mj.extend_inner_lrs(lrs, 1), batch,
-                           num_steps=1)
-        expected.append(loss_fn(adapted, batch, 0)[1]["bn_stats"]["norm0"]["mean"])
-    np.testing.assert_allclose(mean0[0], 0.5 * np.mean(expected, axis=0), rtol=1e-4, atol=1e-6)
-    # The variance slot starts at one and moves towards the (unbiased) batch variance.
-    assert not np.allclose(new.model_state["norm0"]["var"], 1.0)
+    step = jnp.int32(23)  # epoch 2: MSL weights 0.2 x 2 + 0.6, neither uniform nor one-hot
+    weights = mj.msl_weights(2, 3, 5)
+    assert len(set(np.round(np.asarray(weights), 6))) == 2
+    loss, grads, extras = jax.jit(functools.partial(
+        mj.meta_gradient, loss_fn=loss_fn, config=config, first_order=first_order, msl=True))(
+            meta_params, tasks, step=step)
+    ref_loss, ref_grads = jax.jit(jax.value_and_grad(
+        lambda mp: _loop_meta_loss(model, mp, tasks, weights, first_order)))(meta_params)
+    np.testing.assert_allclose(loss, ref_loss, rtol=1e-5)
+    _assert_conv4_grads_close(grads, ref_grads)
+    assert extras["per_step_loss"].shape == (2, 3)
+
+
+def test_remat_through_outer_step_matches():
+    model, variables, meta_params, tasks = _conv4_problem(num_steps=2)
+    loss_fn = mj.make_loss_fn(model, collect_bn_stats=True)
+    grads = {}
+    for remat in (False, True):
+        config = mj.MetaConfig(num_inner_steps=2, remat=remat)
+        kw = dict(loss_fn=loss_fn, config=config, first_order=False, msl=True)
+        grads[remat] = jax.jit(functools.partial(mj.meta_gradient, **kw))(
+            meta_params, tasks, step=jnp.int32(0))
+    np.testing.assert_allclose(grads[True][0], grads[False][0], rtol=1e-6)
+    _assert_conv4_grads_close(grads[True][1], grads[False][1])
+    # ... and the whole outer step runs with it: an SGD(1) step moves by minus the gradient.
+    sgd = optax.sgd(1.0)
+    state = mj.init_meta_state(meta_params["params"], meta_params["inner_lrs"], sgd,
+                               jax.random.PRNGKey(0), model_state=variables["batch_stats"])
+    new, metrics = mj.jit_outer_step(jax.tree.map(jnp.copy, state), tasks, loss_fn=loss_fn,
+                                     optimizer=sgd, config=mj.MetaConfig(num_inner_steps=2,
+                                                                         remat=True),
+                                     first_order=False, msl=True)
+    assert bool(metrics["finite"]) and int(new.step) == 1
+    np.testing.assert_allclose(metrics["loss"], grads[False][0], rtol=1e-6)
+    moved = jax.tree.map(lambda a, b: np.asarray(a) - np.asarray(b), new.meta_params,
+                         state.meta_params)
+    _assert_conv4_grads_close(moved, jax.tree.map(lambda g: -g, grads[False][1]), atol=1e-5)
+
+
+def test_running_average_batch_norm_reads_each_steps_statistics():
+    bn = mj.StepBatchNorm(num_steps=3)
+    x = jax.random.normal(jax.random.PRNGKey(0), (6, 5, 5, 2))
+    variables = bn.init(jax.random.PRNGKey(1), x)
+    rng = np.random.RandomState(0)
+    scale, bias = 1 + rng.rand(3, 2), rng.randn(3, 2)
+    mean, var = rng.randn(3, 2), 0.5 + rng.rand(3, 2)
+    variables = {"params": {"scale": jnp.asarray(scale, jnp.float32),
+                            "bias": jnp.asarray(bias, jnp.float32)},
+                 "batch_stats": {"mean": jnp.asarray(mean, jnp.float32),
+                                 "var": jnp.asarray(var, jnp.float32)}}
+    for step in range(3):
+        got = bn.apply(variables, x, step=step, use_running_average=True)
+        want = (np.asarray(x) - mean[step]) / np.sqrt(var[step] + 1e-5) * scale[step] + bias[step]
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5, err_msg=f"step {step}")
+    # Through the loss function of a model (non-transductive evaluation).
+    model, variables, meta_params, ((xs, ys), _) = _conv4_problem()
+    stats = jax.tree.map(lambda a: jnp.asarray(rng.rand(*a.shape) + 0.5, jnp.float32),
+                         variables["batch_stats"])
+    loss_ra = mj.make_loss_fn(model, use_running_average=True, batch_stats=stats)
+    for step in range(3):
+        got = loss_ra(meta_params["params"], (xs[0], ys[0]), jnp.int32(step))[0]
+        logits = model.apply({"params": meta_params["params"], "batch_stats": stats}, xs[0],
+                             step=step, use_running_average=True)
+        want = jnp.mean(optax.softmax_cross_entropy_with_integer_labels(logits, ys[0]))
+        np.testing.assert_allclose(got, want, rtol=1e-6)
+    per_step = [float(loss_ra(meta_params["params"], (xs[0], ys[0]), jnp.int32(t))[0])
+                for t in range(3)]
+    assert len(set(per_step)) == 3  # each step's statistics change the result
+
+
+@pytest.mark.parametrize("msl", [True, False], ids=["msl", "final_step_only"])
+def test_running_statistics_follow_the_query_batch_statistics(msl):
+    """Slot i moves towards the task-averaged statistics of the query pass after update i:
+    every slot under MSL, only the last one with the final-step loss."""
+    model, variables, meta_params, tasks = _conv4_problem(num_steps=3)
+    loss_fn = mj.make_loss_fn(model, collect_bn_stats=True)
+    opt = optax.adam(1e-3)
+    start_stats = jax.tree.map(lambda a: a + jnp.arange(3.0)[:, None], variables["batch_stats"])
+    state = mj.init_meta_state(meta_params["params"], meta_params["inner_lrs"], opt,
+                               jax.random.PRNGKey(0), model_state=start_stats)
+    config = mj.MetaConfig(num_inner_steps=3, bn_momentum=0.5, msl=msl)
+    new, _ = mj.jit_outer_step(jax.tree.map(jnp.copy, state), tasks, loss_fn=loss_fn,
+                               optimizer=opt, config=config, first_order=False, msl=msl)
+
+    @jax.jit
+    def query_stats(meta_params, tasks):
+        """Per task and step: the query pass's batch statistics after update i (a loop)."""
+        params, lrs = meta_params["params"], meta_params["inner_lrs"]
+        (xs, ys), (xq, yq) = tasks
+        out = []
+        for t in range(xs.shape[0]):
+            p, per_step = params, []
+            for i in range(3):
+                g = jax.grad(lambda q: loss_fn(q, (xs[t], ys[t]), i)[0])(p)
+                p = jax.tree.map(lambda lr, w, d: w if lr is None else w - lr[i] * d, lrs, p,
+                                 g, is_leaf=lambda a: a is None)
+                per_step.append(loss_fn(p, (xq[t], yq[t]), i)[1]["bn_stats"])
+            out.append(per_step)
+        return out
+
+    observed = query_stats(meta_params, tasks)
+    moved = range(3) if msl else [2]
+    for layer in ("norm0", "norm1"):
+        for k in ("mean", "var"):
+            old, got = start_stats[layer][k], new.model_state[layer][k]
+            for i in range(3):
+                if i not in moved:
+                    np.testing.assert_array_equal(got[i], old[i], err_msg=f"{layer}/{k}[{i}]")
+                    continue
+                want = 0.5 * old[i] + 0.5 * np.mean([o[i][layer][k] for o in observed], axis=0)
+                np.testing.assert_allclose(got[i], want, rtol=1e-4, atol=1e-5,
+                                           err_msg=f"{layer}/{k}[{i}]")
 
 
 def test_conv4_smoke_outer_step():
-    """One real (64-filter) Conv4 second-order MAML++ step, 5-way 1-shot, 2 tasks."""
+    """One real (64-filter) Conv4 second-order MAML++ step through the facade: its loss
+    against an independent Python-loop statement of the meta loss, its update against the
+    shape of Adam's first step (the full-size gradient itself: test_full_size_gradients.py),
+    its running statistics moved at every step."""
     maml = mj.ModelAgnosticMetaLearning(mj.Conv4(num_classes=5), inner_lr=0.1,
                                         inner_steps=2, plus_plus=True)
     rng = np.random.RandomState(0)
     xs = rng.rand(2, 5, 28, 28, 1).astype(np.float32)
+    xq = rng.rand(2, 5, 28, 28, 1).astype(np.float32)
     ys = np.tile(np.arange(5), (2, 1))
-    loss = maml.meta_train_step(xs, ys, xs, ys)
-    assert np.isfinite(loss)
+    maml.init(xs[0])
+    before = jax.tree.map(np.asarray, maml.state)
+    loss = maml.meta_train_step(xs, ys, xq, ys)
     assert maml.inner_lrs["conv1"]["kernel"].shape == (2,)
     assert maml.inner_lrs["norm1"]["scale"] is None
     assert maml.params["norm0"]["scale"].shape == (2, 64)
+
+    weights = mj.msl_weights(0, 2, maml.config.msl_epochs)
+    tasks = ((jnp.asarray(xs), jnp.asarray(ys)), (jnp.asarray(xq), jnp.asarray(ys)))
+    ref_loss = jax.jit(lambda mp: _loop_meta_loss(maml.model, mp, tasks, weights))(
+        before.meta_params)
+    np.testing.assert_allclose(loss, ref_loss, rtol=1e-5)
+    # Adam's first step moves every parameter by lr * |g| / (|g| + eps): by lr (1e-3) except
+    # where the gradient is as small as eps (conv biases left out: their gradient is
+    # rounding noise).
+    for layer, layer_params in maml.params.items():
+        for name, p in layer_params.items():
+            if layer.startswith("conv") and name == "bias":
+                continue
+            moved = np.abs(np.asarray(p) - before.meta_params["params"][layer][name])
+            assert moved.max() <= 1.01e-3, f"{layer}/{name}"
+            assert np.isclose(moved, 1e-3, rtol=1e-2).mean() > 0.99, f"{layer}/{name}"
+    assert np.isfinite(maml.last_metrics["grad_norm"]) and maml.last_metrics["grad_norm"] > 0
+    # The running statistics moved at every step slot (MSL feeds every step's query pass).
+    changed = np.asarray(maml.state.model_state["norm0"]["mean"]) != \
+        before.model_state["norm0"]["mean"]
+    assert changed.any(axis=1).all()
 
 
 # -- facade -------------------------------------------------------------------------------
@@ -327,13 +549,44 @@ def test_unroll_auto_falls_back_to_one_with_remat():
 
 @pytest.mark.parametrize("size", [28, 7, 3])
 def test_max_pool_2x2_equals_flax_max_pool(size):
-    import flax.linen as nn
     x = jax.random.normal(jax.random.PRNGKey(size), (2, size, size, 3))  # no exact ties
     ref = lambda v: nn.max_pool(v, (2, 2), strides=(2, 2), padding="VALID")
     np.testing.assert_array_equal(mj.max_pool_2x2(x), ref(x))
     w = jax.random.normal(jax.random.PRNGKey(1), ref(x).shape)
     g = lambda f: jax.grad(lambda v: jnp.sum(jnp.tanh(f(v)) * w))(x)
     np.testing.assert_allclose(g(mj.max_pool_2x2), g(ref), rtol=1e-6, atol=1e-7)
+
+
+def test_max_pool_2x2_gradient_survives_batch_norm_under_jit():
+    """The smallest form of the bug in ``benchmarks/repro``: batch norm -> 2x2 max-pool,
+    ``jit(grad)`` on (5, 2, 2, 128). With ``jnp.max`` XLA:CPU dropped the gradient of 76
+    windows out of 640 (an FMA in one copy of the recomputed operand, not in the other)."""
+    def loss(x, w, pool):
+        mean = x.mean(axis=(0, 1, 2))
+        y = (x - mean) * jax.lax.rsqrt(jnp.square(x - mean).mean(axis=(0, 1, 2)) + 1e-5)
+        return jnp.sum(pool(y) * w)
+
+    rng = np.random.default_rng(0)
+    x = jnp.asarray(rng.standard_normal((5, 2, 2, 128)), jnp.float32)
+    w = jnp.asarray(rng.standard_normal((5, 1, 1, 128)), jnp.float32)
+    flax_pool = lambda v: nn.max_pool(v, (2, 2), strides=(2, 2), padding="VALID")
+    with jax.enable_x64(True):
+        ref = jax.grad(loss)(x.astype(jnp.float64), w.astype(jnp.float64), flax_pool)
+    got = jax.jit(jax.grad(loss), static_argnums=2)(x, w, mj.max_pool_2x2)
+    np.testing.assert_allclose(got, ref, rtol=1e-4, atol=1e-5)
+
+
+def test_max_pool_2x2_ties_route_the_gradient_to_the_first_maximum():
+    """As PyTorch's max_pool2d: at an exact tie the first element (row-major) gets it all."""
+    x = jnp.array([[1.0, 3.0], [3.0, 2.0]]).reshape(1, 2, 2, 1)
+    g = jax.grad(lambda v: jnp.sum(mj.max_pool_2x2(v)))(x)
+    np.testing.assert_array_equal(g[0, :, :, 0], [[0.0, 1.0], [0.0, 0.0]])
+    x = jnp.full((1, 2, 2, 1), 7.0)
+    g = jax.grad(lambda v: jnp.sum(mj.max_pool_2x2(v)))(x)
+    np.testing.assert_array_equal(g[0, :, :, 0], [[1.0, 0.0], [0.0, 0.0]])
+    # Odd sizes are cropped like F.max_pool2d (VALID): 3x3 -> 1x1 from the top-left 2x2.
+    x = jnp.arange(9.0).reshape(1, 3, 3, 1)
+    assert mj.max_pool_2x2(x).shape == (1, 1, 1, 1) and float(mj.max_pool_2x2(x)[0, 0, 0, 0]) == 4
 
 
 def test_make_meta_optimizer_scales_inner_lr_updates():

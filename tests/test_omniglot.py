@@ -508,6 +508,18 @@ def test_fixed_tasks_deterministic(synth):
     assert len({tuple(np.asarray(a[0][i]).ravel()[:4]) for i in range(20)}) > 1
 
 
+def test_fixed_tasks_pinned_fingerprint(synth):
+    """The fixed evaluation tasks are the same in every process and every version of this
+    code: the (class, drawing) of the first two tasks, pinned (seed 0, 5-way 1-shot 3-query)."""
+    imgs, lookup = synth
+    xs, _, xq, _ = om.fixed_tasks(imgs, num_ways=5, k_shot=1, q_query=3, num_tasks=20, seed=0)
+    trace = lambda x: [t[:2] for t in _trace(x, lookup)]
+    assert trace(xs[0]) == [(0, 17), (10, 11), (8, 16), (4, 18), (5, 12)]
+    assert trace(xq[0])[:6] == [(0, 12), (0, 4), (0, 7), (10, 3), (10, 16), (10, 4)]
+    assert trace(xs[1]) == [(10, 4), (5, 0), (3, 8), (11, 10), (4, 4)]
+    assert trace(xq[1])[-3:] == [(4, 5), (4, 18), (4, 1)]
+
+
 def test_class_expansion(synth):
     imgs, _ = synth
     for arr in (imgs, jnp.asarray(imgs)):

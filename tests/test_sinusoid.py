@@ -31,6 +31,12 @@ def test_eval_tasks_are_fixed():
     a = mj.sinusoid_eval_tasks(seed=3, num_tasks=10, k_support=5)
     b = mj.sinusoid_eval_tasks(seed=3, num_tasks=10, k_support=5)
     jax.tree.map(np.testing.assert_array_equal, a, b)
+    # Pinned: the same tasks in every process and every version of this code.
+    (xs, ys), (xq, yq) = a
+    np.testing.assert_allclose(xs[0, :3, 0], [3.7312067, 3.4070003, 3.2654083], rtol=1e-6)
+    np.testing.assert_allclose(ys[0, :3, 0], [2.1840255, 2.1292791, 2.0345778], rtol=1e-6)
+    np.testing.assert_allclose(xq[1, :2, 0], [-4.1998901, 3.5979796], rtol=1e-6)
+    np.testing.assert_allclose(yq[1, :2, 0], [1.3876474, 0.1149339], rtol=1e-5)
     with pytest.raises(ValueError, match="k_support must be an int >= 1"):
         mj.sample_sinusoid_tasks(jax.random.PRNGKey(0), 2, 0, 5)
 
@@ -43,11 +49,21 @@ def test_demo_script_smoke(tmp_path):
         assert (tmp_path / name).stat().st_size > 0, name
     saved = json.loads((tmp_path / "results.json").read_text())
     assert set(saved["test_mse"]) == {"MAML", "MAML++"}
-    for method in saved["test_mse"].values():
-        for per_k in method.values():
+    md = (tmp_path / "results.md").read_text()
+    for name, method in saved["test_mse"].items():
+        assert set(method) == {"5", "10"}
+        for k, per_k in method.items():
+            assert set(per_k) == {"0", "1", "3"}
             for mean, ci in per_k.values():
                 assert np.isfinite(mean) and ci > 0
-    assert "| MAML++ | 10 |" in (tmp_path / "results.md").read_text()
+            # The published table is the measured one, cell for cell, in step order.
+            cells = " | ".join(f"{per_k[s][0]:.3f} ± {per_k[s][1]:.3f}" for s in ("0", "1", "3"))
+            assert f"| {name} | {k} | {cells} |" in md, (name, k)
+        # Every method trained for the configured iterations, in call-sized chunks.
+        log = result["train_log"][name]
+        assert [r["iteration"] for r in log] == [20, 40]
+        assert all(np.isfinite(r["loss"]) for r in log)
+    assert "| method | K | 0 steps | 1 step | 3 steps |" in md
     assert result["train_seconds"]["MAML"] > 0
 
 

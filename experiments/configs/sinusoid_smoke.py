@@ -16,4 +16,4 @@ def get_config():
                                         msl_epochs=1) for m in cfg.methods)
     return dataclasses.replace(cfg, methods=methods, iterations=40, iterations_per_epoch=20,
                                meta_batch_size=4, num_eval_tasks=20, eval_query_points=10,
-                               eval_steps=(1, 3), steps_per_call=20)
+                               eval_steps=(0, 1, 3), steps_per_call=20)
