@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The GPU benchmark table, prepared for an H100/H200 session (jax/flax/optax/chex/torch
-# preinstalled, no package registry). Total budget < 7 minutes: every stage has its own
+# preinstalled, no package registry). Total budget < 8 minutes: every stage has its own
 # timeout and writes its own file, so a slow stage does not lose the others' results. The
 # gradient check runs first (benchmarks/grad_check.py).
 #
@@ -18,10 +18,10 @@ LOG="$OUTDIR/gpu_check.log"
 
 TINY=()
 REP=(--repeats 10 --max-seconds 20)
-T_GRAD=150; T_MAIN=140; T_FO=40; T_MINI=50; T_REMAT=45
+T_GRAD=150; T_MAIN=140; T_FO=40; T_MINI=50; T_REMAT=45; T_COST=55
 if [ "${BENCH_TINY:-0}" = "1" ]; then
   TINY=(--tiny); REP=(--repeats 1 --max-seconds 1)
-  T_GRAD=400; T_MAIN=400; T_FO=200; T_MINI=200; T_REMAT=200
+  T_GRAD=400; T_MAIN=400; T_FO=200; T_MINI=200; T_REMAT=200; T_COST=300
 fi
 
 run() {  # run SECONDS NAME ARGS...
@@ -68,6 +68,14 @@ run $T_MINI gpu_miniimagenet --settings miniimagenet_5w1s --orders second --jax-
 # 4. Memory vs inner steps, remat off/on (JAX only; device peak bytes are process-wide).
 run $T_REMAT gpu_remat --settings omniglot_5w1s --orders second --frameworks jax \
     --jax-variants auto:auto:auto --scaling remat --scaling-values 5,10
+
+# 5. MAML vs MAML++ step cost (the "~30-50 % slower" claim), 20w1s, same process.
+echo "== cost_maml_vs_mamlpp" | tee -a "$LOG"
+start=$SECONDS
+if [ "${BENCH_TINY:-0}" = "1" ]; then COST_ARGS=(--tiny --repeats 2); else COST_ARGS=(--repeats 20); fi
+timeout "$T_COST" "$PY" benchmarks/cost_maml_vs_mamlpp.py --settings omniglot_20w1s \
+    "${COST_ARGS[@]}" --out "$OUTDIR/gpu_cost_maml_vs_mamlpp.json" >> "$LOG" 2>&1
+echo "== cost_maml_vs_mamlpp: rc=$? in $((SECONDS - start))s" | tee -a "$LOG"
 
 cat "$OUTDIR"/*.md > "$OUTDIR/gpu_tables.md" 2>/dev/null   # 00_*, 01_grad_check first
 echo "tables in $OUTDIR/gpu_tables.md" | tee -a "$LOG"

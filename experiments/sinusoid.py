@@ -18,7 +18,7 @@ import pathlib
 import platform
 import sys
 import time
-from typing import Any
+from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
@@ -86,8 +86,14 @@ def _meta_config(cfg: SinusoidConfig, m: MethodConfig) -> mj.MetaConfig:
         task_batching="vmap")
 
 
-def train_method(cfg: SinusoidConfig, m: MethodConfig, progress: bool = True):
-    """Meta-trains one method; returns ``(meta_params, per-step train-loss log, seconds)``."""
+def train_method(cfg: SinusoidConfig, m: MethodConfig, progress: bool = True,
+                 on_chunk: Callable[[int, Any], None] | None = None):
+    """Meta-trains one method; returns ``(meta_params, per-step train-loss log, seconds)``.
+
+    ``on_chunk(iterations_done, meta_params)``, if given, is called after every host call
+    (every ``steps_per_call`` iterations, and once before the first; the study records the
+    learned rates through training with it).
+    """
     model = mj.MLP(hidden=cfg.hidden)
     loss_fn = mj.make_loss_fn(model, "mse")
     root = jax.random.PRNGKey(cfg.seed)
@@ -111,6 +117,8 @@ def train_method(cfg: SinusoidConfig, m: MethodConfig, progress: bool = True):
     bar = _progress(cfg.iterations, f"{m.name:8s}", progress)
     start = time.perf_counter()
     done = 0
+    if on_chunk is not None:
+        on_chunk(0, state.meta_params)
     while done < cfg.iterations:
         n = min(chunk, cfg.iterations - done)
         first_order, msl = mj.phase(config, done // cfg.iterations_per_epoch)
@@ -121,6 +129,8 @@ def train_method(cfg: SinusoidConfig, m: MethodConfig, progress: bool = True):
         mj.check_finite(metrics, done)
         done += n
         log.append({"iteration": done, "loss": float(np.mean(metrics["loss"]))})
+        if on_chunk is not None:
+            on_chunk(done, state.meta_params)
         bar.update(n)
         bar.set_postfix(loss=f"{log[-1]['loss']:.3f}")
     bar.close()

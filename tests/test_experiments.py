@@ -25,7 +25,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from experiments import common, compare, config_lib, evaluate, train
+from experiments import common, compare, config_lib, evaluate, study, train
 from maml_jax import omniglot
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -167,6 +167,18 @@ def test_train_resume_evaluate_end_to_end(tmp_path, capsys):
     assert compare.main([str(full), str(resumed), "--out", str(out)]) == 0
     assert out.is_file()
 
+    # -- the claims study on Omniglot workdirs (the sinusoid path: test_study.py) ----------
+    res = study.run_study([full, stopped, tmp_path / "nothing"], tmp_path / "study")
+    g = res["groups"]["5w1s/tiny"]
+    assert g["seeds"] == [0, 0] and g["pooled"]["evaluated_steps"] == 4   # 2N
+    assert g["pooled"]["num_tasks"] == 16 and len(g["pooled"]["accuracy_mean"]) == 5
+    # the study's accuracy after N steps is evaluate's per-step accuracy of the best checkpoint
+    assert 100 * g["per_seed"][0]["final_accuracy"] == pytest.approx(
+        best["per_step_accuracy_pct"][-1], abs=1e-4)
+    assert g["seed_std_final_accuracy"] == 0.0   # the same run twice
+    assert [f["workdir"] for f in res["failed"]] == [str(tmp_path / "nothing")]
+    assert (tmp_path / "study" / "trajectories_5w1s.png").is_file()
+    assert "inner_lrs_tiny_5w1s.png" in res["plots"]
 
 
 def test_nonfinite_loss_stops_without_checkpoint(tmp_path, capsys):

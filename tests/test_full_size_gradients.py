@@ -85,14 +85,9 @@ def test_default_step_matches_float64_finite_differences(problem, default_gradie
     _assert_close(errors, "float64 finite differences")
 
 
-@DEFAULT_GROUP
-def test_pytorch_reference_matches_finite_differences(problem, torch_reference):
-    """The float64 reference itself is right (so the other tests may trust it)."""
-    meta_params, _, tasks = problem
-    _, t_grads = torch_reference
-    errors = grad_check.finite_difference_check(meta_params, tasks, t_grads,
-                                                coords_per_tensor=0)
-    _assert_close(errors, "float64 finite differences", tol=1e-5)
+# The PyTorch reference is not checked against finite differences on its own here (it
+# cost a minute of the suite): two independent implementations agreeing in float64 to
+# 1e-6 (3.8e-9 measured) and maml_jax agreeing with finite differences tie it down.
 
 
 # Every option away from the CPU default (patches:vmap:5:0:select) at least once.
@@ -103,7 +98,7 @@ VARIANTS = [
 ]
 
 
-@pytest.mark.xdist_group("full_size_variants")
+@DEFAULT_GROUP  # one worker: the module's fixtures (PyTorch float64 reference) are built once
 @pytest.mark.parametrize("variant", VARIANTS)
 def test_other_formulations_match_pytorch_reference(problem, torch_reference, variant):
     _, grads, _ = grad_check.jax_grads(variant, *problem, dtype="float32")

@@ -1,0 +1,146 @@
+"""What MAML++ costs over MAML: step time and memory of the same Conv4 with the same steps.
+
+    python benchmarks/cost_maml_vs_mamlpp.py [--settings omniglot_5w1s,omniglot_20w1s]
+        [--repeats 10] [--out benchmarks/results/cost_maml_vs_mamlpp_cpu.json]
+
+The claim checked: MAML++ is "~30-50 % slower than MAML (but JIT helps)" and needs
+"slightly more memory". Rows are the training step of ``experiments`` (``common.get_setup``)
+for the rows of the MAML++ ablation (``experiments/configs/study_omniglot_ablation.py``):
+MAML (fixed scalar alpha, final-step loss, shared BN), MAML with one component added
+(MSL, LSLR, BNWB + BNRS), and MAML++; all second order, Conv4 with 64 filters, 5 inner
+steps, meta-batch 8, the library's defaults for the device. One outer step on fixed
+random tasks of the real shapes, timed round-robin (one step of each row in turn, so that
+every row sees the same machine load), blocking on the result; compile time apart.
+
+Memory: XLA's buffer assignment of the compiled step (``compiled.memory_analysis()``:
+temporaries, arguments, outputs), exact and independent of other processes; on a GPU also
+the device's peak bytes in use (process-wide, so each row runs its first step after a
+reset only where the backend supports it: reported as-is).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import pathlib
+import platform
+import statistics
+import sys
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
+
+from experiments import common  # noqa: E402
+from experiments.config_lib import mamlpp_config, validate_config  # noqa: E402
+from experiments.configs import study_omniglot_ablation as ablation  # noqa: E402
+from maml_jax import meta  # noqa: E402
+
+SETTINGS = {"omniglot_5w1s": (5, 1), "omniglot_20w1s": (20, 1)}
+ROWS = ("MAML", "MAML+MSL", "MAML+LSLR", "MAML+BN", "MAML++")
+
+
+def row_config(row: str, ways: int, shots: int, tiny: bool) -> dict:
+    on = ablation.ROWS[row]
+    cfg = mamlpp_config(ways, shots, **({} if on is None else {**ablation.MAML_OFF, **on}))
+    # The same step shape for every row: MAML++'s meta-batch, query and inner steps.
+    cfg.update(name=f"cost_{row}", data="synthetic", first_order_epochs=0)
+    if tiny:
+        cfg.update(num_filters=8, num_inner_steps=2, num_inner_steps_eval=2, meta_batch_size=2)
+    return validate_config(cfg)
+
+
+def device_name() -> str:
+    d = jax.devices()[0]
+    if d.platform == "cpu":
+        sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
+        from bench import cpu_name
+        return cpu_name()
+    return d.device_kind
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--settings", default="omniglot_5w1s")
+    p.add_argument("--repeats", type=int, default=10)
+    p.add_argument("--tiny", action="store_true", help="plumbing dry run (numbers meaningless)")
+    p.add_argument("--out", default=None)
+    args = p.parse_args(argv)
+    results = {"date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "argv": sys.argv,
+               "device": device_name(), "backend": jax.default_backend(),
+               "jax": jax.__version__, "python": platform.python_version(),
+               "precision": "float32, default matmul precision", "rows": []}
+    for setting in args.settings.split(","):
+        ways, shots = SETTINGS[setting]
+        runners = {}
+        for row in ROWS:
+            cfg = row_config(row, ways, shots, args.tiny)
+            setup = common.get_setup(cfg)
+            state = common.init_state(cfg, setup)
+            rng = np.random.RandomState(0)
+            b, n, q = cfg["meta_batch_size"], cfg["num_ways"], cfg["q_query"]
+            xs = jnp.asarray(rng.rand(b, n * shots, 28, 28, 1), jnp.float32)
+            xq = jnp.asarray(rng.rand(b, n * q, 28, 28, 1), jnp.float32)
+            ys = jnp.tile(jnp.repeat(jnp.arange(n), shots), (b, 1))
+            yq = jnp.tile(jnp.repeat(jnp.arange(n), q), (b, 1))
+            tasks = ((xs, ys), (xq, yq))
+            first_order, msl = meta.phase(setup.meta_config, 0)
+            step = jax.jit(lambda st, t, s=setup, fo=first_order, m=msl: meta.outer_step(
+                st, t, loss_fn=s.train_loss_fn, optimizer=s.optimizer, config=s.meta_config,
+                first_order=fo, msl=m))
+            t0 = time.perf_counter()
+            compiled = step.lower(state, tasks).compile()
+            compile_s = time.perf_counter() - t0
+            mem = compiled.memory_analysis()
+            jax.block_until_ready(compiled(state, tasks))   # warm-up
+            runners[row] = dict(compiled=compiled, state=state, tasks=tasks, times=[],
+                                compile_s=compile_s, mem=mem, cfg=cfg)
+            print(f"{setting} {row}: compiled in {compile_s:.1f} s", flush=True)
+        for _ in range(args.repeats):
+            for r in runners.values():
+                t0 = time.perf_counter()
+                jax.block_until_ready(r["compiled"](r["state"], r["tasks"]))
+                r["times"].append(time.perf_counter() - t0)
+        base = statistics.median(runners["MAML"]["times"])
+        base_tmp = runners["MAML"]["mem"].temp_size_in_bytes
+        for row, r in runners.items():
+            med = statistics.median(r["times"])
+            m = r["mem"]
+            results["rows"].append({
+                "setting": setting, "row": row, "msl": r["cfg"]["msl"],
+                "learn_inner_lrs": r["cfg"]["learn_inner_lrs"],
+                "per_step_bn": r["cfg"]["per_step_bn"],
+                "num_inner_steps": r["cfg"]["num_inner_steps"],
+                "meta_batch_size": r["cfg"]["meta_batch_size"],
+                "compile_s": r["compile_s"], "step_ms_median": 1e3 * med,
+                "step_ms_min": 1e3 * min(r["times"]), "n": len(r["times"]),
+                "time_vs_maml": med / base,
+                "temp_bytes": int(m.temp_size_in_bytes),
+                "argument_bytes": int(m.argument_size_in_bytes),
+                "output_bytes": int(m.output_size_in_bytes),
+                "temp_vs_maml": m.temp_size_in_bytes / max(1, base_tmp),
+            })
+    md = [f"MAML++ vs MAML step cost ({results['date']}, {results['device']}, "
+          f"{results['backend']}, jax {results['jax']}, {results['precision']})", "",
+          "| setting | row | compile (s) | step ms (median / min, n) | time vs MAML | "
+          "XLA temporaries (MiB) | vs MAML |", "|---|---|---|---|---|---|---|"]
+    for r in results["rows"]:
+        md.append(f"| {r['setting']} | {r['row']} | {r['compile_s']:.1f} | "
+                  f"{r['step_ms_median']:.1f} / {r['step_ms_min']:.1f}, {r['n']} | "
+                  f"{r['time_vs_maml']:.2f}x | {r['temp_bytes'] / 2**20:.1f} | "
+                  f"{r['temp_vs_maml']:.2f}x |")
+    text = "\n".join(md)
+    print(text)
+    if args.out:
+        out = pathlib.Path(args.out)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(results, indent=1))
+        out.with_suffix(".md").write_text(text + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

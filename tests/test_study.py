@@ -1,0 +1,208 @@
+"""The claims study (experiments/study.py, experiments/study_grid.py).
+
+Statistics against hand-computed values on tiny trajectories; a tiny sinusoid grid trained,
+resumed (finished cells skipped) and studied end to end, with a failing cell reported as
+failed while the others are studied.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import numpy as np
+import pytest
+
+from experiments import sinusoid, study, study_grid
+from experiments.configs import study_sinusoid
+
+
+# -- statistics --------------------------------------------------------------------------
+
+LOSSES = np.array([
+    [1.0, 0.5, 0.52, 0.3],   # rises 4 % at t=1 (< 5 % margin): no overshoot
+    [1.0, 0.5, 0.60, 0.7],   # rises 20 % at t=1, 16.7 % at t=2
+    [2.0, 1.0, 0.50, 0.25],  # monotone
+    [1.0, 2.0, 1.00, 0.5],   # doubles at t=0
+])
+
+
+def test_overshoot_against_hand_computed_values():
+    rises = study.overshoot(LOSSES, 0.05)
+    np.testing.assert_array_equal(rises, [[False, False, False],
+                                          [False, True, True],
+                                          [False, False, False],
+                                          [True, False, False]])
+    # margin 0: any rise counts (row 0 now overshoots at t=1); margin 1: only a doubling+
+    assert study.overshoot(LOSSES, 0.0)[0].tolist() == [False, True, False]
+    assert not study.overshoot(LOSSES, 1.0).any()
+    with pytest.raises(ValueError, match="tasks, steps"):
+        study.overshoot(np.ones(3))
+
+
+def test_trajectory_statistics_against_hand_computed_values():
+    s = study.trajectory_statistics(LOSSES, trained_steps=2, margin=0.05)
+    final = np.array([0.52, 0.60, 0.50, 1.00])          # after N = 2 steps
+    assert s["final_mean"] == pytest.approx(0.655)
+    assert s["final_std"] == pytest.approx(np.sqrt(np.mean((final - 0.655) ** 2)))
+    # linear-interpolation percentiles of the sorted [0.5, 0.52, 0.6, 1.0]:
+    # p90 at rank 0.9 * 3 = 2.7 -> 0.6 + 0.7 * 0.4; p99 at rank 2.97 -> 0.6 + 0.97 * 0.4
+    assert s["final_p90"] == pytest.approx(0.88)
+    assert s["final_p99"] == pytest.approx(0.988)
+    assert s["overshoot_any_trained"] == pytest.approx(0.5)   # rows 1 (t=1) and 3 (t=0)
+    assert s["overshoot_any"] == pytest.approx(0.5)
+    assert s["overshoot_per_step"] == pytest.approx([0.25, 0.25, 0.25])
+    # mean over tasks and over steps 0..N
+    assert s["trajectory_mean"] == pytest.approx(np.mean(LOSSES[:, :3]))
+    assert s["last_mean"] == pytest.approx(np.mean([0.3, 0.7, 0.25, 0.5]))
+    assert s["mean"] == pytest.approx(LOSSES.mean(0))
+    assert s["nonfinite_tasks"] == 0
+    # only the rise at t=0 is inside N = 1
+    s1 = study.trajectory_statistics(LOSSES, trained_steps=1)
+    assert s1["overshoot_any_trained"] == pytest.approx(0.25)
+    assert s1["overshoot_any"] == pytest.approx(0.5)
+    acc = np.tile([[0.2, 0.6, 0.8, 0.9]], (4, 1))
+    assert study.trajectory_statistics(LOSSES, 2, accuracy=acc)["final_accuracy"] == \
+        pytest.approx(0.8)
+    bad = LOSSES.copy()
+    bad[2, 3] = np.inf
+    assert study.trajectory_statistics(bad, 2)["nonfinite_tasks"] == 1
+    with pytest.raises(ValueError, match="trained_steps"):
+        study.trajectory_statistics(LOSSES, 4)
+
+
+def test_seed_spread():
+    assert study.seed_spread([0.1]) is None
+    assert study.seed_spread([1.0, 2.0, 3.0]) == pytest.approx(1.0)   # ddof=1
+
+
+# -- the grid and the study, end to end ----------------------------------------------------
+
+def _tiny_grid():
+    fixed = dict(inner_lr=0.01, granularity="scalar", learn_inner_lrs=False)
+    methods = (
+        sinusoid.MethodConfig(name="MAML", num_inner_steps=2, msl=False, **fixed),
+        sinusoid.MethodConfig(name="MAML++", num_inner_steps=2, msl=True, msl_epochs=2,
+                              inner_lr=0.01, granularity="layer_step", learn_inner_lrs=True,
+                              inner_lr_scale=0.1),
+    )
+    base = sinusoid.SinusoidConfig(methods=(), iterations=40, iterations_per_epoch=20,
+                                   meta_batch_size=4, steps_per_call=10, hidden=(8, 8))
+    # A rate this large sends the inner loop to inf/NaN: the cell must fail cleanly.
+    diverges = sinusoid.MethodConfig(name="Diverges", num_inner_steps=2, msl=False,
+                                     inner_lr=1e12, granularity="scalar",
+                                     learn_inner_lrs=False)
+    return (study_grid.SinusoidGrid(base=base, methods=methods, shots=(5,), seeds=(0, 1),
+                                    snapshots=2),
+            study_grid.SinusoidGrid(base=base, methods=(diverges,), shots=(5,), seeds=(0,)))
+
+
+def test_sinusoid_grid_and_study_end_to_end(tmp_path, monkeypatch):
+    monkeypatch.setattr(study, "SINUSOID_TEST_TASKS", 40)
+    grid, failing = _tiny_grid()
+    todo = study_grid.cells(grid) + study_grid.cells(failing)
+    assert [n for n, _ in todo] == ["MAML_K5_s0", "MAML_K5_s1", "MAML++_K5_s0", "MAML++_K5_s1",
+                                    "Diverges_K5_s0"]
+    statuses = {n: study_grid.train_cell(cfg, tmp_path / n, snapshots=grid.snapshots)
+                for n, cfg in todo}
+    assert statuses == {**{n: "trained" for n, _ in todo[:4]}, "Diverges_K5_s0": "failed"}
+    assert "non-finite" in json.loads((tmp_path / "Diverges_K5_s0" / "failed.json").read_text())["error"]
+    # Resumable: finished cells are skipped, and so are failed ones unless asked.
+    assert study_grid.train_cell(todo[0][1], tmp_path / todo[0][0]) == "skipped"
+    assert study_grid.train_cell(todo[4][1], tmp_path / todo[4][0]) == "skipped (failed before)"
+    assert study_grid.train_cell(todo[4][1], tmp_path / todo[4][0], retry_failed=True) == "failed"
+
+    out = tmp_path / "study"
+    res = study.run_study([tmp_path / n for n, _ in todo], out, command="test")
+    assert sorted(res["groups"]) == ["K=5/MAML", "K=5/MAML++"]
+    assert [f["workdir"].rsplit("/", 1)[-1] for f in res["failed"]] == ["Diverges_K5_s0"]
+    g = res["groups"]["K=5/MAML++"]
+    assert g["seeds"] == [0, 1] and len(g["per_seed"]) == 2
+    assert g["seed_std_final_mean"] == pytest.approx(
+        np.std([s["final_mean"] for s in g["per_seed"]], ddof=1))
+    p = g["pooled"]
+    assert p["num_tasks"] == 80 and p["trained_steps"] == 2 and p["evaluated_steps"] == 4
+    assert len(p["mean"]) == 5
+    # The pooled statistic is the statistic of the concatenated per-seed losses.
+    runs = [study.evaluate_run(tmp_path / f"MAML++_K5_s{s}") for s in (0, 1)]
+    both = np.concatenate([r.losses for r in runs])
+    assert p["final_p90"] == pytest.approx(np.percentile(both[:, 2], 90))
+    # Seeds differ; the same seed evaluates identically (the test tasks are fixed).
+    assert not np.allclose(runs[0].losses, runs[1].losses)
+    np.testing.assert_array_equal(runs[0].losses,
+                                  study.evaluate_run(tmp_path / "MAML++_K5_s0").losses)
+    assert sorted(runs[0].inner_lr_snapshots) == [0, 20, 40]
+
+    md = (out / "study.md").read_text()
+    assert "| K=5 | MAML++ | 2 |" in md and "Diverges_K5_s0" in md and "non-finite" in md
+    for name in res["plots"]:
+        assert (out / name).stat().st_size > 1000, name
+    assert {"trajectories_K5.png", "final_loss_hist_K5.png", "msl_weights.png",
+            "inner_lrs_MAML++_K5.png".replace("+", "p")} <= set(res["plots"])
+
+
+def test_study_config_grid_and_smoke_variant():
+    grid = study_sinusoid.get_config()
+    full = study_grid.cells(grid)
+    assert len(full) == 7 * 2 * 3
+    assert {c.methods[0].num_inner_steps for _, c in full} == {1, 5}
+    assert all(c.iterations == 70_000 for _, c in full)
+    smoke = study_grid.cells(grid, smoke=True)
+    assert [n for n, _ in smoke] == [n for n, _ in full]
+    assert all(c.iterations == 40 for _, c in smoke)
+    assert dataclasses.replace(smoke[0][1], iterations=70_000, iterations_per_epoch=1000,
+                               meta_batch_size=25, steps_per_call=500) == \
+        dataclasses.replace(full[0][1], methods=smoke[0][1].methods)
+
+
+def test_unknown_grid_is_a_clear_error(tmp_path, capsys):
+    path = tmp_path / "g.py"
+    path.write_text("def get_config():\n    return {'a': 1}\n")
+    assert study_grid.main(["--grid", str(path), "--root", str(tmp_path / "r")]) == 2
+    assert "SinusoidGrid or OmniglotGrid" in capsys.readouterr().err
+
+
+def test_omniglot_ablation_rows_differ_from_maml_only_in_their_component():
+    from experiments.config_lib import mamlpp_config
+    from experiments.configs import study_omniglot_ablation as ablation
+
+    grid = ablation.get_config()
+    full = dict(study_grid.cells(grid))
+    assert len(full) == 7 * 2 * 2
+    want = {
+        "MAML+BN": {"per_step_bn"},
+        "MAML+LSLR": {"lr_granularity", "learn_inner_lrs"},
+        "MAML+CA": {"lr_schedule"},
+        "MAML+DA": {"first_order_epochs"},
+        "MAML+MSL": {"msl"},
+    }
+    for setting in ("20w1s", "20w5s"):
+        maml = full[f"MAML_{setting}_s0"]
+        assert not maml["msl"] and not maml["learn_inner_lrs"] and not maml["per_step_bn"]
+        assert maml["lr_schedule"] == "constant" and maml["first_order_epochs"] == 0
+        for row, keys in want.items():
+            cfg = full[f"{row}_{setting}_s0"]
+            changed = {k for k in cfg if cfg[k] != maml[k]} - {"name", "paper_test_accuracy"}
+            assert changed == keys, (row, changed)
+        ways, shots = int(setting[:2]), int(setting[3])
+        plus = full[f"MAML++_{setting}_s1"]
+        assert {k: v for k, v in plus.items() if k not in ("name", "paper_test_accuracy", "seed")} \
+            == {k: v for k, v in mamlpp_config(ways, shots).items()
+                if k not in ("name", "paper_test_accuracy", "seed")}
+        assert plus["seed"] == 1
+    assert full["MAML_20w1s_s0"]["paper_test_accuracy"] == (95.8, 0.3)
+    assert full["MAML++_20w5s_s0"]["paper_test_accuracy"] == (99.33, 0.03)
+    assert full["MAML+LSLR_20w1s_s0"]["paper_test_accuracy"] is None   # not verified
+    smoke = study_grid.cells(grid, smoke=True)
+    assert all(c["data"] == "synthetic" and c["num_filters"] == 4 for _, c in smoke)
+
+
+def test_outlier_helpers_against_hand_computed_values():
+    from experiments import sinusoid_outliers as so
+    rng = np.random.RandomState(0)
+    for amp, phase in [(0.1, 0.0), (2.5, 1.3), (5.0, np.pi - 1e-3)]:
+        x = rng.uniform(-5, 5, 100)
+        a, p = so.fit_sine(x, amp * np.sin(x - phase))
+        assert a == pytest.approx(amp, rel=1e-9) and p == pytest.approx(phase, abs=1e-9)
+    # points -3, 1, 2 in [-5, 5]: gaps 2, 4, 1, 3 -> widest 4; covered range 2 - (-3) = 5
+    assert so.support_coverage(np.array([1.0, -3.0, 2.0])) == (4.0, 5.0)
