@@ -68,13 +68,8 @@ def test_default_step_float32_matches_pytorch_reference_float64(default_gradient
     _assert_close(grad_check.relative_errors(grads, t_grads), "PyTorch float64")
 
 
-@DEFAULT_GROUP
-def test_default_step_in_float64_matches_pytorch_reference_float64(problem, torch_reference):
-    loss, grads, _ = grad_check.jax_grads("default", *problem, dtype="float64")
-    t_loss, t_grads = torch_reference
-    assert loss == pytest.approx(t_loss, rel=1e-8)
-    _assert_close(grad_check.relative_errors(grads, t_grads), "PyTorch float64",
-                  tol=grad_check.TOLERANCE_F64)
+# The float64 step against PyTorch float64 (3.8e-9 measured) is in
+# `benchmarks/grad_check.py` (`--dtypes float64`), not here: a minute of the suite's budget.
 
 
 @DEFAULT_GROUP
@@ -85,16 +80,15 @@ def test_default_step_matches_float64_finite_differences(problem, default_gradie
     _assert_close(errors, "float64 finite differences")
 
 
-# The PyTorch reference is not checked against finite differences on its own here (it
-# cost a minute of the suite): two independent implementations agreeing in float64 to
-# 1e-6 (3.8e-9 measured) and maml_jax agreeing with finite differences tie it down.
+# The PyTorch reference is not checked against finite differences on its own here: the
+# float32 agreement above and maml_jax's agreement with finite differences tie it down.
 
 
-# Every option away from the CPU default (patches:vmap:5:0:select) at least once.
-# ``python benchmarks/grad_check.py --variants all`` checks all 32 combinations.
+# The issue's second reference (unroll 1 and flax's max-pool), here also with remat.
+# ``python benchmarks/grad_check.py --variants all`` checks all 32 combinations of
+# convolution x batching x unroll x remat x pool (lax.conv and lax.map included).
 VARIANTS = [
-    "patches:vmap:1:0:reduce_window",   # the issue's reference: unroll 1, flax's max-pool
-    "xla:map:5:1:select",               # lax.conv (the accelerators'), lax.map, remat
+    "patches:vmap:1:1:reduce_window",
 ]
 
 

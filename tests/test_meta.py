@@ -357,30 +357,8 @@ def test_meta_gradient_matches_loop_with_per_step_distinct_values():
     assert extras["per_step_loss"].shape == (2, 3)
 
 
-def test_remat_through_outer_step_matches():
-    model, variables, meta_params, tasks = _conv4_problem(num_steps=2)
-    loss_fn = mj.make_loss_fn(model, collect_bn_stats=True)
-    grads = {}
-    for remat in (False, True):
-        config = mj.MetaConfig(num_inner_steps=2, remat=remat)
-        kw = dict(loss_fn=loss_fn, config=config, first_order=False, msl=True)
-        grads[remat] = jax.jit(functools.partial(mj.meta_gradient, **kw))(
-            meta_params, tasks, step=jnp.int32(0))
-    np.testing.assert_allclose(grads[True][0], grads[False][0], rtol=1e-6)
-    _assert_conv4_grads_close(grads[True][1], grads[False][1])
-    # ... and the whole outer step runs with it: an SGD(1) step moves by minus the gradient.
-    sgd = optax.sgd(1.0)
-    state = mj.init_meta_state(meta_params["params"], meta_params["inner_lrs"], sgd,
-                               jax.random.PRNGKey(0), model_state=variables["batch_stats"])
-    new, metrics = mj.jit_outer_step(jax.tree.map(jnp.copy, state), tasks, loss_fn=loss_fn,
-                                     optimizer=sgd, config=mj.MetaConfig(num_inner_steps=2,
-                                                                         remat=True),
-                                     first_order=False, msl=True)
-    assert bool(metrics["finite"]) and int(new.step) == 1
-    np.testing.assert_allclose(metrics["loss"], grads[False][0], rtol=1e-6)
-    moved = jax.tree.map(lambda a, b: np.asarray(a) - np.asarray(b), new.meta_params,
-                         state.meta_params)
-    _assert_conv4_grads_close(moved, jax.tree.map(lambda g: -g, grads[False][1]), atol=1e-5)
+# remat: the full-size meta-gradient with remat against PyTorch float64 is in
+# test_full_size_gradients.py (variant xla:map:5:1:select).
 
 
 def test_running_average_batch_norm_reads_each_steps_statistics():
@@ -459,10 +437,9 @@ def test_running_statistics_follow_the_query_batch_statistics(msl):
 
 
 def test_conv4_smoke_outer_step():
-    """One real (64-filter) Conv4 second-order MAML++ step through the facade: its loss
-    against an independent Python-loop statement of the meta loss, its update against the
-    shape of Adam's first step (the full-size gradient itself: test_full_size_gradients.py),
-    its running statistics moved at every step."""
+    """One real (64-filter) Conv4 second-order MAML++ step through the facade: its update
+    against the shape of Adam's first step (the full-size gradient itself:
+    test_full_size_gradients.py), its running statistics moved at every step."""
     maml = mj.ModelAgnosticMetaLearning(mj.Conv4(num_classes=5), inner_lr=0.1,
                                         inner_steps=2, plus_plus=True)
     rng = np.random.RandomState(0)
@@ -476,11 +453,8 @@ def test_conv4_smoke_outer_step():
     assert maml.inner_lrs["norm1"]["scale"] is None
     assert maml.params["norm0"]["scale"].shape == (2, 64)
 
-    weights = mj.msl_weights(0, 2, maml.config.msl_epochs)
-    tasks = ((jnp.asarray(xs), jnp.asarray(ys)), (jnp.asarray(xq), jnp.asarray(ys)))
-    ref_loss = jax.jit(lambda mp: _loop_meta_loss(maml.model, mp, tasks, weights))(
-        before.meta_params)
-    np.testing.assert_allclose(loss, ref_loss, rtol=1e-5)
+    # (The loss against the Python-loop statement: test_meta_gradient_matches_loop_...)
+    assert np.isfinite(loss) and loss > 0
     # Adam's first step moves every parameter by lr * |g| / (|g| + eps): by lr (1e-3) except
     # where the gradient is as small as eps (conv biases left out: their gradient is
     # rounding noise).
