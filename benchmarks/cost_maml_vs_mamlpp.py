@@ -35,7 +35,7 @@ import numpy as np
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 
 from experiments import common  # noqa: E402
-from experiments.config_lib import mamlpp_config, validate_config  # noqa: E402
+from experiments.config_lib import validate_config  # noqa: E402
 from experiments.configs import study_omniglot_ablation as ablation  # noqa: E402
 from maml_jax import meta  # noqa: E402
 
@@ -44,10 +44,10 @@ ROWS = ("MAML", "MAML+MSL", "MAML+LSLR", "MAML+BN", "MAML++")
 
 
 def row_config(row: str, ways: int, shots: int, tiny: bool) -> dict:
-    on = ablation.ROWS[row]
-    cfg = mamlpp_config(ways, shots, **({} if on is None else {**ablation.MAML_OFF, **on}))
+    cfg = dict(ablation.rows(ways, shots)[f"{row}_{ways}w{shots}s"])
     # The same step shape for every row: MAML++'s meta-batch, query and inner steps.
-    cfg.update(name=f"cost_{row}", data="synthetic", first_order_epochs=0)
+    cfg.update(name=f"cost_{row}", data="synthetic", first_order_epochs=0,
+               paper_test_accuracy=None)
     if tiny:
         cfg.update(num_filters=8, num_inner_steps=2, num_inner_steps_eval=2, meta_batch_size=2)
     return validate_config(cfg)

@@ -77,7 +77,7 @@ def rows(ways: int, shots: int) -> dict[str, dict]:
     for row, on in ROWS.items():
         cfg = mamlpp_config(ways, shots, **({} if on is None else {**MAML_OFF, **on}))
         cfg["name"] = f"{row}_{ways}w{shots}s"
-        cfg["paper_test_accuracy"] = PAPER[(ways, shots)].get(row)
+        cfg["paper_test_accuracy"] = PAPER.get((ways, shots), {}).get(row)
         out[cfg["name"]] = cfg
     return out
 
