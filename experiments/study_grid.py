@@ -52,6 +52,7 @@ class OmniglotGrid:
 
     configs: dict                          # name -> config dict
     seeds: tuple[int, ...] = (0, 1)
+    seeds_for: dict = dataclasses.field(default_factory=dict)  # name -> seeds (overrides)
     smoke: dict = dataclasses.field(default_factory=dict)  # config updates for --smoke
 
 
@@ -69,8 +70,12 @@ def cells(grid: SinusoidGrid | OmniglotGrid, smoke: bool = False) -> list[tuple[
                                               eval_shots=(k,))
                     out.append((f"{m.name}_K{k}_s{seed}", cfg))
     elif isinstance(grid, OmniglotGrid):
+        unknown = sorted(set(grid.seeds_for) - set(grid.configs))
+        if unknown:
+            raise ConfigError(f"seeds_for names unknown configs {unknown}; configs: "
+                              f"{sorted(grid.configs)}")
         for name, cfg in grid.configs.items():
-            for seed in grid.seeds:
+            for seed in grid.seeds_for.get(name, grid.seeds):
                 c = {**cfg, **(grid.smoke if smoke else {}), "seed": seed, "name": name}
                 out.append((f"{name}_s{seed}", validate_config(c)))
     else:

@@ -195,6 +195,24 @@ def test_omniglot_ablation_rows_differ_from_maml_only_in_their_component():
     assert full["MAML+LSLR_20w1s_s0"]["paper_test_accuracy"] is None   # not verified
     smoke = study_grid.cells(grid, smoke=True)
     assert all(c["data"] == "synthetic" and c["num_filters"] == 4 for _, c in smoke)
+    assert full["MAML+DA_20w1s_s0"]["first_order_epochs"] == 50
+
+
+def test_cpu_ablation_grid_scales_the_schedules_and_seeds():
+    from experiments.config_lib import ConfigError
+    from experiments.configs import study_omniglot_ablation_cpu
+
+    grid = study_omniglot_ablation_cpu.get_config()
+    cells = dict(study_grid.cells(grid))
+    assert sorted(cells) == sorted(
+        ["MAML_5w1s_s0", "MAML_5w1s_s1", "MAML++_5w1s_s0", "MAML++_5w1s_s1"]
+        + [f"MAML+{r}_5w1s_s0" for r in ("BN", "LSLR", "CA", "DA", "MSL")])
+    assert all(c["num_filters"] == 16 and c["num_epochs"] == 12 and c["msl_epochs"] == 1
+               and c["paper_test_accuracy"] is None for c in cells.values())
+    assert cells["MAML+DA_5w1s_s0"]["first_order_epochs"] == 6       # half, as 50 of 100
+    assert cells["MAML_5w1s_s1"]["seed"] == 1
+    with pytest.raises(ConfigError, match="seeds_for names unknown configs"):
+        study_grid.cells(study_grid.OmniglotGrid(configs={}, seeds_for={"x": (0,)}))
 
 
 def test_outlier_helpers_against_hand_computed_values():

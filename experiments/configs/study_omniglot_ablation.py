@@ -51,8 +51,9 @@ PAPER = {  # (ways, shots) -> row -> (mean, ci95) in percent, None where not ver
 # MAML: every MAML++ component off (see the module docstring).
 MAML_OFF = dict(per_step_bn=False, lr_granularity="scalar", learn_inner_lrs=False,
                 lr_schedule="constant", msl=False, first_order_epochs=0)
-# The paper's DA: first order for the first 50 epochs, then second order (our
-# first_order_epochs counts the first-order epochs; see config_lib).
+# The paper's DA: first order for the first 50 of 100 epochs, then second order (our
+# first_order_epochs counts the first-order epochs; see config_lib). Scaled with
+# num_epochs by rows().
 DA_EPOCHS = 50
 
 ROWS = {
@@ -71,11 +72,17 @@ SMOKE = dict(data="synthetic", num_ways=5, synthetic_num_classes=30, synthetic_c
              num_test_tasks=4, keep_best=1, ensemble_size=1, msl_epochs=1)
 
 
-def rows(ways: int, shots: int) -> dict[str, dict]:
-    """``{name: config}`` for one setting; name = row + setting, e.g. ``MAML+LSLR_20w1s``."""
+def rows(ways: int, shots: int, **scale) -> dict[str, dict]:
+    """``{name: config}`` for one setting; name = row + setting, e.g. ``MAML+LSLR_20w1s``.
+
+    ``scale``: config updates applied to every row (a reduced-scale version of the table).
+    The DA row's first-order phase stays half of ``num_epochs``, as in the paper.
+    """
     out = {}
     for row, on in ROWS.items():
-        cfg = mamlpp_config(ways, shots, **({} if on is None else {**MAML_OFF, **on}))
+        cfg = mamlpp_config(ways, shots, **{**({} if on is None else {**MAML_OFF, **on}), **scale})
+        if row == "MAML+DA":
+            cfg["first_order_epochs"] = cfg["num_epochs"] * DA_EPOCHS // 100
         cfg["name"] = f"{row}_{ways}w{shots}s"
         cfg["paper_test_accuracy"] = PAPER.get((ways, shots), {}).get(row)
         out[cfg["name"]] = cfg
