@@ -43,11 +43,13 @@ SETTINGS = {"omniglot_5w1s": (5, 1), "omniglot_20w1s": (20, 1)}
 ROWS = ("MAML", "MAML+MSL", "MAML+LSLR", "MAML+BN", "MAML++")
 
 
-def row_config(row: str, ways: int, shots: int, tiny: bool) -> dict:
+def row_config(row: str, ways: int, shots: int, tiny: bool, filters: int | None = None) -> dict:
     cfg = dict(ablation.rows(ways, shots)[f"{row}_{ways}w{shots}s"])
     # The same step shape for every row: MAML++'s meta-batch, query and inner steps.
     cfg.update(name=f"cost_{row}", data="synthetic", first_order_epochs=0,
                paper_test_accuracy=None)
+    if filters is not None:
+        cfg.update(num_filters=filters)
     if tiny:
         cfg.update(num_filters=8, num_inner_steps=2, num_inner_steps_eval=2, meta_batch_size=2)
     return validate_config(cfg)
@@ -62,13 +64,31 @@ def device_name() -> str:
     return d.device_kind
 
 
+def write_results(out: str | None, results: dict, table: str) -> None:
+    """Prints the markdown table; with ``out``, writes the JSON there and the table beside it."""
+    print(table)
+    if out:
+        out = pathlib.Path(out)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(results, indent=1))
+        out.with_suffix(".md").write_text(table + "\n")
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--settings", default="omniglot_5w1s")
     p.add_argument("--repeats", type=int, default=10)
     p.add_argument("--tiny", action="store_true", help="plumbing dry run (numbers meaningless)")
+    p.add_argument("--rows", default=",".join(ROWS), help="subset of " + ",".join(ROWS))
+    p.add_argument("--epoch", type=int, default=0,
+                   help="the training epoch whose phase is timed (MSL is on while epoch < "
+                        "msl_epochs, 10 in these configs)")
+    p.add_argument("--filters", type=int, default=None,
+                   help="Conv4 filters (default: the ablation's 64)")
     p.add_argument("--out", default=None)
     args = p.parse_args(argv)
+    if "MAML" not in args.rows.split(","):
+        p.error("--rows must include MAML (the baseline of the ratios)")
     results = {"date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "argv": sys.argv,
                "device": device_name(), "backend": jax.default_backend(),
                "jax": jax.__version__, "python": platform.python_version(),
@@ -76,8 +96,10 @@ def main(argv=None) -> int:
     for setting in args.settings.split(","):
         ways, shots = SETTINGS[setting]
         runners = {}
-        for row in ROWS:
-            cfg = row_config(row, ways, shots, args.tiny)
+        for row in args.rows.split(","):
+            if row not in ROWS:
+                p.error(f"unknown row {row!r}; rows: {ROWS}")
+            cfg = row_config(row, ways, shots, args.tiny, args.filters)
             setup = common.get_setup(cfg)
             state = common.init_state(cfg, setup)
             rng = np.random.RandomState(0)
@@ -87,7 +109,7 @@ def main(argv=None) -> int:
             ys = jnp.tile(jnp.repeat(jnp.arange(n), shots), (b, 1))
             yq = jnp.tile(jnp.repeat(jnp.arange(n), q), (b, 1))
             tasks = ((xs, ys), (xq, yq))
-            first_order, msl = meta.phase(setup.meta_config, 0)
+            first_order, msl = meta.phase(setup.meta_config, args.epoch)
             step = jax.jit(lambda st, t, s=setup, fo=first_order, m=msl: meta.outer_step(
                 st, t, loss_fn=s.train_loss_fn, optimizer=s.optimizer, config=s.meta_config,
                 first_order=fo, msl=m))
@@ -96,7 +118,7 @@ def main(argv=None) -> int:
             compile_s = time.perf_counter() - t0
             mem = compiled.memory_analysis()
             jax.block_until_ready(compiled(state, tasks))   # warm-up
-            runners[row] = dict(compiled=compiled, state=state, tasks=tasks, times=[],
+            runners[row] = dict(compiled=compiled, state=state, tasks=tasks, times=[], msl_active=msl,
                                 compile_s=compile_s, mem=mem, cfg=cfg)
             print(f"{setting} {row}: compiled in {compile_s:.1f} s", flush=True)
         for _ in range(args.repeats):
@@ -110,10 +132,12 @@ def main(argv=None) -> int:
             med = statistics.median(r["times"])
             m = r["mem"]
             results["rows"].append({
-                "setting": setting, "row": row, "msl": r["cfg"]["msl"],
+                "setting": setting, "row": row, "msl": r["cfg"]["msl"], "epoch": args.epoch,
+                "msl_active": r["msl_active"],
                 "learn_inner_lrs": r["cfg"]["learn_inner_lrs"],
                 "per_step_bn": r["cfg"]["per_step_bn"],
                 "num_inner_steps": r["cfg"]["num_inner_steps"],
+                "num_filters": r["cfg"]["num_filters"],
                 "meta_batch_size": r["cfg"]["meta_batch_size"],
                 "compile_s": r["compile_s"], "step_ms_median": 1e3 * med,
                 "step_ms_min": 1e3 * min(r["times"]), "n": len(r["times"]),
@@ -132,13 +156,7 @@ def main(argv=None) -> int:
                   f"{r['step_ms_median']:.1f} / {r['step_ms_min']:.1f}, {r['n']} | "
                   f"{r['time_vs_maml']:.2f}x | {r['temp_bytes'] / 2**20:.1f} | "
                   f"{r['temp_vs_maml']:.2f}x |")
-    text = "\n".join(md)
-    print(text)
-    if args.out:
-        out = pathlib.Path(args.out)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(json.dumps(results, indent=1))
-        out.with_suffix(".md").write_text(text + "\n")
+    write_results(args.out, results, "\n".join(md))
     return 0
 
 

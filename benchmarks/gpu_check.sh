@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The GPU benchmark table, prepared for an H100/H200 session (jax/flax/optax/chex/torch
-# preinstalled, no package registry). Total budget < 8 minutes: every stage has its own
+# preinstalled, no package registry). Total budget < 10 minutes (stage timeouts sum to 550 s): every stage has its own
 # timeout and writes its own file, so a slow stage does not lose the others' results. The
 # gradient check runs first (benchmarks/grad_check.py).
 #
@@ -18,10 +18,10 @@ LOG="$OUTDIR/gpu_check.log"
 
 TINY=()
 REP=(--repeats 10 --max-seconds 20)
-T_GRAD=150; T_MAIN=140; T_FO=40; T_MINI=50; T_REMAT=45; T_COST=55
+T_GRAD=150; T_MAIN=140; T_FO=40; T_MINI=50; T_REMAT=45; T_COST=55; T_SEEDS=70
 if [ "${BENCH_TINY:-0}" = "1" ]; then
   TINY=(--tiny); REP=(--repeats 1 --max-seconds 1)
-  T_GRAD=400; T_MAIN=400; T_FO=200; T_MINI=200; T_REMAT=200; T_COST=300
+  T_GRAD=400; T_MAIN=400; T_FO=200; T_MINI=200; T_REMAT=200; T_COST=300; T_SEEDS=400
 fi
 
 run() {  # run SECONDS NAME ARGS...
@@ -76,6 +76,15 @@ if [ "${BENCH_TINY:-0}" = "1" ]; then COST_ARGS=(--tiny --repeats 2); else COST_
 timeout "$T_COST" "$PY" benchmarks/cost_maml_vs_mamlpp.py --settings omniglot_20w1s \
     "${COST_ARGS[@]}" --out "$OUTDIR/gpu_cost_maml_vs_mamlpp.json" >> "$LOG" 2>&1
 echo "== cost_maml_vs_mamlpp: rc=$? in $((SECONDS - start))s" | tee -a "$LOG"
+
+# 6. Seeds as a batch axis: meta-steps/s per seed for a population of S = 1, 3, 8 on one
+#    GPU (benchmarks/scale_out.py; one subprocess per point).
+echo "== scale_out_seeds" | tee -a "$LOG"
+start=$SECONDS
+if [ "${BENCH_TINY:-0}" = "1" ]; then SO_ARGS=(--filters 4 --steps-per-call 2 --repeats 1); else SO_ARGS=(--steps-per-call 10 --repeats 3); fi
+timeout "$T_SEEDS" "$PY" benchmarks/scale_out.py --devices 1 --seeds 1,3,8 "${SO_ARGS[@]}" \
+    --out "$OUTDIR/gpu_scale_out_seeds.json" >> "$LOG" 2>&1
+echo "== scale_out_seeds: rc=$? in $((SECONDS - start))s" | tee -a "$LOG"
 
 cat "$OUTDIR"/*.md > "$OUTDIR/gpu_tables.md" 2>/dev/null   # 00_*, 01_grad_check first
 echo "tables in $OUTDIR/gpu_tables.md" | tee -a "$LOG"

@@ -9,6 +9,7 @@ static arguments and do not recompile.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import pathlib
 from typing import Any, Callable
@@ -18,7 +19,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from maml_jax import core, losses, meta, models, omniglot
+from maml_jax import core, losses, meta, models, omniglot, parallel
 
 from experiments.config_lib import ConfigError
 
@@ -116,7 +117,8 @@ class Setup:
     eval_loss_fn: Callable
     sample_fn: Callable
     steps_per_call: int
-    final_logits: Callable    # jitted (params, inner_lrs, (xs, ys), xq) -> logits per task
+    final_logits: Callable    # jitted (params, inner_lrs, (xs, ys), xq, sharding=None) -> logits
+                              # per task (sharding: parallel.task_sharding(mesh))
 
 
 _SETUP_KEYS = ("num_ways", "k_shot", "q_query", "num_filters", "activation", "conv_impl",
@@ -176,8 +178,8 @@ def get_setup(cfg: dict) -> Setup:
     n_eval = cfg["num_inner_steps_eval"]
     bs = eval_batch_size(cfg)
 
-    @jax.jit
-    def final_logits(params, inner_lrs, support, xq):
+    @functools.partial(jax.jit, static_argnames=("sharding",))
+    def final_logits(params, inner_lrs, support, xq, sharding=None):
         lrs = core.extend_inner_lrs(inner_lrs, n_eval)
         support_loss = lambda p, batch, t: eval_loss_fn(p, batch, t)[0]  # noqa: E731
 
@@ -188,8 +190,7 @@ def get_setup(cfg: dict) -> Setup:
                                     mutable=["batch_stats"])
             return logits
 
-        num = xq.shape[0]
-        return jax.lax.map(one, (support, xq), batch_size=min(bs, num))
+        return parallel.map_tasks(one, (support, xq), sharding=sharding, batch_size=bs)
 
     setup = Setup(model, mc, optimizer, schedule, train_loss_fn, eval_loss_fn, sample_fn,
                   steps_per_call(cfg), final_logits)
@@ -210,16 +211,65 @@ def init_state(cfg: dict, setup: Setup) -> meta.MetaState:
                                 model_state=variables.get("batch_stats", {}))
 
 
-def evaluate_params(setup: Setup, cfg: dict, meta_params: dict, tasks) -> dict[str, Any]:
-    """Per-task query loss / accuracy after 0..N inner steps on fixed tasks (host arrays)."""
-    task_losses, aux = meta.jit_evaluate_tasks(
-        setup.eval_loss_fn, meta_params["params"], meta_params["inner_lrs"], tasks,
-        num_steps=cfg["num_inner_steps_eval"], batch_size=eval_batch_size(cfg))
-    return {"loss": np.asarray(task_losses), "accuracy": np.asarray(aux["accuracy"])}
+def init_population(cfg: dict, setup: Setup) -> meta.MetaState:
+    """``init_state`` for ``num_seeds == 1``; else the seeds' states stacked on a leading axis.
+
+    Seed ``i`` of a population is exactly the single-seed run with ``seed + i``.
+    """
+    if cfg["num_seeds"] == 1:
+        return init_state(cfg, setup)
+    return parallel.stack_states([init_state({**cfg, "seed": cfg["seed"] + i}, setup)
+                                  for i in range(cfg["num_seeds"])])
+
+
+def make_mesh(cfg: dict):
+    """The run's device mesh, or None on one device (the plain single-device path)."""
+    if jax.device_count() == 1:
+        return None
+    try:
+        mesh = parallel.make_mesh(cfg["seed_shards"])
+        parallel.check_meta_batch(cfg["meta_batch_size"], mesh)
+    except ValueError as err:
+        raise ConfigError(str(err)) from None
+    return mesh
+
+
+def place_state(state, cfg: dict, mesh):
+    """Puts a (population) state on the mesh: replicated, or split along ``seeds``."""
+    if mesh is None:
+        return jax.tree.map(jnp.asarray, state)
+    if cfg["num_seeds"] > 1 and mesh.shape[parallel.SEEDS_AXIS] > 1:
+        return parallel.shard_seeds(state, mesh)
+    return parallel.replicate(state, mesh)
+
+
+def seed_state(state, cfg: dict, index: int):
+    """Seed ``index`` of a population state (the state itself for a single seed)."""
+    if cfg["num_seeds"] == 1:
+        return state
+    return parallel.unstack_state(state, index)
+
+
+def evaluate_params(setup: Setup, cfg: dict, meta_params: dict, tasks, mesh=None) -> dict[str, Any]:
+    """Per-task query loss / accuracy after 0..N inner steps on fixed tasks (host arrays).
+
+    With a ``mesh`` the tasks are split over its ``tasks`` axis (``parallel``).
+    """
+    if mesh is None:
+        task_losses, aux = meta.jit_evaluate_tasks(
+            setup.eval_loss_fn, meta_params["params"], meta_params["inner_lrs"], tasks,
+            num_steps=cfg["num_inner_steps_eval"], batch_size=eval_batch_size(cfg))
+    else:
+        meta_params, tasks = parallel.replicate((meta_params, tasks), mesh)
+        task_losses, aux = parallel.evaluate_tasks_sharded(
+            setup.eval_loss_fn, meta_params["params"], meta_params["inner_lrs"], tasks,
+            num_steps=cfg["num_inner_steps_eval"], mesh=mesh, batch_size=eval_batch_size(cfg))
+    return {"loss": parallel.host_array(task_losses),
+            "accuracy": parallel.host_array(aux["accuracy"])}
 
 
 def tree_all_finite(tree) -> bool:
-    return all(bool(np.all(np.isfinite(np.asarray(x)))) for x in jax.tree.leaves(tree))
+    return all(bool(np.all(np.isfinite(parallel.host_array(x)))) for x in jax.tree.leaves(tree))
 
 
 # ------------------------------------------------------------------------------------
@@ -254,9 +304,10 @@ def _flat(tree) -> dict[str, Any]:
     return {f"{i:05d}": x for i, x in enumerate(jax.tree.leaves(tree))}
 
 
-def save_checkpoint(mngr, state: meta.MetaState, metrics: dict, info: dict) -> None:
+def save_checkpoint(mngr, state: meta.MetaState, metrics: dict, info: dict, step: int) -> None:
+    """Saves the whole state at outer step ``step`` (every process calls it: orbax
+    coordinates several hosts and writes each array once)."""
     import orbax.checkpoint as ocp
-    step = int(state.step)
     mngr.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(_flat(state)),
                                             meta=ocp.args.JsonSave(info)),
               metrics=metrics, force=True)
@@ -264,18 +315,30 @@ def save_checkpoint(mngr, state: meta.MetaState, metrics: dict, info: dict) -> N
 
 
 def restore_checkpoint(mngr, step: int, template: meta.MetaState) -> tuple[meta.MetaState, dict]:
-    """Restores the full MetaState (bit-exact) into ``template``'s structure."""
+    """Restores the full MetaState (bit-exact) into ``template``'s structure.
+
+    A template of global arrays (several devices or hosts) is restored with its shardings.
+    """
     import orbax.checkpoint as ocp
     leaves, treedef = jax.tree.flatten(template)
-    abstract = {k: jax.ShapeDtypeStruct(np.shape(x), jnp.asarray(x).dtype)
-                for k, x in _flat(template).items()}
+
+    def abstract_leaf(x):
+        # The template's sharding, not the saved one: a checkpoint written by several
+        # devices or processes restores onto one device and vice versa.
+        if isinstance(x, jax.Array) and len(x.sharding.device_set) > 1:
+            return jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding)
+        return jax.ShapeDtypeStruct(np.shape(x), jnp.asarray(x).dtype,
+                                    sharding=jax.sharding.SingleDeviceSharding(jax.local_devices()[0]))
+
+    abstract = {k: abstract_leaf(x) for k, x in _flat(template).items()}
     out = mngr.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract),
                                                      meta=ocp.args.JsonRestore()))
     flat = out["state"]
     if len(flat) != len(leaves):
         raise RuntimeError(f"checkpoint at step {step} has {len(flat)} arrays, expected "
                            f"{len(leaves)}: it was written by a different config")
-    restored = [jnp.asarray(flat[k]) for k in sorted(flat)]
+    restored = [flat[k] if isinstance(flat[k], jax.Array) and len(flat[k].sharding.device_set) > 1
+                else jnp.asarray(flat[k]) for k in sorted(flat)]
     for a, b in zip(restored, leaves):
         if a.shape != np.shape(b):
             raise RuntimeError(f"checkpoint at step {step} does not match the config's model")

@@ -70,6 +70,11 @@ def base_config() -> dict[str, Any]:
         "task_batching": "auto",
         "remat": False,
         "seed": 0,
+        # scale-out (maml_jax.parallel): every device is used; the meta-batch is split over
+        # the "tasks" mesh axis, a population of seeds over the "seeds" axis
+        "num_seeds": 1,              # independent meta-learners trained together: seeds
+                                     # seed, seed + 1, ..., seed + num_seeds - 1
+        "seed_shards": 1,            # devices along the "seeds" mesh axis
         # evaluation / checkpoints
         "num_val_tasks": 600,
         "num_test_tasks": 600,
@@ -205,7 +210,7 @@ def validate_config(cfg: dict[str, Any]) -> dict[str, Any]:
     for key in ("num_ways", "k_shot", "num_inner_steps", "num_inner_steps_eval",
                 "meta_batch_size", "num_epochs", "iterations_per_epoch", "steps_per_call",
                 "num_filters", "num_val_tasks", "num_test_tasks", "keep_best",
-                "ensemble_size", "msl_epochs", "image_size"):
+                "ensemble_size", "msl_epochs", "image_size", "num_seeds", "seed_shards"):
         v = cfg[key]
         need(isinstance(v, int) and not isinstance(v, bool) and v >= 1,
              f"{key} must be an integer >= 1, got {v!r}")
@@ -230,6 +235,9 @@ def validate_config(cfg: dict[str, Any]) -> dict[str, Any]:
          f"({cfg['synthetic_num_classes']})")
     cfg["synthetic_counts"] = tuple(int(c) for c in counts)
     need(cfg["image_size"] >= 16, "image_size must be >= 16 (four 2x2 poolings)")
+    need(cfg["num_seeds"] % cfg["seed_shards"] == 0,
+         f"num_seeds ({cfg['num_seeds']}) must be a multiple of seed_shards "
+         f"({cfg['seed_shards']}): each device on the 'seeds' axis holds the same number of seeds")
     return cfg
 
 

@@ -24,7 +24,7 @@ from typing import Any
 import jax
 import numpy as np
 
-from maml_jax import meta
+from maml_jax import meta, parallel
 
 from experiments import common, plots
 from experiments.config_lib import ConfigError
@@ -43,9 +43,57 @@ def _per_task(task_accuracy) -> list[float]:
     return [round(100 * float(a), 4) for a in task_accuracy]
 
 
+def _evaluate_seed(cfg, setup, mngr, ranked, ens, tasks, template, seed_index, workdir,
+                   mesh) -> dict[str, Any]:
+    """Best checkpoint and top-``ens`` ensemble of one seed (of a population) on ``tasks``."""
+    (xs, ys), (xq, yq) = tasks
+    members, logits_sum, best = [], None, None
+    for rank, (step, val_acc) in enumerate(ranked[:ens]):
+        state, info = common.restore_checkpoint(mngr, step, template)
+        mp = common.seed_state(state, cfg, seed_index).meta_params
+        if mesh is None:
+            logits = np.asarray(setup.final_logits(mp["params"], mp["inner_lrs"], (xs, ys), xq))
+        else:  # the test tasks split over the devices, as in training
+            mp_r, (xs_r, ys_r, xq_r) = parallel.replicate((mp, (xs, ys, xq)), mesh)
+            logits = parallel.host_array(setup.final_logits(
+                mp_r["params"], mp_r["inner_lrs"], (xs_r, ys_r), xq_r,
+                sharding=parallel.task_sharding(mesh)))
+        task_acc = (logits.argmax(-1) == np.asarray(yq)).mean(axis=1)
+        m, c = _ci(task_acc)
+        members.append({"step": step, "epoch": info.get("epoch"), "val_accuracy": val_acc,
+                        "test_accuracy_pct": 100 * m, "test_ci95_pct": 100 * c})
+        logits_sum = logits if logits_sum is None else logits_sum + logits
+        if rank == 0:
+            per = common.evaluate_params(setup, cfg, mp, tasks, mesh)["accuracy"]
+            ps_mean, ps_ci = meta.mean_ci95(per) if per.shape[0] > 1 else (per.mean(0), 0 * per[0])
+            best = {**members[0], "per_step_accuracy_pct": [100 * float(v) for v in ps_mean],
+                    "per_step_ci95_pct": [100 * float(v) for v in ps_ci],
+                    "per_task_accuracy_pct": _per_task(task_acc)}
+            suffix = "" if cfg["num_seeds"] == 1 else f"_seed{cfg['seed'] + seed_index}"
+            plots.plot_inner_lrs(jax.device_get(mp["inner_lrs"]),
+                                 workdir / f"inner_lrs_best{suffix}.png",
+                                 title=f"{cfg['name']}{suffix}: inner learning rates "
+                                       f"(best checkpoint)")
+    ens_acc = ((logits_sum / len(members)).argmax(-1) == np.asarray(yq)).mean(axis=1)
+    m, c = _ci(ens_acc)
+    return {"seed": cfg["seed"] + seed_index, "best": best,
+            "ensemble": {"size": len(members), "steps": [mm["step"] for mm in members],
+                         "test_accuracy_pct": 100 * m, "test_ci95_pct": 100 * c,
+                         "per_task_accuracy_pct": _per_task(ens_acc)},
+            "members": members}
+
+
 def run_evaluation(workdir: str | pathlib.Path, *, data_dir: str | None = None,
                    images: tuple[np.ndarray, dict] | None = None, num_tasks: int | None = None,
                    ensemble_size: int | None = None, compare_siblings: bool = True) -> dict[str, Any]:
+    """Evaluates a workdir; see the module docstring.
+
+    A population run (``num_seeds`` > 1) is evaluated per seed (its checkpoints are ranked
+    by the seeds' mean validation accuracy, so every seed uses the same steps); the
+    results then hold ``seeds`` (one entry per seed) and ``over_seeds`` (mean and standard
+    deviation over seeds, as the MAML++ paper reports), and ``best``/``ensemble`` are the
+    seed means.
+    """
     workdir = pathlib.Path(workdir)
     cfg = common.read_workdir_config(workdir)
     if cfg is None:
@@ -55,6 +103,7 @@ def run_evaluation(workdir: str | pathlib.Path, *, data_dir: str | None = None,
     ens = int(ensemble_size or cfg["ensemble_size"])
     all_images, splits = images if images is not None else common.load_images(cfg, data_dir)
     common.check_task_requests(cfg, splits)
+    mesh = common.make_mesh(cfg)
     mngr = common.checkpoint_manager(workdir, cfg["keep_best"], read_only=True)
     try:
         ranked = common.ranked_checkpoints(mngr)
@@ -62,44 +111,44 @@ def run_evaluation(workdir: str | pathlib.Path, *, data_dir: str | None = None,
             raise ConfigError(f"no checkpoint with a validation accuracy in {workdir}")
         setup = common.get_setup(cfg)
         tasks = common.fixed_eval_tasks(jax.device_put(all_images[splits["test"]]), cfg, "test")
-        (xs, ys), (xq, yq) = tasks
-        template = common.init_state(cfg, setup)
-        members, logits_sum, best = [], None, None
-        for rank, (step, val_acc) in enumerate(ranked[:ens]):
-            state, info = common.restore_checkpoint(mngr, step, template)
-            mp = state.meta_params
-            logits = np.asarray(setup.final_logits(mp["params"], mp["inner_lrs"], (xs, ys), xq))
-            task_acc = (logits.argmax(-1) == np.asarray(yq)).mean(axis=1)
-            m, c = _ci(task_acc)
-            members.append({"step": step, "epoch": info.get("epoch"), "val_accuracy": val_acc,
-                            "test_accuracy_pct": 100 * m, "test_ci95_pct": 100 * c})
-            logits_sum = logits if logits_sum is None else logits_sum + logits
-            if rank == 0:
-                per = common.evaluate_params(setup, cfg, mp, tasks)["accuracy"]
-                ps_mean, ps_ci = meta.mean_ci95(per) if per.shape[0] > 1 else (per.mean(0), 0 * per[0])
-                best = {**members[0], "per_step_accuracy_pct": [100 * float(v) for v in ps_mean],
-                        "per_step_ci95_pct": [100 * float(v) for v in ps_ci],
-                        "per_task_accuracy_pct": _per_task(task_acc)}
-                plots.plot_inner_lrs(jax.device_get(mp["inner_lrs"]), workdir / "inner_lrs_best.png",
-                                     title=f"{cfg['name']}: inner learning rates (best checkpoint)")
-        ens_acc = ((logits_sum / len(members)).argmax(-1) == np.asarray(yq)).mean(axis=1)
-        m, c = _ci(ens_acc)
+        template = common.place_state(common.init_population(cfg, setup), cfg, mesh)
+        seeds = [_evaluate_seed(cfg, setup, mngr, ranked, ens, tasks, template, i, workdir, mesh)
+                 for i in range(cfg["num_seeds"])]
     finally:
         mngr.close()
     results = {
         "config_name": cfg["name"], "num_test_tasks": cfg["num_test_tasks"],
         "num_ways": cfg["num_ways"], "k_shot": cfg["k_shot"], "q_query": cfg["q_query_eval"],
-        "num_inner_steps_eval": cfg["num_inner_steps_eval"], "best": best,
-        "ensemble": {"size": len(members), "steps": [mm["step"] for mm in members],
-                     "test_accuracy_pct": 100 * m, "test_ci95_pct": 100 * c,
-                     "per_task_accuracy_pct": _per_task(ens_acc)},
-        "members": members,
+        "num_inner_steps_eval": cfg["num_inner_steps_eval"],
         "paper_test_accuracy_pct": cfg.get("paper_test_accuracy"),
     }
+    if len(seeds) == 1:
+        results.update({k: seeds[0][k] for k in ("best", "ensemble", "members")})
+    else:
+        def over(kind):
+            acc = np.array([s[kind]["test_accuracy_pct"] for s in seeds])
+            return {"mean_pct": float(acc.mean()), "std_pct": float(acc.std(ddof=1)),
+                    "per_seed_pct": [float(a) for a in acc]}
+        results["seeds"] = seeds
+        results["over_seeds"] = {"best": over("best"), "ensemble": over("ensemble")}
+        per_step = np.array([s["best"]["per_step_accuracy_pct"] for s in seeds])
+        results["best"] = {"step": seeds[0]["best"]["step"],
+                           "test_accuracy_pct": results["over_seeds"]["best"]["mean_pct"],
+                           "test_ci95_pct": float(np.mean([s["best"]["test_ci95_pct"] for s in seeds])),
+                           "per_step_accuracy_pct": [float(v) for v in per_step.mean(0)],
+                           "per_step_ci95_pct": [float(v) for v in per_step.std(0, ddof=1)]}
+        results["ensemble"] = {"size": seeds[0]["ensemble"]["size"],
+                               "test_accuracy_pct": results["over_seeds"]["ensemble"]["mean_pct"],
+                               "test_ci95_pct": float(np.mean([s["ensemble"]["test_ci95_pct"]
+                                                               for s in seeds]))}
     common.write_json(workdir / "test_results.json", results)
-    plots.plot_per_step_accuracy({cfg["name"]: (best["per_step_accuracy_pct"], best["per_step_ci95_pct"])},
-                                 workdir / "per_step_accuracy.png")
-    if compare_siblings:
+    curves = {cfg["name"]: (results["best"]["per_step_accuracy_pct"],
+                            results["best"]["per_step_ci95_pct"])}
+    if len(seeds) > 1:
+        curves = {f"{cfg['name']} seed {s['seed']}": (s["best"]["per_step_accuracy_pct"],
+                                                      s["best"]["per_step_ci95_pct"]) for s in seeds}
+    plots.plot_per_step_accuracy(curves, workdir / "per_step_accuracy.png")
+    if compare_siblings and len(seeds) == 1:
         from experiments.compare import compare_runs
         siblings = sorted(p.parent for p in workdir.resolve().parent.glob("*/test_results.json"))
         if len(siblings) > 1:
@@ -118,6 +167,14 @@ def format_table(results: dict[str, Any]) -> str:
              "-" * 51]
     for name, acc, ci in rows:
         lines.append(f"{name:<30} {acc:>11.2f} +- {ci:<5.2f}")
+    over = results.get("over_seeds")
+    if over:
+        lines.insert(3, "(population: best / ensemble below are means over the seeds)")
+        for kind in ("best", "ensemble"):
+            o = over[kind]
+            lines.append(f"{kind + ' over seeds':<30} {o['mean_pct']:>11.2f} +- {o['std_pct']:<5.2f} "
+                         f"(std over {len(o['per_seed_pct'])} seeds: "
+                         + ", ".join(f"{v:.2f}" for v in o["per_seed_pct"]) + ")")
     paper = results.get("paper_test_accuracy_pct")
     if paper:
         lines.append(f"{'paper':<30} {paper[0]:>11.2f} +- {paper[1]:<5.2f}")

@@ -168,6 +168,9 @@ class RunEval:
     num_epochs: int
 
 
+STUDY_CACHE = "study_eval.npz"   # per Omniglot workdir: its test-task evaluation
+
+
 class RunFailed(RuntimeError):
     """A run that failed in training or cannot be evaluated."""
 
@@ -189,6 +192,11 @@ def _sinusoid_run(workdir: pathlib.Path, info: dict) -> RunEval:
 
 def _omniglot_run(workdir: pathlib.Path, cfg: dict, images=None, data_dir=None) -> RunEval:
     from experiments import common
+    if cfg.get("num_seeds", 1) > 1:
+        # One RunEval per workdir and seed is what the study groups; a population holds
+        # several seeds in one workdir. Train the grid's seeds as separate cells instead.
+        raise RunFailed(f"{workdir} is a population run ({cfg['num_seeds']} seeds); the study "
+                        "reads single-seed runs only")
     all_images, splits = images if images is not None else common.load_images(cfg, data_dir)
     common.check_task_requests(cfg, splits)
     setup = common.get_setup(cfg)
@@ -202,17 +210,30 @@ def _omniglot_run(workdir: pathlib.Path, cfg: dict, images=None, data_dir=None) 
         # The rates at every retained checkpoint (best-k and the latest) + the initial ones.
         snaps = {0: jax.device_get(template.meta_params["inner_lrs"])}
         for step in sorted(mngr.all_steps()):
-            state, _ = common.restore_checkpoint(mngr, step, template)
+            state = best if step == ranked[0][0] else common.restore_checkpoint(
+                mngr, step, template)[0]
             snaps[int(step)] = jax.device_get(state.meta_params["inner_lrs"])
     finally:
         mngr.close()
     n = int(cfg["num_inner_steps"])
-    tasks = common.fixed_eval_tasks(jax.device_put(all_images[splits["test"]]), cfg, "test")
-    mp = best.meta_params
-    losses, aux = mj.jit_evaluate_tasks(setup.eval_loss_fn, mp["params"], mp["inner_lrs"], tasks,
-                                        num_steps=2 * n, batch_size=common.eval_batch_size(cfg))
+    # The evaluation is cached in the workdir, keyed by what determines it, so that a
+    # study over a growing grid evaluates each finished run once.
+    key = {"step": int(ranked[0][0]), "num_test_tasks": cfg["num_test_tasks"],
+           "test_seed": cfg["test_seed"], "num_steps": 2 * n}
+    cache = workdir / STUDY_CACHE
+    cached = np.load(cache) if cache.is_file() else None
+    if cached is not None and json.loads(str(cached["key"])) == key:
+        losses, accuracy = cached["losses"], cached["accuracy"]
+    else:
+        tasks = common.fixed_eval_tasks(jax.device_put(all_images[splits["test"]]), cfg, "test")
+        mp = best.meta_params
+        losses, aux = mj.jit_evaluate_tasks(setup.eval_loss_fn, mp["params"], mp["inner_lrs"],
+                                            tasks, num_steps=2 * n,
+                                            batch_size=common.eval_batch_size(cfg))
+        losses, accuracy = np.asarray(losses), np.asarray(aux["accuracy"])
+        np.savez(cache, losses=losses, accuracy=accuracy, key=json.dumps(key))
     return RunEval(str(workdir), "omniglot", cfg["name"], f"{cfg['num_ways']}w{cfg['k_shot']}s",
-                   int(cfg["seed"]), n, np.asarray(losses), np.asarray(aux["accuracy"]), snaps,
+                   int(cfg["seed"]), n, losses, accuracy, snaps,
                    bool(cfg["msl"]), int(cfg["msl_epochs"]), int(cfg["num_epochs"]))
 
 

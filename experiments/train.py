@@ -30,7 +30,7 @@ from typing import Any
 import jax
 import numpy as np
 
-from maml_jax import meta
+from maml_jax import meta, parallel
 
 from experiments import common, plots
 from experiments.config_lib import (ConfigError, apply_overrides, config_to_json, load_config,
@@ -98,13 +98,40 @@ def _mean(x) -> float:
     return float(np.mean(np.asarray(x)))
 
 
-def validate(setup, cfg, meta_params, tasks) -> dict[str, Any]:
-    res = common.evaluate_params(setup, cfg, meta_params, tasks)
+def validate(setup, cfg, meta_params, tasks, mesh=None) -> dict[str, Any]:
+    res = common.evaluate_params(setup, cfg, meta_params, tasks, mesh)
     acc, ci = meta.mean_ci95(res["accuracy"][:, -1]) if res["accuracy"].shape[0] > 1 else (
         res["accuracy"][:, -1].mean(), 0.0)
     return {"val_loss": float(res["loss"][:, -1].mean()), "val_accuracy": float(acc),
             "val_accuracy_ci95": float(ci),
             "val_accuracy_per_step": [float(a) for a in res["accuracy"].mean(axis=0)]}
+
+
+def validate_population(setup, cfg, state, tasks, mesh=None) -> dict[str, Any]:
+    """``validate`` per seed; a population's val_accuracy is the mean over its seeds (which
+    ranks its checkpoints), with the per-seed values alongside."""
+    if cfg["num_seeds"] == 1:
+        return validate(setup, cfg, state.meta_params, tasks, mesh)
+    per = [validate(setup, cfg, common.seed_state(state, cfg, i).meta_params, tasks, mesh)
+           for i in range(cfg["num_seeds"])]
+    out = {k: float(np.mean([v[k] for v in per])) for k in ("val_loss", "val_accuracy",
+                                                              "val_accuracy_ci95")}
+    out["val_accuracy_per_step"] = [float(a) for a in
+                                    np.mean([v["val_accuracy_per_step"] for v in per], axis=0)]
+    out["val_accuracy_per_seed"] = [v["val_accuracy"] for v in per]
+    out["val_loss_per_seed"] = [v["val_loss"] for v in per]
+    return out
+
+
+def check_finite(metrics: dict, step: int, cfg: dict) -> None:
+    """``meta.check_finite``, per seed for a population (the message names the seed)."""
+    if cfg["num_seeds"] == 1:
+        return meta.check_finite(metrics, step)
+    for i in range(cfg["num_seeds"]):
+        try:
+            meta.check_finite({k: v[i] for k, v in metrics.items()}, step)
+        except meta.NonFiniteLossError as err:
+            raise meta.NonFiniteLossError(f"seed {cfg['seed'] + i} of the population: {err}") from None
 
 
 def _check_resume_config(saved: dict, cfg: dict) -> None:
@@ -141,30 +168,45 @@ def run_training(cfg: dict, workdir: str | pathlib.Path, *, data_dir: str | None
     # Data and request checks: everything here runs before any compilation.
     images, splits = images if images is not None else common.load_images(cfg, data_dir)
     common.check_task_requests(cfg, splits)
+    mesh = common.make_mesh(cfg)
     setup = common.get_setup(cfg)
+    # Several processes (jax.distributed): all run this function; only process 0 writes
+    # logs, plots and summaries (orbax coordinates the checkpoints itself).
+    main_process = jax.process_index() == 0
     workdir.mkdir(parents=True, exist_ok=True)
-    (workdir / common.CONFIG_FILE).write_text(config_to_json(cfg))
+    if main_process:
+        (workdir / common.CONFIG_FILE).write_text(config_to_json(cfg))
 
-    train_images = jax.device_put(images[splits["train"]])
+    train_images = images[splits["train"]]
+    train_images = (jax.device_put(train_images) if mesh is None
+                    else parallel.replicate(train_images, mesh))
     val_tasks = common.fixed_eval_tasks(jax.device_put(images[splits["val"]]), cfg, "val")
     del images
 
     mngr = common.checkpoint_manager(workdir, cfg["keep_best"])
-    state = common.init_state(cfg, setup)
+    state = common.place_state(common.init_population(cfg, setup), cfg, mesh)
     resume_step = None
     if has_ckpt and mngr.latest_step() is not None:
         resume_step = int(mngr.latest_step())
         state, info = common.restore_checkpoint(mngr, resume_step, state)
         print(f"resumed from {ckpt_dir} at step {resume_step} (epoch {info.get('epoch')})",
               file=sys.stderr)
-    logger = MetricsLogger(workdir, resume_step)
+    logger = MetricsLogger(workdir, resume_step) if main_process else None
+    population = cfg["num_seeds"] > 1
+    if population:
+        try:
+            parallel.check_population_memory(
+                setup_bytes_per_seed(setup, cfg, train_images), cfg["num_seeds"], mesh,
+                shared_bytes=int(train_images.nbytes))
+        except ValueError as err:
+            raise ConfigError(str(err)) from None
 
     ipe, k = cfg["iterations_per_epoch"], setup.steps_per_call
     total = cfg["num_epochs"] * ipe
-    step = int(state.step)
+    step = int(parallel.host_array(state.step).reshape(-1)[0])
     t_start = time.time()
     bar = None
-    if progress:
+    if progress and main_process:
         from tqdm import tqdm
         bar = tqdm(total=total, initial=step, desc=cfg["name"], unit="it", dynamic_ncols=True,
                    file=sys.stderr)
@@ -173,20 +215,25 @@ def run_training(cfg: dict, workdir: str | pathlib.Path, *, data_dir: str | None
         while step < total:
             epoch = step // ipe
             first_order, msl = meta.phase(setup.meta_config, epoch)
-            state, metrics = meta.jit_train_steps(
-                state, train_images, sample_tasks=setup.sample_fn, num_steps=k,
+            state, metrics = parallel.jit_train_steps(
+                state, train_images, mesh=mesh, population=population,
+                sample_tasks=setup.sample_fn, num_steps=k,
                 loss_fn=setup.train_loss_fn, optimizer=setup.optimizer,
                 config=setup.meta_config, first_order=first_order, msl=msl)
-            metrics = jax.device_get(metrics)
-            meta.check_finite(metrics, step)
+            metrics = jax.tree.map(parallel.host_array, metrics)
+            check_finite(metrics, step, cfg)
             step += k
+            per_step = metrics["per_step_loss"].reshape(-1, metrics["per_step_loss"].shape[-1])
             rec = {"step": step, "epoch": epoch, "kind": "train", "loss": _mean(metrics["loss"]),
                    "accuracy": _mean(metrics["accuracy"]),
                    "grad_norm": _mean(metrics["grad_norm"]),
                    "meta_lr": float(setup.lr_schedule(step - 1)),
-                   "per_step_loss": [float(v) for v in np.mean(metrics["per_step_loss"], 0)],
+                   "per_step_loss": [float(v) for v in per_step.mean(0)],
                    "first_order": first_order, "msl": msl}
-            logger.log(rec)
+            if population:
+                rec["loss_per_seed"] = [float(v) for v in metrics["loss"].mean(axis=1)]
+            if logger is not None:
+                logger.log(rec)
             if bar is not None:
                 bar.update(k)
                 bar.set_postfix(epoch=epoch, loss=f"{rec['loss']:.3f}", acc=f"{rec['accuracy']:.3f}",
@@ -196,16 +243,18 @@ def run_training(cfg: dict, workdir: str | pathlib.Path, *, data_dir: str | None
                     raise meta.NonFiniteLossError(
                         f"meta-training stopped: the meta-parameters became non-finite by "
                         f"step {step}; no checkpoint was written. Lower the learning rates.")
-                val = validate(setup, cfg, state.meta_params, val_tasks)
+                val = validate_population(setup, cfg, state, val_tasks, mesh)
                 if not math.isfinite(val["val_loss"]):
                     raise meta.NonFiniteLossError(f"non-finite validation loss at step {step}")
                 last_val = val["val_accuracy"]
-                logger.log({"step": step, "epoch": epoch, "kind": "val", **val})
+                if logger is not None:
+                    logger.log({"step": step, "epoch": epoch, "kind": "val", **val})
                 common.save_checkpoint(
                     mngr, state, {"val_accuracy": val["val_accuracy"], "val_loss": val["val_loss"]},
                     {"epoch": epoch + 1, "step": step, "val_accuracy": val["val_accuracy"],
-                     "config_name": cfg["name"]})
-                plots.plot_training_curves(workdir)
+                     "config_name": cfg["name"]}, step)
+                if main_process:
+                    plots.plot_training_curves(workdir)
                 if stop_after is not None and epoch + 1 >= stop_after and step < total:
                     print(f"stopping after epoch {epoch + 1} as requested (--stop-after)",
                           file=sys.stderr)
@@ -213,15 +262,48 @@ def run_training(cfg: dict, workdir: str | pathlib.Path, *, data_dir: str | None
     finally:
         if bar is not None:
             bar.close()
-        logger.close()
+        if logger is not None:
+            logger.close()
         mngr.close()
-    plots.plot_inner_lrs(jax.device_get(state.meta_params["inner_lrs"]),
-                         workdir / "inner_lrs.png", title=f"{cfg['name']}: inner learning rates")
     elapsed = time.time() - t_start
     summary = {"step": step, "epochs_done": step // ipe, "finished": step >= total,
-               "wall_seconds_this_run": round(elapsed, 2), "last_val_accuracy": last_val}
-    common.write_json(workdir / "train_summary.json", summary)
+               "wall_seconds_this_run": round(elapsed, 2), "last_val_accuracy": last_val,
+               "num_seeds": cfg["num_seeds"], "num_devices": jax.device_count(),
+               "num_processes": jax.process_count(),
+               # Identifies the final meta-parameters bit for bit (processes, resumed runs).
+               "meta_params_sha256": state_digest(state.meta_params)}
+    first = common.seed_state(state, cfg, 0)
+    if main_process:
+        seed_note = f" (seed {cfg['seed']} of {cfg['num_seeds']})" if population else ""
+        plots.plot_inner_lrs(jax.tree.map(parallel.host_array, first.meta_params["inner_lrs"]),
+                             workdir / "inner_lrs.png",
+                             title=f"{cfg['name']}: inner learning rates{seed_note}")
+        common.write_json(workdir / "train_summary.json", summary)
     return summary
+
+
+def state_digest(tree) -> str:
+    """sha256 of a pytree's arrays (as on this host), in leaf order."""
+    import hashlib
+    h = hashlib.sha256()
+    for x in jax.tree.leaves(tree):
+        h.update(np.ascontiguousarray(parallel.host_array(x)).tobytes())
+    return h.hexdigest()
+
+
+def setup_bytes_per_seed(setup, cfg, train_images) -> int | None:
+    """Device bytes of one seed's training call (compiled alone), or None where the device
+    reports no memory limit (CPU): the population is then not checked."""
+    if parallel.device_memory_limit() is None:
+        return None
+    one = common.place_state(common.init_state(cfg, setup), {**cfg, "num_seeds": 1}, None)
+    first_order, msl = meta.phase(setup.meta_config, 0)
+    compiled = meta.jit_train_steps.lower(
+        one, jax.device_put(parallel.host_array(train_images)), sample_tasks=setup.sample_fn,
+        num_steps=setup.steps_per_call, loss_fn=setup.train_loss_fn, optimizer=setup.optimizer,
+        config=setup.meta_config, first_order=first_order, msl=msl).compile()
+    m = compiled.memory_analysis()
+    return int(m.temp_size_in_bytes + m.argument_size_in_bytes + m.output_size_in_bytes)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -240,13 +322,70 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--stop-after", type=int, default=None, metavar="EPOCHS",
                    help="stop once this many epochs are done (as if killed); resume later")
     p.add_argument("--no-progress", action="store_true", help="no tqdm progress bar")
+    p.add_argument("--num-seeds", type=int, default=None, metavar="S",
+                   help="train S independent meta-learners (seeds seed..seed+S-1) at once "
+                        "(= --set num_seeds=S)")
+    g = p.add_argument_group(
+        "several processes (jax.distributed), e.g. one per host; default from the "
+        "environment: " + ", ".join(_DIST_ENV.values()))
+    g.add_argument("--coordinator-address", default=None, metavar="HOST:PORT",
+                   help="process 0's address, reachable from every process")
+    g.add_argument("--num-processes", type=int, default=None)
+    g.add_argument("--process-id", type=int, default=None)
     return p
+
+
+_DIST_ENV = {"coordinator_address": "JAX_COORDINATOR_ADDRESS",
+             "num_processes": "JAX_NUM_PROCESSES", "process_id": "JAX_PROCESS_ID"}
+
+
+def distributed_settings(args: argparse.Namespace) -> dict[str, Any] | None:
+    """The ``jax.distributed.initialize`` arguments from flags (else the environment), or
+    None for a single process. Raises ConfigError for incomplete or impossible settings."""
+    import os
+    out = {}
+    for key, env in _DIST_ENV.items():
+        value = getattr(args, key)
+        if value is None and os.environ.get(env):
+            value = os.environ[env]
+        if value is not None:
+            out[key] = value
+    if not out:
+        return None
+    missing = [f"--{k.replace('_', '-')}" for k in _DIST_ENV if k not in out]
+    if missing:
+        raise ConfigError(f"several processes need all of --coordinator-address, "
+                          f"--num-processes and --process-id; missing {missing}")
+    try:
+        out["num_processes"], out["process_id"] = int(out["num_processes"]), int(out["process_id"])
+    except ValueError:
+        raise ConfigError(f"--num-processes and --process-id must be integers, got "
+                          f"{out['num_processes']!r} and {out['process_id']!r}") from None
+    if out["num_processes"] < 1 or not 0 <= out["process_id"] < out["num_processes"]:
+        raise ConfigError(f"--process-id must be in [0, {out['num_processes']}) for "
+                          f"--num-processes {out['num_processes']}, got {out['process_id']}")
+    return out
+
+
+def init_distributed(settings: dict[str, Any] | None) -> None:
+    """``jax.distributed.initialize`` (before any other JAX call), then checks that every
+    process was started with the same process count as the coordinator."""
+    if settings is None:
+        return
+    jax.distributed.initialize(**settings, initialization_timeout=120)
+    if jax.process_count() != settings["num_processes"]:
+        raise ConfigError(f"this process was started with --num-processes "
+                          f"{settings['num_processes']} but the coordinator at "
+                          f"{settings['coordinator_address']} runs {jax.process_count()} processes")
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        cfg = validate_config(apply_overrides(load_config(args.config), args.set))
+        init_distributed(distributed_settings(args))
+        overrides = list(args.set) + ([] if args.num_seeds is None else
+                                      [f"num_seeds={args.num_seeds}"])
+        cfg = validate_config(apply_overrides(load_config(args.config), overrides))
         workdir = args.workdir or str(pathlib.Path("runs") / cfg["name"])
         summary = run_training(cfg, workdir, data_dir=args.data_dir, resume=args.resume,
                                stop_after=args.stop_after, progress=not args.no_progress)

@@ -15,6 +15,7 @@ from maml_jax.meta import (TASK_BATCHING, MetaConfig, MetaState, NonFiniteLossEr
                            validate_tasks)
 from maml_jax.models import (CONV_IMPLS, MLP, POOL_IMPLS, Conv3x3, Conv4, StepBatchNorm,
                              conv3x3_patches, inner_loop_mask, max_pool_2x2, resolve_conv_impl)
+from maml_jax import parallel
 from maml_jax.sinusoid import SinusoidFamily, sample_sinusoid_tasks, sinusoid_eval_tasks
 
 __version__ = "0.1.0"
@@ -35,4 +36,6 @@ __all__ = [
     "SinusoidFamily", "sample_sinusoid_tasks", "sinusoid_eval_tasks",
     # facade
     "ModelAgnosticMetaLearning",
+    # scale-out: meshes, sharded steps, populations of seeds (a module)
+    "parallel",
 ]

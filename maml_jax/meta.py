@@ -251,11 +251,22 @@ def _unroll(config: MetaConfig) -> int | bool:
     return min(config.num_inner_steps, 5) if jax.default_backend() == "cpu" else 1
 
 
-def _map_tasks(fn: Callable, batching: str, *args):
-    """Applies ``fn`` to every task (leading axis of each arg)."""
+def _map_tasks(fn: Callable, batching: str, task_sharding: Any, *args):
+    """Applies ``fn`` to every task (leading axis of each arg).
+
+    With a ``task_sharding`` (a ``NamedSharding`` of the task axis, see
+    ``maml_jax.parallel``) the tasks are constrained to it, so the compiler splits the
+    per-task work over the devices. ``lax.map`` is a loop and cannot be split along its
+    iterations: it becomes ``vmap`` over the device shards of a ``lax.map`` per shard.
+    """
+    if task_sharding is not None:
+        args = jax.lax.with_sharding_constraint(args, task_sharding)
     if batching == "vmap":
         return jax.vmap(fn, in_axes=0)(*args)
-    return jax.lax.map(lambda a: fn(*a), args)
+    if task_sharding is None:
+        return jax.lax.map(lambda a: fn(*a), args)
+    from maml_jax import parallel  # parallel imports meta
+    return parallel.map_tasks(lambda a: fn(*a), args, sharding=task_sharding)
 
 
 def validate_tasks(tasks: Any) -> int:
@@ -307,6 +318,7 @@ def meta_gradient(
     config: MetaConfig,
     first_order: bool,
     msl: bool,
+    task_sharding: Any = None,
 ) -> tuple[jax.Array, PyTree, dict[str, Any]]:
     """The meta loss of a batch of tasks and its gradient: what ``outer_step`` optimises.
 
@@ -319,6 +331,8 @@ def meta_gradient(
       config: static ``MetaConfig``.
       first_order: static; first-order meta-gradient (see ``phase``).
       msl: static; multi-step loss with annealed weights, else final-step loss only.
+      task_sharding: static; a ``NamedSharding`` of the task axis over several devices
+        (``maml_jax.parallel.task_sharding``), or None (one device).
 
     Returns:
       ``(loss, grads, extras)``: the mean task loss, its gradient mirroring
@@ -359,7 +373,8 @@ def meta_gradient(
 
     def batch_loss(meta_params):
         losses, (per_step, aux, bn) = _map_tasks(
-            lambda s, q: per_task(meta_params, s, q), _batching(config), support, query)
+            lambda s, q: per_task(meta_params, s, q), _batching(config), task_sharding,
+            support, query)
         return jnp.mean(losses), (per_step, aux, bn)
 
     (loss, (per_step, aux, bn)), grads = jax.value_and_grad(batch_loss, has_aux=True)(
@@ -376,6 +391,7 @@ def outer_step(
     config: MetaConfig,
     first_order: bool,
     msl: bool,
+    task_sharding: Any = None,
 ) -> tuple[MetaState, dict[str, jax.Array]]:
     """One meta-update on a batch of tasks: ``meta_gradient``, then the optimizer.
 
@@ -390,6 +406,7 @@ def outer_step(
       config: static ``MetaConfig``.
       first_order: static; first-order meta-gradient (see ``phase``).
       msl: static; multi-step loss with annealed weights, else final-step loss only.
+      task_sharding: static; see ``meta_gradient``.
 
     Returns:
       ``(new_state, metrics)``; metrics hold ``loss``, ``per_step_loss`` (query loss after
@@ -403,7 +420,8 @@ def outer_step(
     """
     loss, grads, extras = meta_gradient(state.meta_params, tasks, step=state.step,
                                         loss_fn=loss_fn, config=config,
-                                        first_order=first_order, msl=msl)
+                                        first_order=first_order, msl=msl,
+                                        task_sharding=task_sharding)
     updates, opt_state = optimizer.update(grads, state.opt_state, state.meta_params)
     meta_params = optax.apply_updates(state.meta_params, updates)
     # Running statistics come from the query passes: under MSL every step's, otherwise only
@@ -451,7 +469,7 @@ def _update_running_stats(model_state, bn, msl: bool, momentum: float):
     return jax.tree.map(upd, model_state, bn)
 
 
-_STATIC = ("loss_fn", "optimizer", "config", "first_order", "msl")
+_STATIC = ("loss_fn", "optimizer", "config", "first_order", "msl", "task_sharding")
 
 jit_outer_step = jax.jit(outer_step, static_argnames=_STATIC, donate_argnames=("state",))
 jit_outer_step.__doc__ = "``outer_step`` under ``jax.jit`` with the state donated."
@@ -468,11 +486,13 @@ def train_steps(
     config: MetaConfig,
     first_order: bool,
     msl: bool,
+    task_sharding: Any = None,
 ) -> tuple[MetaState, dict[str, jax.Array]]:
     """``num_steps`` outer steps in one ``lax.scan``, tasks drawn on the device.
 
     Step ``t`` draws ``sample_tasks(jax.random.fold_in(state.rng, t), data)``, so the tasks
-    depend only on the root key and the step number (a resumed run draws the same ones).
+    depend only on the root key and the step number (a resumed run draws the same ones,
+    and so does a run sharded over devices with ``task_sharding``: see ``maml_jax.parallel``).
 
     Returns:
       ``(state, metrics)`` with metrics stacked along a leading axis of ``num_steps``.
@@ -481,7 +501,7 @@ def train_steps(
         key = jax.random.fold_in(st.rng, st.step)
         tasks = sample_tasks(key, data)
         return outer_step(st, tasks, loss_fn=loss_fn, optimizer=optimizer, config=config,
-                          first_order=first_order, msl=msl)
+                          first_order=first_order, msl=msl, task_sharding=task_sharding)
 
     return jax.lax.scan(body, state, None, length=num_steps)
 

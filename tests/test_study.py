@@ -206,7 +206,9 @@ def test_cpu_ablation_grid_scales_the_schedules_and_seeds():
     cells = dict(study_grid.cells(grid))
     assert sorted(cells) == sorted(
         ["MAML_5w1s_s0", "MAML_5w1s_s1", "MAML++_5w1s_s0", "MAML++_5w1s_s1"]
-        + [f"MAML+{r}_5w1s_s0" for r in ("BN", "LSLR", "CA", "DA", "MSL")])
+        + [f"MAML+{r}_5w1s_s0" for r in ("BN", "LSLR", "CA", "DA", "MSL")]
+        + ["MAML-equal-time_5w1s_s0"])
+    assert cells.pop("MAML-equal-time_5w1s_s0")["num_epochs"] == 13
     assert all(c["num_filters"] == 16 and c["num_epochs"] == 12 and c["msl_epochs"] == 1
                and c["paper_test_accuracy"] is None for c in cells.values())
     assert cells["MAML+DA_5w1s_s0"]["first_order_epochs"] == 6       # half, as 50 of 100
