@@ -147,6 +147,17 @@ def test_train_resume_evaluate_end_to_end(tmp_path, capsys):
     assert [f["workdir"] for f in res["failed"]] == [str(tmp_path / "nothing")]
     assert (tmp_path / "study" / "trajectories_5w1s.png").is_file()
     assert "inner_lrs_tiny_5w1s.png" in res["plots"]
+    # A second study reads each run's cached evaluation (study_eval.npz), same numbers;
+    # a cache for another checkpoint is not used.
+    assert (full / study.STUDY_CACHE).is_file()
+    again = study.run_study([full, resumed], tmp_path / "study2")
+    assert again["groups"]["5w1s/tiny"]["pooled"] == g["pooled"]
+    with np.load(full / study.STUDY_CACHE) as c:
+        np.savez(full / study.STUDY_CACHE, losses=c["losses"] + 1, accuracy=c["accuracy"],
+                 key=str(c["key"]).replace('"step": ', '"step": 1'))
+    third = study.run_study([full], tmp_path / "study3")
+    assert third["groups"]["5w1s/tiny"]["pooled"]["final_mean"] == pytest.approx(
+        g["per_seed"][0]["final_mean"])
 
 
 def test_nonfinite_loss_stops_without_checkpoint(tmp_path, capsys):

@@ -33,42 +33,32 @@ def _env(devices: int) -> dict:
     return env
 
 
-@pytest.fixture(scope="module")
-def worker():
+def _run_worker() -> dict:
     out = subprocess.run([sys.executable, str(ROOT / "tests" / "parallel_worker.py")],
                          env=_env(4), capture_output=True, text=True, timeout=600, cwd=ROOT)
     assert out.returncode == 0, out.stderr[-3000:]
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-@pytest.mark.xdist_group("parallel")
-@pytest.mark.parametrize("name", ["MAML/vmap", "MAML++/vmap", "MAML++/map"])
-def test_sharded_step_matches_single_device(worker, name):
-    # 4 devices, meta-batch 8, 3 meta-steps of clipped SGD: the same meta-parameters,
-    # optimiser state and rates as on one device (float32 summation order differs only).
+def test_sharded_steps_and_populations_match_single_device():
+    # One subprocess with 4 fake devices for all the checks (its compiles dominate).
+    worker = _run_worker()
     assert worker["devices"] == 4
-    assert worker[f"{name}/moved"] > 1e-3          # training really changed the state
-    assert worker[f"{name}/diff"] <= 1e-6 * max(1.0, worker[f"{name}/scale"])
-    assert worker[f"{name}/state_spec"] == "P()"  # state stays replicated
-
-
-@pytest.mark.xdist_group("parallel")
-def test_sharded_step_is_partitioned(worker):
-    # Each device does about a quarter of the FLOPs (replicated work would do all of
-    # them), and the meta-gradient is combined by an all-reduce.
+    # Meta-batch 8 over 4 devices, 3 meta-steps of clipped SGD: the same meta-parameters,
+    # optimiser state and rates as on one device (float32 summation order differs only).
+    for name in ("MAML/vmap", "MAML++/vmap", "MAML++/map"):
+        assert worker[f"{name}/moved"] > 1e-3, name          # training changed the state
+        assert worker[f"{name}/diff"] <= 1e-6 * max(1.0, worker[f"{name}/scale"]), name
+        assert worker[f"{name}/state_spec"] == "P()", name  # the state stays replicated
+    # Partitioned, not replicated: each device does about a quarter of the FLOPs, and the
+    # meta-gradient is combined by an all-reduce; no recompile on the second call.
     assert worker["flops_sharded_per_device"] < 0.3 * worker["flops_single"]
     assert worker["hlo_all_reduce"]
     assert not worker["recompiled_on_second_call"]
-
-
-@pytest.mark.xdist_group("parallel")
-def test_sharded_evaluation_pads_and_matches(worker):
-    assert worker["eval_shape"] == [13, 4]        # 13 tasks over 4 devices, 0..3 steps
+    # Evaluation split over devices: 13 tasks over 4 devices (padded), steps 0..3.
+    assert worker["eval_shape"] == [13, 4]
     assert worker["eval_diff"] < 1e-5
-
-
-@pytest.mark.xdist_group("parallel")
-def test_population_matches_separate_runs(worker):
+    # A population of 2 seeds, one per device, against two separate single-seed runs.
     assert worker["population_spec"] == "P('seeds',)"
     assert worker["population_loss_shape"] == [2, 3]   # seeds x steps
     for s in (0, 1):
@@ -148,7 +138,6 @@ def _train_processes(config, workdir, n, extra=(), env=None):
     return [json.loads(so.strip().splitlines()[-1]) for so, _ in outs]
 
 
-@pytest.mark.xdist_group("multiprocess")
 def test_two_processes_train_stop_and_resume(tmp_path):
     # Two processes on localhost (jax.distributed, CPU collectives), one device each, a
     # population of 2 seeds whose tasks are split over the processes: stopped after epoch

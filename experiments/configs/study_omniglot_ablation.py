@@ -18,8 +18,9 @@ CPU smoke (synthetic glyphs, tiny network, seconds per cell): add ``--smoke``.
 Expected runtime: not measured on a GPU yet (no GPU was lent to the session that wrote
 this): 7 rows x 2 settings x 2 seeds = 28 cells of 50,000 iterations; at the project's GPU targets (>= 100
 meta-steps/s for 20-way 1-shot) under 10 minutes per cell, several hours in all. On a
-2-core CPU a full-size cell takes days: the CPU-scale version of this table is still to
-be run (see the README's "MAML++ claims" section).
+2-core CPU a full-size cell takes days. A reduced version (5-way 1-shot, 16 filters, 3,000
+iterations) is ``study_omniglot_ablation_cpu.py``, measured in the README's "MAML++ claims"
+section.
 
 Base: every row is the MAML++ reference configuration (``mamlpp_config``: Conv4 with 64
 filters, 5 inner steps, meta-batch 8, 1 query image per class in training, reference class
