@@ -64,6 +64,14 @@ def device_name() -> str:
     return d.device_kind
 
 
+def run_info() -> dict:
+    """What every benchmark result records about the run: date, command, device, versions."""
+    return {"date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "argv": sys.argv,
+            "device": device_name(), "backend": jax.default_backend(),
+            "jax": jax.__version__, "python": platform.python_version(),
+            "precision": "float32, default matmul precision"}
+
+
 def write_results(out: str | None, results: dict, table: str) -> None:
     """Prints the markdown table; with ``out``, writes the JSON there and the table beside it."""
     print(table)
@@ -89,10 +97,7 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     if "MAML" not in args.rows.split(","):
         p.error("--rows must include MAML (the baseline of the ratios)")
-    results = {"date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "argv": sys.argv,
-               "device": device_name(), "backend": jax.default_backend(),
-               "jax": jax.__version__, "python": platform.python_version(),
-               "precision": "float32, default matmul precision", "rows": []}
+    results = {**run_info(), "rows": []}
     for setting in args.settings.split(","):
         ways, shots = SETTINGS[setting]
         runners = {}

@@ -23,7 +23,6 @@ import argparse
 import json
 import os
 import pathlib
-import platform
 import statistics
 import subprocess
 import sys
@@ -94,15 +93,11 @@ def main(argv=None) -> int:
         return 0
 
     import jax
-    from cost_maml_vs_mamlpp import device_name, write_results
+    from cost_maml_vs_mamlpp import run_info, write_results
     cpu = jax.default_backend() == "cpu"
     points = [(d, 1) for d in map(int, args.devices.split(","))]
     points += [(1, s) for s in map(int, args.seeds.split(",")) if (1, s) not in points]
-    results = {"date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "argv": sys.argv,
-               "device": device_name(), "backend": jax.default_backend(),
-               "jax": jax.__version__, "python": platform.python_version(),
-               "precision": "float32, default matmul precision",
-               "fake_devices": cpu, "points": []}
+    results = {**run_info(), "fake_devices": cpu, "points": []}
     for d, s in points:
         env = dict(os.environ)
         if cpu:

@@ -54,11 +54,11 @@ def _evaluate_seed(cfg, setup, mngr, ranked, ens, tasks, template, seed_index, w
         if mesh is None:
             logits = np.asarray(setup.final_logits(mp["params"], mp["inner_lrs"], (xs, ys), xq))
         else:  # the test tasks split over the devices, as in training
-            mp_r, (xs_r, ys_r, xq_r) = parallel.replicate((mp, (xs, ys, xq)), mesh)
+            mp = parallel.replicate(mp, mesh)
             logits = parallel.host_array(setup.final_logits(
-                mp_r["params"], mp_r["inner_lrs"], (xs_r, ys_r), xq_r,
+                mp["params"], mp["inner_lrs"], (xs, ys), xq,
                 sharding=parallel.task_sharding(mesh)))
-        task_acc = (logits.argmax(-1) == np.asarray(yq)).mean(axis=1)
+        task_acc = (logits.argmax(-1) == parallel.host_array(yq)).mean(axis=1)
         m, c = _ci(task_acc)
         members.append({"step": step, "epoch": info.get("epoch"), "val_accuracy": val_acc,
                         "test_accuracy_pct": 100 * m, "test_ci95_pct": 100 * c})
@@ -74,7 +74,7 @@ def _evaluate_seed(cfg, setup, mngr, ranked, ens, tasks, template, seed_index, w
                                  workdir / f"inner_lrs_best{suffix}.png",
                                  title=f"{cfg['name']}{suffix}: inner learning rates "
                                        f"(best checkpoint)")
-    ens_acc = ((logits_sum / len(members)).argmax(-1) == np.asarray(yq)).mean(axis=1)
+    ens_acc = ((logits_sum / len(members)).argmax(-1) == parallel.host_array(yq)).mean(axis=1)
     m, c = _ci(ens_acc)
     return {"seed": cfg["seed"] + seed_index, "best": best,
             "ensemble": {"size": len(members), "steps": [mm["step"] for mm in members],
@@ -111,6 +111,8 @@ def run_evaluation(workdir: str | pathlib.Path, *, data_dir: str | None = None,
             raise ConfigError(f"no checkpoint with a validation accuracy in {workdir}")
         setup = common.get_setup(cfg)
         tasks = common.fixed_eval_tasks(jax.device_put(all_images[splits["test"]]), cfg, "test")
+        if mesh is not None:  # once, not for every checkpoint and seed
+            tasks = parallel.replicate(tasks, mesh)
         template = common.place_state(common.init_population(cfg, setup), cfg, mesh)
         seeds = [_evaluate_seed(cfg, setup, mngr, ranked, ens, tasks, template, i, workdir, mesh)
                  for i in range(cfg["num_seeds"])]

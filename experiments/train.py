@@ -181,6 +181,8 @@ def run_training(cfg: dict, workdir: str | pathlib.Path, *, data_dir: str | None
     train_images = (jax.device_put(train_images) if mesh is None
                     else parallel.replicate(train_images, mesh))
     val_tasks = common.fixed_eval_tasks(jax.device_put(images[splits["val"]]), cfg, "val")
+    if mesh is not None:  # once, not at every validation
+        val_tasks = parallel.replicate(val_tasks, mesh)
     del images
 
     mngr = common.checkpoint_manager(workdir, cfg["keep_best"])

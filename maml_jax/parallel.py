@@ -118,9 +118,13 @@ def _put(tree: PyTree, sharding: NamedSharding) -> PyTree:
 
     Every process must pass the same values; each one materialises only the shards its
     own devices hold (``jax.make_array_from_callback``), so this works with several hosts.
+    An array that already has ``sharding`` is returned as it is; other global arrays are
+    read with ``host_array`` (``np.asarray`` fails on arrays spanning several processes).
     """
     def put(x):
-        x = np.asarray(x)
+        if isinstance(x, jax.Array) and x.sharding == sharding:
+            return x
+        x = host_array(x)
         return jax.make_array_from_callback(x.shape, sharding, lambda idx: x[idx])
     return jax.tree.map(put, tree)
 
