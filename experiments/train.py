@@ -4,7 +4,7 @@ Usage (from the repository root)::
 
     python -m experiments.train --config experiments/configs/omniglot_5w1s_mamlpp.py \
         [--workdir runs/omniglot_5w1s_mamlpp] [--data-dir DIR] [--set key=value ...] \
-        [--resume] [--stop-after EPOCHS] [--no-progress]
+        [--resume] [--stop-after EPOCHS] [--max-minutes M] [--no-progress]
 
 Data directory: ``--data-dir`` > ``$MAML_JAX_DATA_DIR`` > the per-user cache. A workdir
 that already holds a checkpoint is resumed automatically (``--resume`` additionally
@@ -63,9 +63,15 @@ class MetricsLogger:
                 self._write_csv(rows, "w")
         if not self.csv.is_file():
             self._write_csv([], "w")
-        from tensorboardX import SummaryWriter
-        self.tb = SummaryWriter(str(workdir / "tensorboard"),
-                                purge_step=None if resume_step is None else resume_step + 1)
+        try:
+            from tensorboardX import SummaryWriter
+        except ImportError:  # e.g. an accelerator image without it: metrics.* still written
+            print("warning: tensorboardX is not installed; no TensorBoard events are written "
+                  "(metrics.jsonl and metrics.csv are)", file=sys.stderr)
+            self.tb = None
+        else:
+            self.tb = SummaryWriter(str(workdir / "tensorboard"),
+                                    purge_step=None if resume_step is None else resume_step + 1)
 
     def _write_csv(self, rows, mode):
         with self.csv.open(mode, newline="") as f:
@@ -79,6 +85,8 @@ class MetricsLogger:
         with self.jsonl.open("a") as f:
             f.write(json.dumps(record) + "\n")
         self._write_csv([record], "a")
+        if self.tb is None:
+            return
         prefix = record["kind"]
         for k, v in record.items():
             if k in ("time", "step", "epoch", "kind"):
@@ -90,8 +98,9 @@ class MetricsLogger:
                     self.tb.add_scalar(f"{prefix}/{k}_{i}", x, record["step"])
 
     def close(self):
-        self.tb.flush()
-        self.tb.close()
+        if self.tb is not None:
+            self.tb.flush()
+            self.tb.close()
 
 
 def _mean(x) -> float:
@@ -147,14 +156,22 @@ def _check_resume_config(saved: dict, cfg: dict) -> None:
 
 def run_training(cfg: dict, workdir: str | pathlib.Path, *, data_dir: str | None = None,
                  resume: bool = False, stop_after: int | None = None,
-                 progress: bool = True,
+                 max_minutes: float | None = None, progress: bool = True,
                  images: tuple[np.ndarray, dict] | None = None) -> dict[str, Any]:
     """Trains (or resumes) a run; returns a summary dict. See the module docstring.
+
+    ``max_minutes``: wall-clock limit of this call (compilation included). Training stops
+    at the first epoch end where the next epoch would not fit (judged by the last epoch's
+    time), or, if one epoch alone overruns it, mid-epoch after the current host call; either
+    way it validates and checkpoints first, so ``evaluate`` has the run as it stands. The
+    summary then says ``stopped_by: "max_minutes"`` and a resumed run continues the schedule.
 
     ``images``: optional in-memory ``(images [C, 20, S, S], {'train','val','test'} class
     indices)`` used instead of loading the config's data (tests, custom data).
     """
     cfg = validate_config(dict(cfg))
+    if max_minutes is not None and not (math.isfinite(max_minutes) and max_minutes > 0):
+        raise ConfigError(f"--max-minutes must be a positive number, got {max_minutes}")
     workdir = pathlib.Path(workdir)
     ckpt_dir = workdir / common.CHECKPOINT_DIR
     has_ckpt = ckpt_dir.is_dir() and any(p.name.isdigit() for p in ckpt_dir.iterdir())
@@ -166,6 +183,9 @@ def run_training(cfg: dict, workdir: str | pathlib.Path, *, data_dir: str | None
             _check_resume_config(saved, cfg)
 
     # Data and request checks: everything here runs before any compilation.
+    if max_minutes is not None and jax.process_count() > 1:
+        # Each process would read its own clock and they could stop at different steps.
+        raise ConfigError("--max-minutes is not supported with several processes")
     images, splits = images if images is not None else common.load_images(cfg, data_dir)
     common.check_task_requests(cfg, splits)
     mesh = common.make_mesh(cfg)
@@ -213,6 +233,28 @@ def run_training(cfg: dict, workdir: str | pathlib.Path, *, data_dir: str | None
         bar = tqdm(total=total, initial=step, desc=cfg["name"], unit="it", dynamic_ncols=True,
                    file=sys.stderr)
     last_val = None
+    stopped_by = None
+    limit_s = None if max_minutes is None else 60.0 * max_minutes
+    epoch_start = t_start
+
+    def validate_and_save(epoch: int) -> dict[str, Any]:
+        if not common.tree_all_finite(state):
+            raise meta.NonFiniteLossError(
+                f"meta-training stopped: the meta-parameters became non-finite by "
+                f"step {step}; no checkpoint was written. Lower the learning rates.")
+        val = validate_population(setup, cfg, state, val_tasks, mesh)
+        if not math.isfinite(val["val_loss"]):
+            raise meta.NonFiniteLossError(f"non-finite validation loss at step {step}")
+        if logger is not None:
+            logger.log({"step": step, "epoch": epoch, "kind": "val", **val})
+        common.save_checkpoint(
+            mngr, state, {"val_accuracy": val["val_accuracy"], "val_loss": val["val_loss"]},
+            {"epoch": epoch + 1, "step": step, "val_accuracy": val["val_accuracy"],
+             "config_name": cfg["name"]}, step)
+        if main_process:
+            plots.plot_training_curves(workdir)
+        return val
+
     try:
         while step < total:
             epoch = step // ipe
@@ -240,27 +282,27 @@ def run_training(cfg: dict, workdir: str | pathlib.Path, *, data_dir: str | None
                 bar.update(k)
                 bar.set_postfix(epoch=epoch, loss=f"{rec['loss']:.3f}", acc=f"{rec['accuracy']:.3f}",
                                 val=("-" if last_val is None else f"{last_val:.3f}"))
+            now = time.time()
             if step % ipe == 0:
-                if not common.tree_all_finite(state):
-                    raise meta.NonFiniteLossError(
-                        f"meta-training stopped: the meta-parameters became non-finite by "
-                        f"step {step}; no checkpoint was written. Lower the learning rates.")
-                val = validate_population(setup, cfg, state, val_tasks, mesh)
-                if not math.isfinite(val["val_loss"]):
-                    raise meta.NonFiniteLossError(f"non-finite validation loss at step {step}")
-                last_val = val["val_accuracy"]
-                if logger is not None:
-                    logger.log({"step": step, "epoch": epoch, "kind": "val", **val})
-                common.save_checkpoint(
-                    mngr, state, {"val_accuracy": val["val_accuracy"], "val_loss": val["val_loss"]},
-                    {"epoch": epoch + 1, "step": step, "val_accuracy": val["val_accuracy"],
-                     "config_name": cfg["name"]}, step)
-                if main_process:
-                    plots.plot_training_curves(workdir)
+                last_val = validate_and_save(epoch)["val_accuracy"]
                 if stop_after is not None and epoch + 1 >= stop_after and step < total:
                     print(f"stopping after epoch {epoch + 1} as requested (--stop-after)",
                           file=sys.stderr)
+                    stopped_by = "stop_after"
                     break
+                now, epoch_s = time.time(), time.time() - epoch_start
+                epoch_start = now
+                if limit_s is not None and step < total and now - t_start + epoch_s > limit_s:
+                    print(f"stopping after epoch {epoch + 1}: another epoch (~{epoch_s:.0f} s) "
+                          f"would pass --max-minutes {max_minutes:g}", file=sys.stderr)
+                    stopped_by = "max_minutes"
+                    break
+            elif limit_s is not None and now - t_start > limit_s:
+                last_val = validate_and_save(epoch)["val_accuracy"]
+                print(f"stopping at step {step} (mid-epoch {epoch + 1}): --max-minutes "
+                      f"{max_minutes:g} reached", file=sys.stderr)
+                stopped_by = "max_minutes"
+                break
     finally:
         if bar is not None:
             bar.close()
@@ -269,6 +311,7 @@ def run_training(cfg: dict, workdir: str | pathlib.Path, *, data_dir: str | None
         mngr.close()
     elapsed = time.time() - t_start
     summary = {"step": step, "epochs_done": step // ipe, "finished": step >= total,
+               "stopped_by": stopped_by,
                "wall_seconds_this_run": round(elapsed, 2), "last_val_accuracy": last_val,
                "num_seeds": cfg["num_seeds"], "num_devices": jax.device_count(),
                "num_processes": jax.process_count(),
@@ -321,6 +364,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", action="store_true",
                    help="require a checkpoint in the workdir and continue from it "
                         "(resuming is automatic whenever one exists)")
+    p.add_argument("--max-minutes", type=float, default=None, metavar="M",
+                   help="wall-clock limit: stop at the last epoch end that fits (or mid-epoch "
+                        "if one epoch overruns), after validating and checkpointing")
     p.add_argument("--stop-after", type=int, default=None, metavar="EPOCHS",
                    help="stop once this many epochs are done (as if killed); resume later")
     p.add_argument("--no-progress", action="store_true", help="no tqdm progress bar")
@@ -390,7 +436,8 @@ def main(argv: list[str] | None = None) -> int:
         cfg = validate_config(apply_overrides(load_config(args.config), overrides))
         workdir = args.workdir or str(pathlib.Path("runs") / cfg["name"])
         summary = run_training(cfg, workdir, data_dir=args.data_dir, resume=args.resume,
-                               stop_after=args.stop_after, progress=not args.no_progress)
+                               stop_after=args.stop_after, max_minutes=args.max_minutes,
+                               progress=not args.no_progress)
     except (ConfigError, common.DataError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

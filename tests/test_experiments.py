@@ -80,9 +80,13 @@ def test_train_resume_evaluate_end_to_end(tmp_path, capsys):
     # -- stopped after its first epoch (as if killed), resumed from disk: bit-identical
     # -- to `full` (tasks come from fold_in(root key, step); the whole MetaState is
     # -- checkpointed synchronously). A killed run may have logged past its last
-    # -- checkpoint: resume must drop that. ---------------------------------------------
-    first = train.run_training(cfg, resumed, progress=False, stop_after=1)
+    # -- checkpoint: resume must drop that. The stop here is --max-minutes' epoch-end
+    # -- stop (a limit passed by the first epoch); --stop-after: test_parallel.py. --------
+    capsys.readouterr()
+    first = train.run_training(cfg, resumed, progress=False, max_minutes=1e-5)
     assert first["epochs_done"] == 1 and not first["finished"]
+    assert first["stopped_by"] == "max_minutes"
+    assert "stopping after epoch 1: another epoch" in capsys.readouterr().err
     assert not json.loads((resumed / "train_summary.json").read_text())["finished"]
     with (resumed / "metrics.jsonl").open("a") as f:
         f.write(json.dumps({"step": 99, "epoch": 9, "kind": "train", "loss": 0.0}) + "\n{trunc")
@@ -171,6 +175,24 @@ def test_nonfinite_loss_stops_without_checkpoint(tmp_path, capsys):
     assert "non-finite" in str(info.value)
     ckpt = tmp_path / "nan" / "checkpoints"
     assert not ckpt.exists() or not [p for p in ckpt.iterdir() if p.name.isdigit()]
+
+
+def test_max_minutes_mid_epoch_stop_without_tensorboardx(tmp_path, monkeypatch, capsys):
+    """--max-minutes when one epoch overruns the limit: stops mid-epoch after validating
+    and checkpointing (the epoch-end stop: test_train_resume_evaluate_end_to_end). Also the
+    fallback without tensorboardX (not on the GPU image)."""
+    monkeypatch.setitem(sys.modules, "tensorboardX", None)  # import raises ImportError
+    with pytest.raises(config_lib.ConfigError, match="max-minutes"):
+        train.run_training(tiny_config(), tmp_path / "bad", progress=False, max_minutes=-1)
+    cfg = tiny_config(iterations_per_epoch=4)
+    work = tmp_path / "run"
+    summary = train.run_training(cfg, work, progress=False, max_minutes=1e-5)
+    assert summary["stopped_by"] == "max_minutes" and summary["step"] == 2
+    assert not summary["finished"] and [r["step"] for r in val_records(work)] == [2]
+    assert not (work / "tensorboard").exists() and (work / "metrics.csv").is_file()
+    err = capsys.readouterr().err
+    assert "tensorboardX is not installed" in err and "mid-epoch 1" in err
+    assert final_state(work).step == 2  # the checkpoint evaluate reads
 
 
 # ---------------------------------------------------------------------------------------
@@ -297,7 +319,8 @@ def test_plain_maml_config_trains_and_evaluates(tmp_path):
 CELLS = [f"omniglot_{c}_{m}" for c in ("5w1s", "5w5s", "20w1s", "20w5s") for m in ("maml", "mamlpp")]
 
 
-@pytest.mark.parametrize("name", CELLS + ["omniglot_5w1s_mamlpp_smoke", "omniglot_5w1s_maml_smoke"])
+@pytest.mark.parametrize("name", CELLS + ["omniglot_5w1s_mamlpp_smoke", "omniglot_5w1s_maml_smoke",
+                                          "omniglot_5w1s_mamlpp_gpu_short"])
 def test_config_files_load(name):
     path = CONFIG_DIR / f"{name}.py"
     cfg = config_lib.validate_config(config_lib.load_config(path))

@@ -12,9 +12,11 @@ Run:
         --workdir runs/omniglot_5w1s_mamlpp --data-dir ../shared/data/omniglot
     python -m experiments.evaluate --workdir runs/omniglot_5w1s_mamlpp --data-dir ../shared/data/omniglot
 
-Expected runtime: not measured on a GPU yet (no GPU was lent to the session that wrote
-this). The project's H100 target (>= 100 meta-steps/s for 20w1s) puts the 50,000 iterations
-at ~9 min plus validation; the reference PyTorch code (2 meta-steps/s on an H100) needs ~7 h.
+Expected runtime: about 7 min on an NVIDIA H200 with ``--set conv_impl=patches``
+(estimated from the 20-epoch run of ``omniglot_5w1s_mamlpp_gpu_short``, 2026-11-26: 3.6 s per
+epoch of 500 steps plus validation, ~35 s of compilation); about 3x longer with the
+default convolution (grouped cuDNN convolutions, benchmarks/RESULTS.md). The reference
+PyTorch code (2 meta-steps/s on an H100) needs ~7 h.
 On a 2-core CPU a second-order step takes ~1.0 s (5w1s) / ~3.8 s (20w1s) (benchmarks/RESULTS.md,
 measured 2026-11-26 after the max-pool gradient fix): half a day to days.
 Paper (MAML++ test accuracy): 99.47 +- 0.05 %.
