@@ -49,7 +49,7 @@ def worker(args) -> dict:
     devices = jax.devices()[:args.num_devices]
     mesh = None if len(devices) == 1 else parallel.make_mesh(devices=devices)
     images, splits = common.load_images(cfg, None)
-    data = images[splits["train"]]
+    data = common.select_classes(images, splits["train"])
     data = jax.device_put(data) if mesh is None else parallel.replicate(data, mesh)
     state = common.place_state(common.init_population(cfg, setup), cfg, mesh)
     first_order, msl = meta.phase(setup.meta_config, 0)

@@ -19,7 +19,8 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from maml_jax import core, losses, meta, models, omniglot, parallel
+from maml_jax import core, losses, meta, models, parallel
+from maml_jax.data import episodes, image_folder, miniimagenet, omniglot
 
 from experiments.config_lib import ConfigError
 
@@ -57,8 +58,15 @@ def synthetic_images(num_classes: int, image_size: int = 28, seed: int = 0,
     return out
 
 
-def load_images(cfg: dict, data_dir: str | None) -> tuple[np.ndarray, dict[str, np.ndarray]]:
-    """Returns ``(images [C, 20, S, S], {'train','val','test'} class indices)``."""
+def load_images(cfg: dict, data_dir: str | None) -> tuple[Any, dict[str, np.ndarray]]:
+    """Returns ``(images, {'train','val','test'} class indices)``.
+
+    ``images``: Omniglot and synthetic glyphs as float32 ``[C, 20, S, S]``; image datasets
+    as :class:`~maml_jax.data.episodes.ClassImages` (``uint8``, normalised on the device
+    with the training split's statistics). Index classes with :func:`select_classes`.
+    """
+    if cfg["data"] in ("miniimagenet", "image_folder"):
+        return _load_image_dataset(cfg, data_dir)
     if cfg["data"] == "synthetic":
         images = synthetic_images(cfg["synthetic_num_classes"], cfg["image_size"],
                                   cfg["synthetic_seed"])
@@ -82,13 +90,65 @@ def load_images(cfg: dict, data_dir: str | None) -> tuple[np.ndarray, dict[str, 
     return data.images, splits
 
 
-def check_task_requests(cfg: dict, splits: dict[str, np.ndarray]) -> None:
+def _load_image_dataset(cfg: dict, data_dir: str | None):
+    kind = cfg["data"]
+    if data_dir is None:
+        layout = miniimagenet.LAYOUTS if kind == "miniimagenet" else (
+            "ROOT/{train,val,test}/<class>/<image> or ROOT/<class>/<image>")
+        raise DataError(f"data={kind!r} cannot be downloaded: pass --data-dir DIR, the folder "
+                        f"holding {layout}")
+    try:
+        if kind == "miniimagenet":
+            ds = miniimagenet.load_miniimagenet(data_dir, image_size=cfg["image_size"],
+                                                resize=cfg["image_resize"],
+                                                strict=cfg["dataset_strict"])
+        else:
+            ds = image_folder.load_image_folder(
+                data_dir, image_size=cfg["image_size"], channels=cfg["image_channels"],
+                resize=cfg["image_resize"], split_fractions=cfg["split_fractions"],
+                split_counts=cfg["split_counts"], seed=cfg["split_seed"])
+        # Before anything compiles: a class too small for K + Q is named with its folder.
+        for split, q in (("train", cfg["q_query"]), ("val", cfg["q_query_eval"]),
+                         ("test", cfg["q_query_eval"])):
+            image_folder.check_split_request(ds, split, cfg["num_ways"], cfg["k_shot"], q)
+    except image_folder.DatasetError as err:
+        raise DataError(str(err)) from None
+    return ds.data, ds.splits
+
+
+def select_classes(images, classes: np.ndarray):
+    """The classes ``classes`` of :func:`load_images`'s images (array or ClassImages)."""
+    return images.take(classes) if isinstance(images, episodes.ClassImages) else images[classes]
+
+
+def device_images(images):
+    """Image datasets as float32 where that fits a quarter of the device's memory (no
+    per-episode scaling), else ``uint8``; Omniglot's float arrays unchanged."""
+    if isinstance(images, episodes.ClassImages) and images.images.dtype == np.uint8:
+        limit = parallel.device_memory_limit()
+        if limit is not None and 4 * images.images.size <= limit // 4:
+            return images.as_float()
+    return images
+
+
+def images_nbytes(images) -> int:
+    """Bytes of an images array or ClassImages."""
+    return int(sum(x.nbytes for x in jax.tree.leaves(images)))
+
+
+def check_task_requests(cfg: dict, splits: dict[str, np.ndarray], images=None) -> None:
     """Fails fast (ConfigError) for tasks a split cannot provide."""
     requests = (("train", cfg["q_query"]), ("val", cfg["q_query_eval"]), ("test", cfg["q_query_eval"]))
     for name, q in requests:
+        if isinstance(images, episodes.ClassImages):
+            drawings = int(np.min(np.asarray(images.counts)[splits[name]]))
+        elif images is not None:
+            drawings = int(np.shape(images)[1])
+        else:
+            drawings = omniglot.DRAWINGS_PER_CLASS
         try:
-            omniglot.validate_task_spec(len(splits[name]), cfg["num_ways"], cfg["k_shot"], q,
-                                        split_name=name)
+            episodes.validate_task_spec(len(splits[name]), cfg["num_ways"], cfg["k_shot"], q,
+                                        drawings, split_name=name)
         except ValueError as err:
             raise ConfigError(f"bad task request: {err}") from None
 
@@ -97,7 +157,7 @@ def fixed_eval_tasks(images: jax.Array, cfg: dict, split: str):
     """The config's fixed val or test tasks as ``((xs, ys), (xq, yq))``."""
     num = cfg["num_val_tasks"] if split == "val" else cfg["num_test_tasks"]
     seed = cfg["val_seed"] if split == "val" else cfg["test_seed"]
-    xs, ys, xq, yq = omniglot.fixed_tasks(images, num_ways=cfg["num_ways"], k_shot=cfg["k_shot"],
+    xs, ys, xq, yq = episodes.fixed_tasks(images, num_ways=cfg["num_ways"], k_shot=cfg["k_shot"],
                                           q_query=cfg["q_query_eval"], num_tasks=num, seed=seed,
                                           split_name=split)
     return (xs, ys), (xq, yq)
@@ -171,7 +231,7 @@ def get_setup(cfg: dict) -> Setup:
                        bool(cfg["rotate_train"]))
 
     def sample_fn(key, images):
-        xs, ys, xq, yq = omniglot.sample_tasks(key, images, b, w, k, q, rotate=rot,
+        xs, ys, xq, yq = episodes.sample_tasks(key, images, b, w, k, q, rotate=rot,
                                                split_name="train")
         return (xs, ys), (xq, yq)
 
@@ -203,7 +263,8 @@ def init_state(cfg: dict, setup: Setup) -> meta.MetaState:
     init_key, run_key = jax.random.split(jax.random.PRNGKey(cfg["seed"]))
     s = cfg["image_size"]
     # One compiled init instead of the forward pass op by op (~120 small compiles).
-    variables = jax.jit(setup.model.init)(init_key, jnp.zeros((1, s, s, 1), jnp.float32))
+    variables = jax.jit(setup.model.init)(init_key, jnp.zeros((1, s, s, cfg["image_channels"]),
+                                                              jnp.float32))
     params = variables["params"]
     lrs = core.init_inner_lrs(params, cfg["num_inner_steps"], float(cfg["inner_lr"]),
                               cfg["lr_granularity"], mask=models.inner_loop_mask(params))

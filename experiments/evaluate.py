@@ -102,7 +102,7 @@ def run_evaluation(workdir: str | pathlib.Path, *, data_dir: str | None = None,
         cfg["num_test_tasks"] = int(num_tasks)
     ens = int(ensemble_size or cfg["ensemble_size"])
     all_images, splits = images if images is not None else common.load_images(cfg, data_dir)
-    common.check_task_requests(cfg, splits)
+    common.check_task_requests(cfg, splits, all_images)
     mesh = common.make_mesh(cfg)
     mngr = common.checkpoint_manager(workdir, cfg["keep_best"], read_only=True)
     try:
@@ -110,7 +110,8 @@ def run_evaluation(workdir: str | pathlib.Path, *, data_dir: str | None = None,
         if not ranked:
             raise ConfigError(f"no checkpoint with a validation accuracy in {workdir}")
         setup = common.get_setup(cfg)
-        tasks = common.fixed_eval_tasks(jax.device_put(all_images[splits["test"]]), cfg, "test")
+        tasks = common.fixed_eval_tasks(
+            jax.device_put(common.select_classes(all_images, splits["test"])), cfg, "test")
         if mesh is not None:  # once, not for every checkpoint and seed
             tasks = parallel.replicate(tasks, mesh)
         template = common.place_state(common.init_population(cfg, setup), cfg, mesh)

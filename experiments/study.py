@@ -198,7 +198,7 @@ def _omniglot_run(workdir: pathlib.Path, cfg: dict, images=None, data_dir=None) 
         raise RunFailed(f"{workdir} is a population run ({cfg['num_seeds']} seeds); the study "
                         "reads single-seed runs only")
     all_images, splits = images if images is not None else common.load_images(cfg, data_dir)
-    common.check_task_requests(cfg, splits)
+    common.check_task_requests(cfg, splits, all_images)
     setup = common.get_setup(cfg)
     mngr = common.checkpoint_manager(workdir, cfg["keep_best"], read_only=True)
     try:
@@ -225,7 +225,8 @@ def _omniglot_run(workdir: pathlib.Path, cfg: dict, images=None, data_dir=None) 
     if cached is not None and json.loads(str(cached["key"])) == key:
         losses, accuracy = cached["losses"], cached["accuracy"]
     else:
-        tasks = common.fixed_eval_tasks(jax.device_put(all_images[splits["test"]]), cfg, "test")
+        tasks = common.fixed_eval_tasks(
+            jax.device_put(common.select_classes(all_images, splits["test"])), cfg, "test")
         mp = best.meta_params
         losses, aux = mj.jit_evaluate_tasks(setup.eval_loss_fn, mp["params"], mp["inner_lrs"],
                                             tasks, num_steps=2 * n,

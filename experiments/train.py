@@ -187,7 +187,7 @@ def run_training(cfg: dict, workdir: str | pathlib.Path, *, data_dir: str | None
         # Each process would read its own clock and they could stop at different steps.
         raise ConfigError("--max-minutes is not supported with several processes")
     images, splits = images if images is not None else common.load_images(cfg, data_dir)
-    common.check_task_requests(cfg, splits)
+    common.check_task_requests(cfg, splits, images)
     mesh = common.make_mesh(cfg)
     setup = common.get_setup(cfg)
     # Several processes (jax.distributed): all run this function; only process 0 writes
@@ -197,10 +197,11 @@ def run_training(cfg: dict, workdir: str | pathlib.Path, *, data_dir: str | None
     if main_process:
         (workdir / common.CONFIG_FILE).write_text(config_to_json(cfg))
 
-    train_images = images[splits["train"]]
+    train_images = common.device_images(common.select_classes(images, splits["train"]))
     train_images = (jax.device_put(train_images) if mesh is None
                     else parallel.replicate(train_images, mesh))
-    val_tasks = common.fixed_eval_tasks(jax.device_put(images[splits["val"]]), cfg, "val")
+    val_tasks = common.fixed_eval_tasks(
+        jax.device_put(common.select_classes(images, splits["val"])), cfg, "val")
     if mesh is not None:  # once, not at every validation
         val_tasks = parallel.replicate(val_tasks, mesh)
     del images
@@ -219,7 +220,7 @@ def run_training(cfg: dict, workdir: str | pathlib.Path, *, data_dir: str | None
         try:
             parallel.check_population_memory(
                 setup_bytes_per_seed(setup, cfg, train_images), cfg["num_seeds"], mesh,
-                shared_bytes=int(train_images.nbytes))
+                shared_bytes=common.images_nbytes(train_images))
         except ValueError as err:
             raise ConfigError(str(err)) from None
 
@@ -344,7 +345,8 @@ def setup_bytes_per_seed(setup, cfg, train_images) -> int | None:
     one = common.place_state(common.init_state(cfg, setup), {**cfg, "num_seeds": 1}, None)
     first_order, msl = meta.phase(setup.meta_config, 0)
     compiled = meta.jit_train_steps.lower(
-        one, jax.device_put(parallel.host_array(train_images)), sample_tasks=setup.sample_fn,
+        one, jax.device_put(jax.tree.map(parallel.host_array, train_images)),
+        sample_tasks=setup.sample_fn,
         num_steps=setup.steps_per_call, loss_fn=setup.train_loss_fn, optimizer=setup.optimizer,
         config=setup.meta_config, first_order=first_order, msl=msl).compile()
     m = compiled.memory_analysis()

@@ -16,7 +16,7 @@ from maml_jax.meta import (TASK_BATCHING, MetaConfig, MetaState, NonFiniteLossEr
 from maml_jax.models import (CONV_IMPLS, MLP, POOL_IMPLS, Conv3x3, Conv4, StepBatchNorm,
                              conv3x3_patches, inner_loop_mask, max_pool_2x2, resolve_conv_impl)
 from maml_jax import parallel
-from maml_jax.sinusoid import SinusoidFamily, sample_sinusoid_tasks, sinusoid_eval_tasks
+from maml_jax.data.sinusoid import SinusoidFamily, sample_sinusoid_tasks, sinusoid_eval_tasks
 
 __version__ = "0.1.0"
 

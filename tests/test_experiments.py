@@ -24,7 +24,7 @@ import numpy as np
 import pytest
 
 from experiments import common, compare, config_lib, evaluate, study, train
-from maml_jax import omniglot
+from maml_jax.data import episodes
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 CONFIG_DIR = ROOT / "experiments" / "configs"
@@ -184,7 +184,8 @@ def test_max_minutes_mid_epoch_stop_without_tensorboardx(tmp_path, monkeypatch, 
     monkeypatch.setitem(sys.modules, "tensorboardX", None)  # import raises ImportError
     with pytest.raises(config_lib.ConfigError, match="max-minutes"):
         train.run_training(tiny_config(), tmp_path / "bad", progress=False, max_minutes=-1)
-    cfg = tiny_config(iterations_per_epoch=4)
+    # first order, final-step loss: the stopping logic is under test, the cheapest compile
+    cfg = tiny_config(iterations_per_epoch=4, first_order=True, msl=False)
     work = tmp_path / "run"
     summary = train.run_training(cfg, work, progress=False, max_minutes=1e-5)
     assert summary["stopped_by"] == "max_minutes" and summary["step"] == 2
@@ -214,13 +215,13 @@ def test_validation_and_test_tasks_come_from_their_own_classes(tmp_path, monkeyp
                       keep_best=3, ensemble_size=3, num_val_tasks=6, num_test_tasks=12)
     images, splits = common.load_images(cfg, None)
     calls = []
-    fixed_tasks = omniglot.fixed_tasks
+    fixed_tasks = episodes.fixed_tasks
 
     def spy(split_images, **kw):
         calls.append((np.asarray(split_images), kw))
         return fixed_tasks(split_images, **kw)
 
-    monkeypatch.setattr(omniglot, "fixed_tasks", spy)
+    monkeypatch.setattr(episodes, "fixed_tasks", spy)
     work = tmp_path / "run"
     train.run_training(cfg, work, progress=False,
                        images=(_one_picture(images, splits["val"]), splits))

@@ -1,4 +1,4 @@
-"""Tests for maml_jax.omniglot.
+"""Tests for maml_jax.data.omniglot.
 
 Almost everything runs on tiny Omniglot-shaped archives that the tests build themselves
 (Pillow-drawn 105x105 1-bit PNGs); one test (marked ``slow``) reads the real archives.
@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from maml_jax import omniglot as om
+from maml_jax.data import omniglot as om
 
 # Tiny layout: background has 2 alphabets / 3 characters, evaluation 1 / 2.
 TINY_LAYOUT = {

@@ -114,7 +114,8 @@ def get_config():
         synthetic_counts=(12, 4, 4), image_size=16, num_filters=2, num_inner_steps=1,
         num_inner_steps_eval=1, msl=False, meta_batch_size=2, num_epochs=2,
         iterations_per_epoch=2, steps_per_call=2, num_val_tasks=2, num_test_tasks=2,
-        keep_best=1, ensemble_size=1, msl_epochs=1, num_seeds=2)
+        keep_best=1, ensemble_size=1, msl_epochs=1, num_seeds=2,
+        first_order=True)  # the processes' plumbing is under test: the cheapest compile
 """
 
 

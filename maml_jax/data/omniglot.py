@@ -1,14 +1,11 @@
-"""Omniglot data: locating, validating, decoding, caching, splitting and episode sampling.
+"""Omniglot: locating, validating, decoding, caching and splitting the official archives.
 
-The module has two halves:
-
-* A host-side loader (:func:`load_omniglot`) that finds the two official archives
-  (``images_background.zip`` and ``images_evaluation.zip``), checks that they are intact,
-  decodes all 32,460 drawings once into a ``[1623, 20, S, S]`` float32 array and caches
-  the result as ``.npy`` so later runs start in well under a second.
-* Device-side, pure and jittable episode samplers (:func:`sample_task`,
-  :func:`sample_tasks`, :func:`fixed_tasks`) that build N-way K-shot tasks with
-  ``jax.random`` from an array of one split's classes.
+:func:`load_omniglot` finds the two official archives (``images_background.zip`` and
+``images_evaluation.zip``), checks that they are intact, decodes all 32,460 drawings once
+into a ``[1623, 20, S, S]`` float32 array and caches the result as ``.npy`` so later runs
+start in well under a second; :func:`split_classes` gives the papers' class splits.
+Episodes are sampled on the device by :mod:`maml_jax.data.episodes`, shared with every
+image dataset; its samplers are re-exported here (``omniglot.sample_task`` etc.).
 
 Example:
     >>> data = load_omniglot("/path/to/omniglot", image_size=28)   # doctest: +SKIP
@@ -33,10 +30,13 @@ import zlib
 from collections.abc import Mapping, Sequence
 from typing import NamedTuple
 
-import jax
-import jax.numpy as jnp
 import numpy as np
 from PIL import Image
+
+# The episode samplers live in episodes (shared by every image dataset); re-exported so
+# that omniglot.sample_task & co. keep working.
+from maml_jax.data.episodes import (class_expansion, fixed_tasks, sample_task, sample_tasks,
+                                    validate_task_spec)
 
 __all__ = [
     "ARCHIVE_NAMES",
@@ -628,250 +628,3 @@ def split_classes(
     bounds = np.cumsum([n_train, n_val])
     parts = np.split(order, bounds)
     return {name: np.sort(part).astype(np.int64) for name, part in zip(("train", "val", "test"), parts)}
-
-
-# --------------------------------------------------------------------------------------
-# Episode sampling (device side)
-# --------------------------------------------------------------------------------------
-
-
-def validate_task_spec(
-    num_classes_in_split: int,
-    num_ways: int,
-    k_shot: int,
-    q_query: int,
-    drawings: int = DRAWINGS_PER_CLASS,
-    *,
-    split_name: str | None = None,
-) -> None:
-    """Checks an N-way K-shot Q-query request against a split, in plain Python.
-
-    Called by the samplers with static shapes, so an impossible request fails at once
-    with a readable message instead of from inside JAX tracing.
-
-    Args:
-        num_classes_in_split: Number of classes available.
-        num_ways: Classes per task (N).
-        k_shot: Support drawings per class (K).
-        q_query: Query drawings per class (Q).
-        drawings: Drawings available per class.
-        split_name: Name used in messages, e.g. ``"val"``.
-
-    Raises:
-        ValueError: If the request cannot be satisfied.
-
-    Example:
-        >>> validate_task_spec(5, 20, 1, 1, split_name="val")
-        Traceback (most recent call last):
-        ...
-        ValueError: asked for 20-way tasks but the 'val' split has only 5 classes
-    """
-    where = f"the {split_name!r} split" if split_name else "the split"
-    for label, value, low in (("num_ways", num_ways, 1), ("k_shot", k_shot, 1), ("q_query", q_query, 0)):
-        if isinstance(value, bool) or int(value) != value or value < low:
-            raise ValueError(f"{label} must be an integer >= {low}, got {value!r}")
-    if num_ways > num_classes_in_split:
-        raise ValueError(
-            f"asked for {num_ways}-way tasks but {where} has only {num_classes_in_split} classes"
-        )
-    if k_shot + q_query > drawings:
-        raise ValueError(
-            f"asked for k_shot + q_query = {k_shot} + {q_query} = {k_shot + q_query} distinct "
-            f"drawings per class but {where} has only {drawings} drawings per class"
-        )
-
-
-def _check_images(images, rotate: bool) -> None:
-    if images.ndim != 4:
-        raise ValueError(f"images must be [classes, drawings, H, W], got shape {tuple(images.shape)}")
-    if rotate and images.shape[2] != images.shape[3]:
-        raise ValueError(f"rotate=True needs square images, got {images.shape[2]}x{images.shape[3]}")
-
-
-def _rot90_by(image_block: jax.Array, k: jax.Array) -> jax.Array:
-    # k is traced, but jnp.rot90 needs a static count: switch over the four static
-    # rotations (under vmap this lowers to a select, which is cheap for 28x28 images).
-    branches = [lambda x, i=i: jnp.rot90(x, i, axes=(-2, -1)) for i in range(4)]
-    return jax.lax.switch(k, branches, image_block)
-
-
-def _sample_impl(key, images, num_ways, k_shot, q_query, rotate):
-    num_classes, num_drawings, h, w = images.shape
-    key_cls, key_draw, key_rot = jax.random.split(key, 3)
-    classes = jax.random.choice(key_cls, num_classes, (num_ways,), replace=False)
-    n_per = k_shot + q_query
-    draw_keys = jax.random.split(key_draw, num_ways)
-    # An independent permutation per class gives K+Q *distinct* drawings per class.
-    draws = jax.vmap(lambda k: jax.random.permutation(k, num_drawings)[:n_per])(draw_keys)
-    block = images[classes[:, None], draws].astype(jnp.float32)  # [N, K+Q, H, W]
-    if rotate:
-        # One rotation per class per episode, shared by its support and query images,
-        # so a rotated character acts as a new class (MAML++ train-time augmentation).
-        ks = jax.random.randint(key_rot, (num_ways,), 0, 4)
-        block = jax.vmap(_rot90_by)(block, ks)
-    labels = jnp.arange(num_ways, dtype=jnp.int32)
-    xs = block[:, :k_shot].reshape(num_ways * k_shot, h, w, 1)
-    xq = block[:, k_shot:].reshape(num_ways * q_query, h, w, 1)
-    ys = jnp.repeat(labels, k_shot)
-    yq = jnp.repeat(labels, q_query)
-    return xs, ys, xq, yq
-
-
-_sample_jit = jax.jit(_sample_impl, static_argnums=(2, 3, 4, 5))
-
-
-def _sample_many(keys, images, num_ways, k_shot, q_query, rotate):
-    return jax.vmap(lambda k: _sample_impl(k, images, num_ways, k_shot, q_query, rotate))(keys)
-
-
-_sample_many_jit = jax.jit(_sample_many, static_argnums=(2, 3, 4, 5))
-
-
-def sample_task(
-    key: jax.Array,
-    images: jax.Array | np.ndarray,
-    num_ways: int,
-    k_shot: int,
-    q_query: int,
-    *,
-    rotate: bool = False,
-    split_name: str | None = None,
-) -> tuple[jax.Array, jax.Array, jax.Array, jax.Array]:
-    """Samples one N-way K-shot task from a split's images (pure, jittable).
-
-    ``num_ways`` distinct classes are drawn, and ``k_shot + q_query`` distinct drawings
-    from each. Labels are ``0..num_ways-1`` in the order the classes were drawn; support
-    and query are class-major (class 0's images first). With ``rotate=True`` each sampled
-    class is rotated by a random multiple of 90 degrees, the same for its support and
-    query images (use it for the training split only).
-
-    Args:
-        key: ``jax.random`` key.
-        images: ``[C, D, H, W]`` images of one split.
-        num_ways: Classes per task (a Python int: it fixes the output shapes).
-        k_shot: Support images per class.
-        q_query: Query images per class.
-        rotate: Whether to apply per-class random 90-degree rotations (static).
-        split_name: Used only in error messages.
-
-    Returns:
-        ``xs [N*K, H, W, 1] float32, ys [N*K] int32, xq [N*Q, H, W, 1] float32,
-        yq [N*Q] int32``.
-
-    Raises:
-        ValueError: Before any tracing if the split cannot provide such tasks.
-
-    Example:
-        >>> imgs = jnp.zeros((10, 20, 28, 28))
-        >>> xs, ys, xq, yq = sample_task(jax.random.PRNGKey(0), imgs, 5, 1, 15)
-        >>> xs.shape, yq.shape
-        ((5, 28, 28, 1), (75,))
-    """
-    _check_images(images, rotate)
-    validate_task_spec(images.shape[0], num_ways, k_shot, q_query, images.shape[1], split_name=split_name)
-    return _sample_jit(key, images, int(num_ways), int(k_shot), int(q_query), bool(rotate))
-
-
-def sample_tasks(
-    key: jax.Array,
-    images: jax.Array | np.ndarray,
-    batch_size: int,
-    num_ways: int,
-    k_shot: int,
-    q_query: int,
-    *,
-    rotate: bool = False,
-    split_name: str | None = None,
-) -> tuple[jax.Array, jax.Array, jax.Array, jax.Array]:
-    """Samples a batch of independent tasks: :func:`sample_task` vmapped over keys.
-
-    The task ``i`` uses ``jax.random.split(key, batch_size)[i]``.
-
-    Args:
-        key: ``jax.random`` key.
-        images: ``[C, D, H, W]`` images of one split.
-        batch_size: Number of tasks (the leading axis of every output).
-        num_ways: Classes per task.
-        k_shot: Support images per class.
-        q_query: Query images per class.
-        rotate: Whether to apply per-class random 90-degree rotations.
-        split_name: Used only in error messages.
-
-    Returns:
-        ``xs [B, N*K, H, W, 1], ys [B, N*K], xq [B, N*Q, H, W, 1], yq [B, N*Q]``.
-
-    Example:
-        >>> imgs = jnp.zeros((10, 20, 28, 28))
-        >>> xs, *_ = sample_tasks(jax.random.PRNGKey(0), imgs, 4, 5, 1, 5)
-        >>> xs.shape
-        (4, 5, 28, 28, 1)
-    """
-    if isinstance(batch_size, bool) or int(batch_size) != batch_size or batch_size < 1:
-        raise ValueError(f"batch_size must be an integer >= 1, got {batch_size!r}")
-    _check_images(images, rotate)
-    validate_task_spec(images.shape[0], num_ways, k_shot, q_query, images.shape[1], split_name=split_name)
-    keys = jax.random.split(key, int(batch_size))
-    return _sample_many_jit(keys, images, int(num_ways), int(k_shot), int(q_query), bool(rotate))
-
-
-def fixed_tasks(
-    images: jax.Array | np.ndarray,
-    *,
-    num_ways: int,
-    k_shot: int,
-    q_query: int,
-    num_tasks: int = 600,
-    seed: int = 0,
-    split_name: str | None = None,
-) -> tuple[jax.Array, jax.Array, jax.Array, jax.Array]:
-    """A fixed, reproducible set of evaluation tasks (no rotation).
-
-    The tasks depend only on ``seed``, the split's images and the task shape: they are
-    :func:`sample_tasks` with ``jax.random.PRNGKey(seed)``, so every run (and every
-    model) is evaluated on exactly the same episodes.
-
-    Args:
-        images: ``[C, D, H, W]`` images of the evaluation split.
-        num_ways: Classes per task.
-        k_shot: Support images per class.
-        q_query: Query images per class.
-        num_tasks: Number of tasks (leading axis of the outputs).
-        seed: Seed of the task set.
-        split_name: Used only in error messages.
-
-    Returns:
-        ``xs [T, N*K, H, W, 1], ys [T, N*K], xq [T, N*Q, H, W, 1], yq [T, N*Q]``.
-
-    Example:
-        >>> imgs = jnp.zeros((10, 20, 28, 28))
-        >>> xs, ys, xq, yq = fixed_tasks(imgs, num_ways=5, k_shot=1, q_query=1, num_tasks=3)
-        >>> xs.shape
-        (3, 5, 28, 28, 1)
-    """
-    return sample_tasks(
-        jax.random.PRNGKey(seed), images, num_tasks, num_ways, k_shot, q_query,
-        rotate=False, split_name=split_name,
-    )
-
-
-def class_expansion(images: jax.Array | np.ndarray) -> jax.Array | np.ndarray:
-    """Makes each 90-degree rotation of a class a class of its own (4x classes).
-
-    The output is rotation-major: rows ``[0, C)`` are the originals, ``[C, 2C)`` rotated
-    by 90 degrees, then 180, then 270, so the original class indices stay valid. Apply
-    it *after* splitting, so rotated copies of test classes never leak into training.
-
-    Args:
-        images: ``[C, D, H, W]`` with ``H == W`` (NumPy or JAX; the type is preserved).
-
-    Returns:
-        ``[4C, D, H, W]`` array of the same kind as ``images``.
-
-    Example:
-        >>> class_expansion(np.zeros((3, 20, 28, 28))).shape
-        (12, 20, 28, 28)
-    """
-    if images.ndim != 4 or images.shape[2] != images.shape[3]:
-        raise ValueError(f"class_expansion needs [C, D, H, H] images, got shape {tuple(images.shape)}")
-    xp = np if isinstance(images, np.ndarray) else jnp
-    return xp.concatenate([xp.rot90(images, k, axes=(2, 3)) for k in range(4)], axis=0)

@@ -1,0 +1,22 @@
+"""MAML on mini-ImageNet 5-way 1-shot (Finn et al., 2017), the MAML++ paper's baseline.
+
+Ravi and Larochelle's split (64/16/20 classes of 600 images, 84x84 RGB), 32 filters,
+meta-batch 4, 15 query images per class, 5 inner steps at train and 10 at test, fixed scalar
+alpha 0.01, final-step loss, shared batch norm, second order, Adam 1e-3 (constant), 60,000
+iterations (120 epochs of 500), no augmentation, 600 fixed validation / test tasks.
+
+Run (the data cannot be downloaded: see the README, "mini-ImageNet", for the layouts):
+    python -m experiments.train --config experiments/configs/miniimagenet_5w1s_maml.py \\
+        --workdir runs/miniimagenet_5w1s_maml --data-dir /path/to/miniimagenet
+    python -m experiments.evaluate --workdir runs/miniimagenet_5w1s_maml \\
+        --data-dir /path/to/miniimagenet
+
+Expected runtime: not measured (no GPU run yet; a 2-core CPU needs days).
+Paper (MAML test accuracy, Finn et al.): 48.70 +- 1.84 %.
+"""
+
+from experiments.config_lib import miniimagenet_config
+
+
+def get_config():
+    return miniimagenet_config(5, 1, "maml", paper_test_accuracy=(48.70, 1.84))
