@@ -20,7 +20,7 @@ import numpy as np
 import optax
 
 from maml_jax import core, losses, meta, models, parallel
-from maml_jax.data import episodes, image_folder, miniimagenet, omniglot
+from maml_jax.data import episodes, image_folder, miniimagenet, omniglot, tfds_omniglot
 
 from experiments.config_lib import ConfigError
 
@@ -73,6 +73,13 @@ def load_images(cfg: dict, data_dir: str | None) -> tuple[Any, dict[str, np.ndar
         splits = omniglot.split_classes(cfg["synthetic_num_classes"], preset="custom",
                                         seed=cfg["split_seed"], counts=cfg["synthetic_counts"])
         return images, splits
+    if cfg["data"] == "tfds":  # TFDS's data folder (default $TFDS_DATA_DIR or ~/tensorflow_datasets)
+        try:
+            data = tfds_omniglot.load_tfds_omniglot(data_dir, image_size=cfg["image_size"])
+        except tfds_omniglot.TfdsOmniglotError as err:
+            raise DataError(f"{err} (--data-dir DIR names the TFDS data folder)") from None
+        return data.images, omniglot.split_classes(len(data.class_names), preset=cfg["split"],
+                                                   seed=cfg["split_seed"])
     root = omniglot.resolve_data_dir(data_dir)
     try:
         # Missing archives are downloaded (official URLs, verified) where the network

@@ -25,7 +25,7 @@ class ConfigError(ValueError):
     """A config file or override is invalid (raised before anything is compiled)."""
 
 
-DATA_SOURCES = ("omniglot", "synthetic", "miniimagenet", "image_folder")
+DATA_SOURCES = ("omniglot", "synthetic", "tfds", "miniimagenet", "image_folder")
 
 
 def base_config() -> dict[str, Any]:
@@ -33,7 +33,8 @@ def base_config() -> dict[str, Any]:
     return {
         "name": "omniglot",
         # data
-        "data": "omniglot",          # "omniglot" | "synthetic" (random learnable glyphs) |
+        "data": "omniglot",          # "omniglot" (zips) | "tfds" (a prepared TFDS omniglot)
+                                     # | "synthetic" (random learnable glyphs) |
                                      # "miniimagenet" | "image_folder" (both need --data-dir)
         "image_size": 28,
         "image_channels": 1,         # 1 (Omniglot, grey folders) or 3 (RGB)
@@ -281,7 +282,7 @@ def validate_config(cfg: dict[str, Any]) -> dict[str, Any]:
     need(cfg["q_query"] >= 1 and cfg["q_query_eval"] >= 1, "q_query and q_query_eval must be >= 1")
     need(cfg["data"] in DATA_SOURCES, f"data must be one of {DATA_SOURCES}, got {cfg['data']!r}")
     need(cfg["image_channels"] in (1, 3), f"image_channels must be 1 or 3, got {cfg['image_channels']!r}")
-    need(cfg["data"] not in ("omniglot", "synthetic") or cfg["image_channels"] == 1,
+    need(cfg["data"] not in ("omniglot", "tfds", "synthetic") or cfg["image_channels"] == 1,
          f"data={cfg['data']!r} is grey: image_channels must be 1")
     need(cfg["data"] != "miniimagenet" or cfg["image_channels"] == 3,
          "data='miniimagenet' is RGB: image_channels must be 3")

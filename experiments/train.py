@@ -166,8 +166,9 @@ def run_training(cfg: dict, workdir: str | pathlib.Path, *, data_dir: str | None
     way it validates and checkpoints first, so ``evaluate`` has the run as it stands. The
     summary then says ``stopped_by: "max_minutes"`` and a resumed run continues the schedule.
 
-    ``images``: optional in-memory ``(images [C, 20, S, S], {'train','val','test'} class
-    indices)`` used instead of loading the config's data (tests, custom data).
+    ``images``: optional in-memory ``(images, {'train','val','test'} class indices)`` as
+    ``common.load_images`` returns them (a float ``[C, 20, S, S]`` array or a
+    ``ClassImages``), used instead of loading the config's data (tests, custom data).
     """
     cfg = validate_config(dict(cfg))
     if max_minutes is not None and not (math.isfinite(max_minutes) and max_minutes > 0):

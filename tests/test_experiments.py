@@ -59,6 +59,12 @@ def val_records(workdir):
     return _records(workdir, "val")
 
 
+# Tests that train tiny_config() exactly share its compiled functions (common.get_setup's
+# cache) when they run in one worker: one group, in file order.
+TINY_GROUP = pytest.mark.xdist_group("tiny_config")
+
+
+@TINY_GROUP
 def test_train_resume_evaluate_end_to_end(tmp_path, capsys):
     """Train -> checkpoint -> stop -> resume from disk -> evaluate -> compare -> study.
 
@@ -164,6 +170,7 @@ def test_train_resume_evaluate_end_to_end(tmp_path, capsys):
         g["per_seed"][0]["final_mean"])
 
 
+@TINY_GROUP
 def test_nonfinite_loss_stops_without_checkpoint(tmp_path, capsys):
     cfg = tiny_config()
     images, splits = common.load_images(cfg, None)

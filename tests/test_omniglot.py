@@ -578,7 +578,8 @@ def test_real_omniglot(tmp_path_factory, record_property):
     cache_s = time.perf_counter() - t0
     record_property("cache_load_seconds", cache_s)
     print(f"cache load of real Omniglot: {cache_s:.2f} s")
-    assert cache_s < 2.0
+    # Relative, not absolute: under a loaded CI machine the ~1 s cache read can pass 2 s.
+    assert cache_s < decode_s / 4
     np.testing.assert_array_equal(again.images, data.images)
 
     splits = om.split_classes(len(data.class_names), preset="reference")

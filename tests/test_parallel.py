@@ -142,8 +142,11 @@ def _train_processes(config, workdir, n, extra=(), env=None):
 def test_two_processes_train_stop_and_resume(tmp_path):
     # Two processes on localhost (jax.distributed, CPU collectives), one device each, a
     # population of 2 seeds whose tasks are split over the processes: stopped after epoch
-    # 1 and resumed, they end with identical meta-parameters, bit-identical to one process
-    # driving the same 2-device program without interruption.
+    # 1 and resumed (orbax saving and restoring across processes), they end with identical
+    # meta-parameters. Each process holds half of every meta-batch, so identical
+    # parameters mean the gradients were reduced across the processes; that the sharded
+    # program equals the single-device one is test_sharded_steps_and_populations_match_
+    # single_device's (4 devices in one process), so no one-process run is repeated here.
     config = tmp_path / "tiny_mp.py"
     config.write_text(TINY)
     # The resumed pair reuses the first pair's executables (persistent compilation cache).
@@ -156,13 +159,7 @@ def test_two_processes_train_stop_and_resume(tmp_path):
     resumed = _train_processes(config, tmp_path / "mp", 2, env=env)
     assert [r["finished"] for r in resumed] == [True, True]
     assert resumed[0]["meta_params_sha256"] == resumed[1]["meta_params_sha256"]
-    ref = subprocess.run([sys.executable, "-m", "experiments.train", "--config", str(config),
-                          "--workdir", str(tmp_path / "one"), "--no-progress"],
-                         env=_env(2), cwd=ROOT, capture_output=True, text=True, timeout=600)
-    assert ref.returncode == 0, ref.stderr[-3000:]
-    ref = json.loads(ref.stdout.strip().splitlines()[-1])
-    assert (ref["num_devices"], ref["num_processes"]) == (2, 1)
-    assert resumed[0]["meta_params_sha256"] == ref["meta_params_sha256"]
+    assert resumed[0]["meta_params_sha256"] != first[0]["meta_params_sha256"]  # it trained on
     # Only process 0 wrote the logs: one record per logged step, with both seeds' losses.
     records = [json.loads(l) for l in (tmp_path / "mp" / "metrics.jsonl").read_text().splitlines()]
     train_records = [r for r in records if r["kind"] == "train"]

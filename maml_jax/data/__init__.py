@@ -7,6 +7,8 @@
 * :mod:`~maml_jax.data.image_folder`: any ``ROOT/[<split>/]<class>/<image>`` dataset.
 * :mod:`~maml_jax.data.miniimagenet`: mini-ImageNet, Ravi and Larochelle's split files or
   pre-split folders.
+* :mod:`~maml_jax.data.tfds_omniglot`: Omniglot from a prepared TFDS ``omniglot``
+  (optional extra ``tfds``; TensorFlow is not needed to read it).
 * :mod:`~maml_jax.data.sinusoid`: the sinusoid regression family (no files).
 
 A new image dataset is a function that lists its classes and files and calls
@@ -18,6 +20,6 @@ Example:
     ...                                       5, 1, 1)          # doctest: +SKIP
 """
 
-from maml_jax.data import episodes, image_folder, miniimagenet, omniglot, sinusoid
-
-__all__ = ["episodes", "image_folder", "miniimagenet", "omniglot", "sinusoid"]
+# Submodules are imported on use (``from maml_jax.data import omniglot``), not here:
+# ``import maml_jax`` needs the sinusoid family only, and must not need Pillow or TFDS.
+__all__ = ["episodes", "image_folder", "miniimagenet", "omniglot", "sinusoid", "tfds_omniglot"]

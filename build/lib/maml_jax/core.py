@@ -1,0 +1,357 @@
+"""The per-task maths of MAML and MAML++: inner learning rates, adaptation, task loss.
+
+Everything here is a pure function of pytrees. ``loss_fn(params, batch, step)`` is the
+user's model loss; ``step`` is the inner-step index (an int32 scalar, traced inside
+``lax.scan``) so that a model can select per-step batch-norm weights (MAML++ BNWB).
+
+Indexing convention (the MAML++ reference code's): the support loss at inner step ``i``
+and the query loss *after* update ``i`` both use ``step=i``; there are ``num_steps``
+indices, ``0 .. num_steps - 1``.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+
+PyTree = Any
+LossFn = Callable[[PyTree, Any, jax.Array], Any]
+
+__all__ = [
+    "GRANULARITIES",
+    "init_inner_lrs",
+    "extend_inner_lrs",
+    "inner_step",
+    "adapt",
+    "task_loss",
+    "msl_weights",
+    "final_step_weights",
+]
+
+GRANULARITIES = ("scalar", "layer_step", "parameter")
+
+
+def _is_none(x: Any) -> bool:
+    return x is None
+
+
+def _check_num_steps(num_steps: Any) -> int:
+    if isinstance(num_steps, bool) or not isinstance(num_steps, int):
+        raise TypeError(f"num_steps must be a Python int (it fixes the scan length), got {num_steps!r}")
+    if num_steps < 1:
+        raise ValueError(f"num_steps must be >= 1, got {num_steps}")
+    return num_steps
+
+
+def init_inner_lrs(
+    params: PyTree,
+    num_steps: int,
+    init_lr: float,
+    granularity: str = "layer_step",
+    mask: PyTree | None = None,
+) -> PyTree:
+    """Creates the learnable inner learning rates, a pytree mirroring ``params``.
+
+    Leaf shapes by ``granularity``:
+
+    * ``"scalar"``: ``()`` per tensor, used at every step (plain MAML's fixed alpha; if
+      meta-learned, each tensor's copy is learned separately).
+    * ``"layer_step"``: ``(num_steps,)``, one alpha per tensor per step (MAML++ LSLR).
+    * ``"parameter"``: ``(num_steps, *p.shape)``, one alpha per parameter per step
+      (Meta-SGD's per-parameter alpha, made per step; Meta-SGD proper is ``num_steps=1``).
+
+    Args:
+      params: the model parameters (any pytree of arrays).
+      num_steps: number of inner steps the rates are for (>= 1).
+      init_lr: the initial value of every rate.
+      granularity: one of ``GRANULARITIES``.
+      mask: optional pytree of bools mirroring ``params``; ``False`` leaves get ``None``
+        instead of a rate, which means "not updated in the inner loop" (the MAML++
+        reference leaves batch-norm weights out of the inner loop by default).
+
+    Returns:
+      The inner learning rates, float32, with ``None`` where ``mask`` is False.
+
+    Example:
+      >>> lrs = init_inner_lrs({"w": jnp.zeros((3, 2))}, 5, 0.1, "layer_step")
+      >>> lrs["w"].shape
+      (5,)
+    """
+    num_steps = _check_num_steps(num_steps)
+    if granularity not in GRANULARITIES:
+        raise ValueError(f"unknown granularity {granularity!r}; expected one of {GRANULARITIES}")
+
+    def make(p):
+        p = jnp.asarray(p)
+        if granularity == "scalar":
+            shape = ()
+        elif granularity == "layer_step":
+            shape = (num_steps,)
+        else:
+            shape = (num_steps, *p.shape)
+        return jnp.full(shape, init_lr, dtype=jnp.float32)
+
+    if mask is None:
+        return jax.tree.map(make, params)
+    return jax.tree.map(lambda p, m: make(p) if m else None, params, mask)
+
+
+def extend_inner_lrs(inner_lrs: PyTree, num_steps: int) -> PyTree:
+    """Pads or truncates per-step rates to ``num_steps`` steps by repeating the last step.
+
+    Used to evaluate a model meta-trained with N inner steps after more than N steps.
+
+    Example:
+      >>> extend_inner_lrs({"w": jnp.array([0.1, 0.2])}, 4)["w"]
+      Array([0.1, 0.2, 0.2, 0.2], dtype=float32)
+    """
+    num_steps = _check_num_steps(num_steps)
+
+    def ext(lr):
+        if lr is None or lr.ndim == 0:
+            return lr
+        n = lr.shape[0]
+        if n >= num_steps:
+            return lr[:num_steps]
+        tail = jnp.repeat(lr[-1:], num_steps - n, axis=0)
+        return jnp.concatenate([lr, tail], axis=0)
+
+    return jax.tree.map(ext, inner_lrs, is_leaf=_is_none)
+
+
+def _per_step_lrs(params: PyTree, inner_lrs: PyTree, num_steps: int) -> PyTree:
+    """Gives every rate a leading step axis of length ``num_steps`` (for ``lax.scan``)."""
+    try:
+        jax.tree.map(lambda lr, p: None, inner_lrs, params, is_leaf=_is_none)
+    except ValueError as e:
+        raise ValueError(
+            "inner_lrs must mirror params (same pytree structure, None allowed for "
+            f"parameters that are not adapted): {e}"
+        ) from None
+
+    def stack(lr, p):
+        if lr is None:
+            return None
+        lr = jnp.asarray(lr)
+        p = jnp.asarray(p)
+        if lr.ndim == 0:
+            return jnp.broadcast_to(lr, (num_steps,))
+        if lr.shape[0] != num_steps:
+            raise ValueError(
+                f"inner learning rate of shape {lr.shape} has {lr.shape[0]} steps but "
+                f"num_steps={num_steps}; use extend_inner_lrs to adapt with a different number of steps"
+            )
+        if lr.ndim > 1 and lr.shape[1:] != p.shape:
+            raise ValueError(
+                f"per-parameter inner learning rate of shape {lr.shape} does not match "
+                f"its parameter of shape {p.shape} (expected {(num_steps, *p.shape)})"
+            )
+        return lr
+
+    return jax.tree.map(stack, inner_lrs, params, is_leaf=_is_none)
+
+
+def _sgd_update(params: PyTree, grads: PyTree, lrs_t: PyTree) -> PyTree:
+    """``p - lr * g`` where a rate exists; parameters with a ``None`` rate stay as they are."""
+    return jax.tree.map(
+        lambda lr, p, g: p if lr is None else p - lr.astype(p.dtype) * g,
+        lrs_t,
+        params,
+        grads,
+        is_leaf=_is_none,
+    )
+
+
+def inner_step(
+    loss_fn: LossFn,
+    params: PyTree,
+    lrs_t: PyTree,
+    support: Any,
+    step: jax.Array | int,
+    *,
+    first_order: bool = False,
+) -> tuple[PyTree, jax.Array]:
+    """One inner SGD step on the support set: ``params - lr_t * grad``.
+
+    Args:
+      loss_fn: ``loss_fn(params, batch, step) -> scalar``.
+      params: current (fast) parameters.
+      lrs_t: this step's rates: a pytree mirroring params with leaves of shape ``()`` or
+        ``p.shape`` (or ``None`` for parameters not adapted).
+      support: the support batch passed to ``loss_fn``.
+      step: the inner-step index given to ``loss_fn``.
+      first_order: if True the inner gradient is treated as a constant (FOMAML); the rates
+        still receive meta-gradients, as in the MAML++ reference.
+
+    Returns:
+      ``(new_params, support_loss)``.
+
+    Example:
+      >>> loss = lambda p, b, s: jnp.sum((p["w"] * b) ** 2)
+      >>> new, l = inner_step(loss, {"w": jnp.ones(2)}, {"w": 0.1}, jnp.ones(2), 0)
+    """
+    loss, grads = jax.value_and_grad(loss_fn)(params, support, step)
+    if first_order:
+        grads = jax.lax.stop_gradient(grads)
+    return _sgd_update(params, grads, lrs_t), loss
+
+
+def _maybe_remat(fn, remat: bool):
+    # jax.checkpoint drops the inner step's residuals after the forward pass and recomputes
+    # them during the meta-backward pass: peak memory grows with one step, not all steps.
+    return jax.checkpoint(fn) if remat else fn
+
+
+def adapt(
+    loss_fn: LossFn,
+    params: PyTree,
+    inner_lrs: PyTree,
+    support: Any,
+    *,
+    num_steps: int,
+    first_order: bool = False,
+    remat: bool = False,
+    unroll: int | bool = 1,
+) -> PyTree:
+    """Runs ``num_steps`` inner SGD steps on ``support`` (a ``lax.scan``).
+
+    Args:
+      loss_fn: ``loss_fn(params, batch, step) -> scalar``.
+      params: initial parameters (the meta-parameters).
+      inner_lrs: rates from ``init_inner_lrs`` (leaves ``()``, ``(num_steps,)`` or
+        ``(num_steps, *p.shape)``; ``None`` leaves are not adapted).
+      support: the support batch.
+      num_steps: number of inner steps (static Python int >= 1).
+      first_order: stop gradients through the inner-loop gradients.
+      remat: rematerialise each inner step in the backward pass (``jax.checkpoint``).
+      unroll: ``lax.scan`` unroll factor.
+
+    Returns:
+      The adapted parameters.
+
+    Example:
+      >>> loss = lambda p, b, s: jnp.mean((b[0] * p["w"] - b[1]) ** 2)
+      >>> p = adapt(loss, {"w": jnp.zeros(())}, {"w": 0.1}, (jnp.ones(4), jnp.ones(4)),
+      ...           num_steps=3)
+    """
+    num_steps = _check_num_steps(num_steps)
+    lrs = _per_step_lrs(params, inner_lrs, num_steps)
+
+    def body(p, xs):
+        t, lrs_t = xs
+        p, _ = inner_step(loss_fn, p, lrs_t, support, t, first_order=first_order)
+        return p, None
+
+    body = _maybe_remat(body, remat)
+    steps = jnp.arange(num_steps, dtype=jnp.int32)
+    out, _ = jax.lax.scan(body, params, (steps, lrs), unroll=unroll)
+    return out
+
+
+def task_loss(
+    loss_fn: LossFn,
+    params: PyTree,
+    inner_lrs: PyTree,
+    support: Any,
+    query: Any,
+    *,
+    num_steps: int,
+    step_weights: jax.Array,
+    first_order: bool = False,
+    has_aux: bool = False,
+    remat: bool = False,
+    unroll: int | bool = 1,
+):
+    """Adapts on ``support`` and returns the (multi-step) query loss of one task.
+
+    ``per_step_query_losses[i]`` is the query loss after ``i + 1`` inner updates, evaluated
+    with ``step=i``; ``loss = sum(step_weights * per_step_query_losses)``. MAML++'s
+    multi-step loss uses ``msl_weights``; plain MAML is ``final_step_weights``.
+
+    Args:
+      loss_fn: ``loss_fn(params, batch, step) -> scalar`` (or ``(scalar, aux)`` if
+        ``has_aux``).
+      params: the meta-parameters.
+      inner_lrs: inner learning rates mirroring params (see ``adapt``).
+      support: support batch.
+      query: query batch.
+      num_steps: number of inner steps (static).
+      step_weights: ``(num_steps,)`` weights of the per-step query losses.
+      first_order: stop gradients through the inner-loop gradients.
+      has_aux: ``loss_fn`` returns ``(loss, aux)``; the query aux of every step is
+        returned stacked along a leading step axis.
+      remat: rematerialise each inner step (saves memory in second-order MAML).
+      unroll: ``lax.scan`` unroll factor.
+
+    Returns:
+      ``(loss, per_step_query_losses)``, or with ``has_aux``
+      ``(loss, (per_step_query_losses, per_step_query_aux))``.
+
+    Example:
+      >>> loss = lambda p, b, s: jnp.mean((b[0] * p["w"] - b[1]) ** 2)
+      >>> batch = (jnp.ones(4), jnp.ones(4))
+      >>> l, per_step = task_loss(loss, {"w": jnp.zeros(())}, {"w": 0.1}, batch, batch,
+      ...                         num_steps=2, step_weights=msl_weights(0, 2, 10))
+    """
+    num_steps = _check_num_steps(num_steps)
+    lrs = _per_step_lrs(params, inner_lrs, num_steps)
+    step_weights = jnp.asarray(step_weights)
+    if step_weights.shape != (num_steps,):
+        raise ValueError(
+            f"step_weights must have shape ({num_steps},) for num_steps={num_steps}, "
+            f"got {step_weights.shape}"
+        )
+
+    def query_eval(p, t):
+        out = loss_fn(p, query, t)
+        return out if has_aux else (out, None)
+
+    support_loss_fn = (lambda q, b, s: loss_fn(q, b, s)[0]) if has_aux else loss_fn
+
+    def body(p, xs):
+        t, lrs_t = xs
+        p, _ = inner_step(support_loss_fn, p, lrs_t, support, t, first_order=first_order)
+        q_loss, aux = query_eval(p, t)
+        return p, (q_loss, aux)
+
+    body = _maybe_remat(body, remat)
+    steps = jnp.arange(num_steps, dtype=jnp.int32)
+    _, (per_step, aux) = jax.lax.scan(body, params, (steps, lrs), unroll=unroll)
+    loss = jnp.sum(step_weights.astype(per_step.dtype) * per_step)
+    if has_aux:
+        return loss, (per_step, aux)
+    return loss, per_step
+
+
+def msl_weights(epoch: Any, num_steps: int, msl_epochs: int) -> jax.Array:
+    """The MAML++ reference's annealed multi-step-loss weights for ``epoch``.
+
+    With N = num_steps and E = msl_epochs: non-final weights
+    ``max(1/N - epoch/(N*E), 0.03/N)``, final weight
+    ``min(1/N + epoch*(N-1)/(N*E), 1 - (N-1)*0.03/N)``; from ``epoch >= E`` on, a one-hot on
+    the last step (the reference then stops computing the intermediate query losses).
+    ``epoch`` may be a traced value.
+
+    Example:
+      >>> msl_weights(1, 5, 10)
+      Array([0.18, 0.18, 0.18, 0.18, 0.28], dtype=float32)
+    """
+    num_steps = _check_num_steps(num_steps)
+    if msl_epochs < 1:
+        raise ValueError(f"msl_epochs must be >= 1, got {msl_epochs}")
+    n, e = float(num_steps), float(msl_epochs)
+    epoch_f = jnp.asarray(epoch, dtype=jnp.float32)
+    decay = 1.0 / n / e
+    min_non_final = 0.03 / n
+    non_final = jnp.maximum(1.0 / n - epoch_f * decay, min_non_final)
+    final = jnp.minimum(1.0 / n + epoch_f * (n - 1.0) * decay, 1.0 - (n - 1.0) * min_non_final)
+    weights = jnp.full((num_steps,), non_final, dtype=jnp.float32).at[-1].set(final)
+    return jnp.where(epoch_f >= e, final_step_weights(num_steps), weights)
+
+
+def final_step_weights(num_steps: int) -> jax.Array:
+    """One-hot weights on the last inner step: plain MAML's outer loss."""
+    num_steps = _check_num_steps(num_steps)
+    return jnp.zeros((num_steps,), jnp.float32).at[-1].set(1.0)

@@ -1,0 +1,583 @@
+"""The outer (meta) step: a batch of tasks, the mean task loss, one optax update.
+
+State is one ``MetaState`` NamedTuple of arrays; static choices live in the frozen
+``MetaConfig``. ``outer_step`` is pure; ``jit_outer_step`` is it under one ``jax.jit`` with
+the state donated. ``train_steps`` runs several outer steps per host call
+(``lax.scan``), drawing each step's tasks on the device from
+``jax.random.fold_in(state.rng, state.step)`` so a resumed run draws the same tasks.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import math
+from typing import Any, Callable, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from maml_jax import core
+
+PyTree = Any
+
+__all__ = [
+    "TASK_BATCHING",
+    "MetaConfig",
+    "MetaState",
+    "init_meta_state",
+    "meta_lr_schedule",
+    "make_meta_optimizer",
+    "phase",
+    "meta_gradient",
+    "outer_step",
+    "jit_outer_step",
+    "train_steps",
+    "jit_train_steps",
+    "evaluate_tasks",
+    "jit_evaluate_tasks",
+    "mean_ci95",
+    "validate_tasks",
+    "check_finite",
+    "NonFiniteLossError",
+]
+
+TASK_BATCHING = ("auto", "vmap", "map")
+
+
+@dataclasses.dataclass(frozen=True)
+class MetaConfig:
+    """Static choices of meta-training (hashable: it is a ``jax.jit`` static argument).
+
+    Attributes:
+      num_inner_steps: inner SGD steps per task during meta-training.
+      msl: MAML++ multi-step loss (annealed by ``msl_weights``); False = final step only.
+      msl_epochs: epochs over which the MSL weights anneal towards the last step.
+      first_order: first-order MAML throughout.
+      first_order_epochs: derivative-order annealing (DA): first order while
+        ``epoch < first_order_epochs``, then second order. 0 = second order from the start.
+        The reference code's ``first_order_to_second_order_epoch = X`` means first order
+        while ``epoch <= X``: it is ``first_order_epochs = X + 1`` here (its -1, second
+        order throughout, is 0 here).
+      learn_inner_lrs: meta-learn the inner learning rates (LSLR / Meta-SGD).
+      iterations_per_epoch: outer steps per epoch (the reference's 500).
+      task_batching: ``"vmap"`` over tasks, ``"map"`` (``lax.map``: one task after
+        another), or ``"auto"`` (= ``"vmap"``). On CPU, ``vmap`` turns ``lax.conv`` with
+        per-task weights into grouped convolutions that XLA:CPU runs >30x slower; Conv4's
+        default ``conv_impl="auto"`` avoids them there (im2col + batched matmul), which
+        makes ``vmap`` the fastest choice on every backend (benchmarks/RESULTS.md). With a
+        model of your own that calls ``lax.conv``/``nn.Conv`` on CPU, use ``"map"``.
+      remat: rematerialise each inner step (``jax.checkpoint``) to save memory.
+      unroll: ``lax.scan`` unroll factor of the inner loop (an int, or True for a full
+        unroll), or ``"auto"``: ``min(num_inner_steps, 5)`` on CPU (the second-order Conv4
+        step runs 2-3x faster there unrolled; capped to bound the compile time), 1 elsewhere
+        and whenever ``remat`` is on.
+      bn_momentum: momentum of the per-step BN running statistics (torch convention).
+      skip_nonfinite: keep the old state when the loss or a gradient is not finite (the
+        host then raises; no NaN ever reaches a checkpoint).
+    """
+
+    num_inner_steps: int = 5
+    msl: bool = True
+    msl_epochs: int = 10
+    first_order: bool = False
+    first_order_epochs: int = 0
+    learn_inner_lrs: bool = True
+    iterations_per_epoch: int = 500
+    task_batching: str = "auto"
+    remat: bool = False
+    unroll: int | bool | str = "auto"
+    bn_momentum: float = 0.1
+    skip_nonfinite: bool = True
+
+    def __post_init__(self):
+        if isinstance(self.num_inner_steps, bool) or not isinstance(self.num_inner_steps, int) \
+                or self.num_inner_steps < 1:
+            raise ValueError(f"num_inner_steps must be an int >= 1, got {self.num_inner_steps!r}")
+        if self.msl_epochs < 1:
+            raise ValueError(f"msl_epochs must be >= 1, got {self.msl_epochs}")
+        if self.iterations_per_epoch < 1:
+            raise ValueError(f"iterations_per_epoch must be >= 1, got {self.iterations_per_epoch}")
+        if isinstance(self.unroll, str) and self.unroll != "auto":
+            raise ValueError(f"unroll must be an int, a bool or 'auto', got {self.unroll!r}")
+        if self.task_batching not in TASK_BATCHING:
+            raise ValueError(f"unknown task_batching {self.task_batching!r}; expected {TASK_BATCHING}")
+
+
+class MetaState(NamedTuple):
+    """Everything that changes during meta-training.
+
+    Attributes:
+      step: int32 count of outer steps taken.
+      meta_params: ``{"params": model params, "inner_lrs": inner learning rates}``.
+      opt_state: the optax state of ``meta_params``.
+      model_state: non-learned model state (per-step BN running statistics; ``{}`` if none).
+      rng: the run's root PRNG key; step ``t`` uses ``fold_in(rng, t)``.
+    """
+
+    step: jax.Array
+    meta_params: PyTree
+    opt_state: PyTree
+    model_state: PyTree
+    rng: jax.Array
+
+
+class NonFiniteLossError(FloatingPointError):
+    """Raised on the host when an outer step produced a non-finite loss or gradient."""
+
+
+def init_meta_state(
+    params: PyTree,
+    inner_lrs: PyTree,
+    optimizer: optax.GradientTransformation,
+    rng: jax.Array,
+    model_state: PyTree | None = None,
+) -> MetaState:
+    """Builds the initial ``MetaState``.
+
+    Example:
+      >>> params = {"w": jnp.zeros(3)}
+      >>> state = init_meta_state(params, core.init_inner_lrs(params, 1, 0.01, "scalar"),
+      ...                         optax.adam(1e-3), jax.random.PRNGKey(0))
+    """
+    meta_params = {"params": params, "inner_lrs": inner_lrs}
+    return MetaState(
+        step=jnp.zeros((), jnp.int32),
+        meta_params=meta_params,
+        opt_state=optimizer.init(meta_params),
+        model_state={} if model_state is None else model_state,
+        rng=rng,
+    )
+
+
+def meta_lr_schedule(
+    init_lr: float,
+    min_lr: float,
+    total_epochs: int,
+    iterations_per_epoch: int,
+    *,
+    per_epoch: bool = True,
+) -> optax.Schedule:
+    """Cosine annealing of the meta learning rate (MAML++ CA).
+
+    ``per_epoch=True`` follows the reference code, whose ``CosineAnnealingLR(T_max=epochs)``
+    is stepped with the epoch number, so the rate is constant within an epoch; False
+    anneals smoothly over iterations.
+    """
+    if total_epochs < 1 or iterations_per_epoch < 1:
+        raise ValueError("total_epochs and iterations_per_epoch must be >= 1")
+
+    def schedule(count):
+        t = count // iterations_per_epoch if per_epoch else count / iterations_per_epoch
+        t = jnp.minimum(jnp.asarray(t, jnp.float32), total_epochs)
+        return min_lr + 0.5 * (init_lr - min_lr) * (1 + jnp.cos(jnp.pi * t / total_epochs))
+
+    return schedule
+
+
+def make_meta_optimizer(
+    learning_rate: float | optax.Schedule = 1e-3,
+    *,
+    clip_value: float | None = None,
+    inner_lr_scale: float | None = None,
+) -> optax.GradientTransformation:
+    """Adam on the meta-parameters ``{"params", "inner_lrs"}``.
+
+    Args:
+      learning_rate: the meta learning rate or an optax schedule (``meta_lr_schedule``).
+      clip_value: clip meta-gradients element-wise to ``[-clip_value, clip_value]`` (the
+        reference does so, with 10, for mini-ImageNet only).
+      inner_lr_scale: multiply the Adam updates of the inner learning rates by this factor.
+        Adam moves every parameter by about the learning rate per step whatever its scale,
+        so rates initialised far below the weights' scale (the sinusoid's 0.01) can grow
+        fast enough to make the inner loop diverge. None (the reference) = same rate.
+
+    Example:
+      >>> opt = make_meta_optimizer(meta_lr_schedule(1e-3, 1e-5, 100, 500))
+    """
+    parts = []
+    if clip_value is not None:
+        parts.append(optax.clip(clip_value))
+    parts.append(optax.adam(learning_rate))
+    if inner_lr_scale is not None:
+        parts.append(_scale_inner_lrs(inner_lr_scale))
+    return parts[0] if len(parts) == 1 else optax.chain(*parts)
+
+
+def _scale_inner_lrs(factor: float) -> optax.GradientTransformation:
+    """Scales the ``"inner_lrs"`` part of ``{"params", "inner_lrs"}`` updates."""
+
+    def init(params):
+        del params
+        return optax.EmptyState()
+
+    def update(updates, state, params=None):
+        del params
+        updates = dict(updates)
+        updates["inner_lrs"] = jax.tree.map(lambda u: u * factor, updates["inner_lrs"])
+        return updates, state
+
+    return optax.GradientTransformation(init, update)
+
+
+def phase(config: MetaConfig, epoch: int) -> tuple[bool, bool]:
+    """The static ``(first_order, msl)`` pair for an epoch (DA and MSL schedule).
+
+    After ``msl_epochs`` the multi-step loss is a one-hot on the last step, so the step is
+    compiled without the intermediate query passes, as the reference skips them.
+    """
+    first_order = config.first_order or epoch < config.first_order_epochs
+    msl = config.msl and epoch < config.msl_epochs
+    return bool(first_order), bool(msl)
+
+
+def _batching(config: MetaConfig) -> str:
+    if config.task_batching != "auto":
+        return config.task_batching
+    # vmap everywhere: on CPU it is fast only with convolutions written as matmuls, which
+    # is what Conv4 does there by default (see MetaConfig.task_batching).
+    return "vmap"
+
+
+def _unroll(config: MetaConfig) -> int | bool:
+    if config.unroll != "auto":
+        return config.unroll
+    # remat saves memory per scan iteration: unrolling would put several inner steps into
+    # one rematerialised region and give the memory back (benchmarks/RESULTS.md).
+    if config.remat:
+        return 1
+    return min(config.num_inner_steps, 5) if jax.default_backend() == "cpu" else 1
+
+
+def _map_tasks(fn: Callable, batching: str, task_sharding: Any, *args):
+    """Applies ``fn`` to every task (leading axis of each arg).
+
+    With a ``task_sharding`` (a ``NamedSharding`` of the task axis, see
+    ``maml_jax.parallel``) the tasks are constrained to it, so the compiler splits the
+    per-task work over the devices. ``lax.map`` is a loop and cannot be split along its
+    iterations: it becomes ``vmap`` over the device shards of a ``lax.map`` per shard.
+    """
+    if task_sharding is not None:
+        args = jax.lax.with_sharding_constraint(args, task_sharding)
+    if batching == "vmap":
+        return jax.vmap(fn, in_axes=0)(*args)
+    if task_sharding is None:
+        return jax.lax.map(lambda a: fn(*a), args)
+    from maml_jax import parallel  # parallel imports meta
+    return parallel.map_tasks(lambda a: fn(*a), args, sharding=task_sharding)
+
+
+def validate_tasks(tasks: Any) -> int:
+    """Checks a ``(support, query)`` task batch's shapes; returns the number of tasks.
+
+    Every leaf needs the same leading task axis; support and query must have the same
+    structure and the same per-example shapes (all axes after the example axis); within
+    the support (and within the query) every leaf has the same number of examples.
+
+    Raises:
+      ValueError: naming the mismatch (before anything is traced deep inside JAX).
+    """
+    if not (isinstance(tasks, (tuple, list)) and len(tasks) == 2):
+        raise ValueError("tasks must be a (support, query) pair of batches with a task axis")
+    support, query = tasks
+    s_leaves, s_def = jax.tree.flatten(support)
+    q_leaves, q_def = jax.tree.flatten(query)
+    if s_def != q_def:
+        raise ValueError(f"support and query batches differ in structure: {s_def} vs {q_def}")
+    if not s_leaves:
+        raise ValueError("empty task batch")
+    shapes = [tuple(np.shape(x)) for x in s_leaves + q_leaves]
+    if any(len(s) < 2 for s in shapes):
+        raise ValueError(f"every task array needs a task axis and an example axis, got shapes {shapes}")
+    if len({s[0] for s in shapes}) != 1:
+        raise ValueError(f"support and query disagree on the number of tasks (leading axis): {shapes}")
+    for name, leaves in (("support", s_leaves), ("query", q_leaves)):
+        if len({np.shape(x)[1] for x in leaves}) != 1:
+            raise ValueError(f"{name} arrays disagree on the number of examples: "
+                             f"{[np.shape(x) for x in leaves]}")
+    for i, (a, b) in enumerate(zip(s_leaves, q_leaves)):
+        if np.shape(a)[2:] != np.shape(b)[2:]:
+            raise ValueError(f"support and query example shapes differ for array {i}: "
+                             f"support {np.shape(a)} vs query {np.shape(b)}")
+    return shapes[0][0]
+
+
+def _tree_all_finite(tree: PyTree) -> jax.Array:
+    leaves = [jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree)]
+    return jnp.all(jnp.stack(leaves)) if leaves else jnp.array(True)
+
+
+def meta_gradient(
+    meta_params: PyTree,
+    tasks: tuple[Any, Any],
+    *,
+    step: Any,
+    loss_fn: Callable,
+    config: MetaConfig,
+    first_order: bool,
+    msl: bool,
+    task_sharding: Any = None,
+) -> tuple[jax.Array, PyTree, dict[str, Any]]:
+    """The meta loss of a batch of tasks and its gradient: what ``outer_step`` optimises.
+
+    Args:
+      meta_params: ``{"params": ..., "inner_lrs": ...}`` (``MetaState.meta_params``).
+      tasks: ``(support, query)``: batches (pytrees) with a leading task axis.
+      step: the outer step number (may be traced); its epoch
+        ``step // config.iterations_per_epoch`` sets the MSL weights.
+      loss_fn: ``loss_fn(params, batch, step) -> (loss, aux)`` (see ``outer_step``).
+      config: static ``MetaConfig``.
+      first_order: static; first-order meta-gradient (see ``phase``).
+      msl: static; multi-step loss with annealed weights, else final-step loss only.
+      task_sharding: static; a ``NamedSharding`` of the task axis over several devices
+        (``maml_jax.parallel.task_sharding``), or None (one device).
+
+    Returns:
+      ``(loss, grads, extras)``: the mean task loss, its gradient mirroring
+      ``meta_params``, and per-task ``extras``: ``per_step_loss`` ``(tasks, steps)`` (only
+      the last entry is non-zero without MSL), ``aux`` (the final step's aux entries) and
+      ``bn_stats`` (the query passes' batch statistics, or None).
+
+    Example:
+      >>> loss, grads, _ = meta_gradient(state.meta_params, tasks, step=state.step,
+      ...                                loss_fn=loss_fn, config=MetaConfig(),
+      ...                                first_order=False, msl=True)
+    """
+    validate_tasks(tasks)
+    n = config.num_inner_steps
+    support, query = tasks
+    epoch = step // config.iterations_per_epoch
+    weights = core.msl_weights(epoch, n, config.msl_epochs) if msl else core.final_step_weights(n)
+
+    def per_task(meta_params, s, q):
+        params, lrs = meta_params["params"], meta_params["inner_lrs"]
+        if not config.learn_inner_lrs:
+            lrs = jax.lax.stop_gradient(lrs)
+        if msl:
+            loss, (per_step, aux) = core.task_loss(
+                loss_fn, params, lrs, s, q, num_steps=n, step_weights=weights,
+                first_order=first_order, has_aux=True, remat=config.remat,
+                unroll=_unroll(config))
+            bn = aux.pop("bn_stats", None)  # leaves (n, C): every step's query statistics
+            aux = jax.tree.map(lambda a: a[-1], aux)  # report the final step's metrics
+            return loss, (per_step, aux, bn)
+        adapted = core.adapt(
+            lambda p, b, t: loss_fn(p, b, t)[0], params, lrs, s, num_steps=n,
+            first_order=first_order, remat=config.remat, unroll=_unroll(config))
+        loss, aux = loss_fn(adapted, q, jnp.int32(n - 1))
+        per_step = jnp.zeros((n,), loss.dtype).at[-1].set(loss)
+        bn = aux.pop("bn_stats", None)
+        return loss, (per_step, aux, bn)
+
+    def batch_loss(meta_params):
+        losses, (per_step, aux, bn) = _map_tasks(
+            lambda s, q: per_task(meta_params, s, q), _batching(config), task_sharding,
+            support, query)
+        return jnp.mean(losses), (per_step, aux, bn)
+
+    (loss, (per_step, aux, bn)), grads = jax.value_and_grad(batch_loss, has_aux=True)(
+        meta_params)
+    return loss, grads, {"per_step_loss": per_step, "aux": aux, "bn_stats": bn}
+
+
+def outer_step(
+    state: MetaState,
+    tasks: tuple[Any, Any],
+    *,
+    loss_fn: Callable,
+    optimizer: optax.GradientTransformation,
+    config: MetaConfig,
+    first_order: bool,
+    msl: bool,
+    task_sharding: Any = None,
+) -> tuple[MetaState, dict[str, jax.Array]]:
+    """One meta-update on a batch of tasks: ``meta_gradient``, then the optimizer.
+
+    Args:
+      state: the current ``MetaState``.
+      tasks: ``(support, query)``: batches (pytrees) with a leading task axis.
+      loss_fn: ``loss_fn(params, batch, step) -> (loss, aux)``; ``aux`` is a dict whose
+        scalar entries are averaged into the metrics, and whose optional ``"bn_stats"``
+        entry (a pytree mirroring ``state.model_state`` minus the step axis) updates the
+        per-step running statistics.
+      optimizer: an optax transformation of ``state.meta_params``.
+      config: static ``MetaConfig``.
+      first_order: static; first-order meta-gradient (see ``phase``).
+      msl: static; multi-step loss with annealed weights, else final-step loss only.
+      task_sharding: static; see ``meta_gradient``.
+
+    Returns:
+      ``(new_state, metrics)``; metrics hold ``loss``, ``per_step_loss`` (query loss after
+      each inner step, averaged over tasks; only the last entry is non-zero when ``msl`` is
+      False), ``finite``, ``grad_norm`` and the mean of every scalar aux entry (e.g.
+      ``accuracy``, the final step's).
+
+    Example:
+      >>> step = functools.partial(outer_step, loss_fn=loss_fn, optimizer=opt,
+      ...                          config=MetaConfig(), first_order=False, msl=True)
+    """
+    loss, grads, extras = meta_gradient(state.meta_params, tasks, step=state.step,
+                                        loss_fn=loss_fn, config=config,
+                                        first_order=first_order, msl=msl,
+                                        task_sharding=task_sharding)
+    updates, opt_state = optimizer.update(grads, state.opt_state, state.meta_params)
+    meta_params = optax.apply_updates(state.meta_params, updates)
+    # Running statistics come from the query passes: under MSL every step's, otherwise only
+    # the final step's (then only the last per-step slot moves). The reference also feeds
+    # the support passes' statistics; see _update_running_stats.
+    model_state = _update_running_stats(state.model_state, extras["bn_stats"], msl,
+                                        config.bn_momentum)
+
+    finite = jnp.isfinite(loss) & _tree_all_finite(grads)
+    new_state = MetaState(state.step + 1, meta_params, opt_state, model_state, state.rng)
+    if config.skip_nonfinite:
+        old = state._replace(step=state.step + 1)
+        new_state = jax.tree.map(lambda a, b: jnp.where(finite, a, b), new_state, old)
+    metrics = {"loss": loss, "per_step_loss": jnp.mean(extras["per_step_loss"], axis=0),
+               "finite": finite, "grad_norm": optax.tree.norm(grads)}
+    for k, v in extras["aux"].items():
+        metrics[k] = jnp.mean(v)
+    return new_state, metrics
+
+
+def _update_running_stats(model_state, bn, msl: bool, momentum: float):
+    """EMA of the per-step running statistics with the task-averaged batch statistics.
+
+    Once per outer step, from the query passes' statistics averaged over tasks (under MSL
+    each step's query pass into its step slot; with the final-step loss the last slot
+    only). This is not the reference code's update: its batch-norm layers move their
+    running statistics in every forward pass (the support and query pass of every inner
+    step of every task, each with the momentum). Training and the transductive evaluation
+    (batch statistics, the reference's and our default) never read them; only
+    non-transductive evaluation (``use_running_average=True``) does, and its numbers are
+    therefore not comparable one-to-one with the reference's.
+    """
+    if bn is None or not model_state:
+        return model_state
+    # bn leaves: (tasks, n, C) with MSL (one entry per step), (tasks, C) without.
+    def upd(running, obs):
+        obs = jnp.mean(obs, axis=0)
+        if running.ndim == obs.ndim:  # per-step stats and observations, or shared and one
+            return (1 - momentum) * running + momentum * obs
+        if msl:  # shared statistics, per-step observations: average over steps
+            return (1 - momentum) * running + momentum * jnp.mean(obs, axis=0)
+        # per-step statistics, final-step observation only
+        return running.at[-1].set((1 - momentum) * running[-1] + momentum * obs)
+
+    return jax.tree.map(upd, model_state, bn)
+
+
+_STATIC = ("loss_fn", "optimizer", "config", "first_order", "msl", "task_sharding")
+
+jit_outer_step = jax.jit(outer_step, static_argnames=_STATIC, donate_argnames=("state",))
+jit_outer_step.__doc__ = "``outer_step`` under ``jax.jit`` with the state donated."
+
+
+def train_steps(
+    state: MetaState,
+    data: Any,
+    *,
+    sample_tasks: Callable[[jax.Array, Any], tuple[Any, Any]],
+    num_steps: int,
+    loss_fn: Callable,
+    optimizer: optax.GradientTransformation,
+    config: MetaConfig,
+    first_order: bool,
+    msl: bool,
+    task_sharding: Any = None,
+) -> tuple[MetaState, dict[str, jax.Array]]:
+    """``num_steps`` outer steps in one ``lax.scan``, tasks drawn on the device.
+
+    Step ``t`` draws ``sample_tasks(jax.random.fold_in(state.rng, t), data)``, so the tasks
+    depend only on the root key and the step number (a resumed run draws the same ones,
+    and so does a run sharded over devices with ``task_sharding``: see ``maml_jax.parallel``).
+
+    Returns:
+      ``(state, metrics)`` with metrics stacked along a leading axis of ``num_steps``.
+    """
+    def body(st, _):
+        key = jax.random.fold_in(st.rng, st.step)
+        tasks = sample_tasks(key, data)
+        return outer_step(st, tasks, loss_fn=loss_fn, optimizer=optimizer, config=config,
+                          first_order=first_order, msl=msl, task_sharding=task_sharding)
+
+    return jax.lax.scan(body, state, None, length=num_steps)
+
+
+jit_train_steps = jax.jit(
+    train_steps, static_argnames=_STATIC + ("sample_tasks", "num_steps"),
+    donate_argnames=("state",))
+
+
+def evaluate_tasks(
+    loss_fn: Callable,
+    params: PyTree,
+    inner_lrs: PyTree,
+    tasks: tuple[Any, Any],
+    *,
+    num_steps: int,
+    batch_size: int | None = None,
+) -> tuple[jax.Array, dict[str, jax.Array]]:
+    """Adapts to every task and reports the query loss after 0..num_steps inner steps.
+
+    Args:
+      loss_fn: ``loss_fn(params, batch, step) -> (loss, aux)``.
+      params, inner_lrs: the meta-parameters (rates are extended with
+        ``extend_inner_lrs`` when ``num_steps`` exceeds their step count).
+      tasks: ``(support, query)`` with a leading task axis.
+      num_steps: inner steps at evaluation.
+      batch_size: tasks processed together (``lax.map`` with ``batch_size``); None = all.
+
+    Returns:
+      ``(losses, aux)``: ``losses`` has shape ``(tasks, num_steps + 1)`` (index 0 is before
+      adaptation), each aux entry likewise.
+    """
+    inner_lrs = core.extend_inner_lrs(inner_lrs, num_steps)
+    n_steps = num_steps
+
+    def one(s, q):
+        l0, a0 = loss_fn(params, q, jnp.int32(0))
+        a0 = {k: v for k, v in a0.items() if k != "bn_stats"}
+        _, (per_step, aux) = core.task_loss(
+            loss_fn, params, inner_lrs, s, q, num_steps=n_steps,
+            step_weights=core.final_step_weights(n_steps), first_order=True, has_aux=True)
+        aux = {k: v for k, v in aux.items() if k != "bn_stats"}
+        losses = jnp.concatenate([l0[None], per_step])
+        aux = jax.tree.map(lambda x0, xs: jnp.concatenate([x0[None], xs]), a0, aux)
+        return losses, aux
+
+    support, query = tasks
+    num_tasks = jax.tree.leaves(support)[0].shape[0]
+    bs = num_tasks if batch_size is None else min(batch_size, num_tasks)
+    return jax.lax.map(lambda a: one(*a), (support, query), batch_size=bs)
+
+
+jit_evaluate_tasks = jax.jit(evaluate_tasks, static_argnames=("loss_fn", "num_steps", "batch_size"))
+
+
+def mean_ci95(values: Any, axis: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and half-width of the normal 95% confidence interval (1.96 * std / sqrt(n))."""
+    v = np.asarray(values, dtype=np.float64)
+    n = v.shape[axis]
+    if n < 2:
+        raise ValueError(f"need at least 2 values for a confidence interval, got {n}")
+    return v.mean(axis=axis), 1.96 * v.std(axis=axis, ddof=1) / math.sqrt(n)
+
+
+def check_finite(metrics: dict[str, Any], step: int) -> None:
+    """Raises ``NonFiniteLossError`` if an outer step's metrics flag a non-finite loss.
+
+    Args:
+      metrics: metrics of ``outer_step`` (or stacked metrics of ``train_steps``).
+      step: the outer step number of the first entry, for the message.
+    """
+    finite = np.atleast_1d(np.asarray(metrics["finite"]))
+    if not finite.all():
+        bad = int(np.argmin(finite))
+        loss = np.atleast_1d(np.asarray(metrics["loss"]))[bad]
+        raise NonFiniteLossError(
+            f"meta-training stopped: non-finite meta loss ({loss}) or meta-gradient at outer "
+            f"step {step + bad}; the state was not updated by that step. Lower the learning "
+            "rates or check the data.")
