@@ -357,3 +357,33 @@ def test_tfds_source_errors_name_the_extra_and_the_folder(tmp_path, monkeypatch)
         common.load_images(cfg, str(tmp_path))
     with pytest.raises(config_lib.ConfigError, match="data='tfds' is grey"):
         config_lib.validate_config({**cfg, "image_channels": 3})
+
+
+@pytest.mark.parametrize("name", ["miniimagenet_5w1s_mamlpp", "miniimagenet_5w5s_mamlpp",
+                                  "miniimagenet_5w1s_maml", "miniimagenet_5w5s_maml",
+                                  "miniimagenet_5w1s_mamlpp_smoke"])
+def test_miniimagenet_config_files(name):
+    from experiments import config_lib
+    path = pathlib.Path(__file__).resolve().parents[1] / "experiments" / "configs" / f"{name}.py"
+    cfg = config_lib.validate_config(config_lib.load_config(path))
+    doc = path.read_text()
+    assert cfg["name"] == name and "python -m experiments.train" in doc and "runtime" in doc
+    assert cfg["data"] == "miniimagenet" and cfg["image_channels"] == 3 and cfg["image_resize"]
+    assert cfg["q_query"] == cfg["q_query_eval"] == (5 if name.endswith("smoke") else 15)
+    assert not cfg["rotate_train"] and cfg["paper_test_accuracy"] is not None
+    if name.endswith("smoke"):
+        return
+    assert cfg["image_size"] == 84 and cfg["dataset_strict"]
+    shots = int(name.split("_")[1][2])
+    if name.endswith("mamlpp"):
+        assert (cfg["num_filters"], cfg["meta_batch_size"], cfg["num_inner_steps"],
+                cfg["num_inner_steps_eval"], cfg["msl_epochs"], cfg["clip_value"]) == (48, 2, 5, 5, 15, 10.0)
+        assert cfg["inner_lr"] == 0.1 and cfg["lr_granularity"] == "layer_step" and cfg["msl"]
+        assert (cfg["num_epochs"], cfg["iterations_per_epoch"], cfg["lr_schedule"]) == (100, 500, "cosine")
+        assert cfg["paper_test_accuracy"] == ((52.15, 0.26) if shots == 1 else (68.32, 0.44))
+    else:
+        assert (cfg["num_filters"], cfg["meta_batch_size"]) == (32, 4 if shots == 1 else 2)
+        assert (cfg["num_inner_steps"], cfg["num_inner_steps_eval"], cfg["inner_lr"]) == (5, 10, 0.01)
+        assert cfg["lr_granularity"] == "scalar" and not cfg["msl"] and not cfg["per_step_bn"]
+        assert cfg["num_epochs"] * cfg["iterations_per_epoch"] == 60000
+        assert cfg["paper_test_accuracy"] == ((48.70, 1.84) if shots == 1 else (63.11, 0.92))

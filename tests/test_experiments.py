@@ -184,25 +184,6 @@ def test_nonfinite_loss_stops_without_checkpoint(tmp_path, capsys):
     assert not ckpt.exists() or not [p for p in ckpt.iterdir() if p.name.isdigit()]
 
 
-def test_max_minutes_mid_epoch_stop_without_tensorboardx(tmp_path, monkeypatch, capsys):
-    """--max-minutes when one epoch overruns the limit: stops mid-epoch after validating
-    and checkpointing (the epoch-end stop: test_train_resume_evaluate_end_to_end). Also the
-    fallback without tensorboardX (not on the GPU image)."""
-    monkeypatch.setitem(sys.modules, "tensorboardX", None)  # import raises ImportError
-    with pytest.raises(config_lib.ConfigError, match="max-minutes"):
-        train.run_training(tiny_config(), tmp_path / "bad", progress=False, max_minutes=-1)
-    # first order, final-step loss: the stopping logic is under test, the cheapest compile
-    cfg = tiny_config(iterations_per_epoch=4, first_order=True, msl=False)
-    work = tmp_path / "run"
-    summary = train.run_training(cfg, work, progress=False, max_minutes=1e-5)
-    assert summary["stopped_by"] == "max_minutes" and summary["step"] == 2
-    assert not summary["finished"] and [r["step"] for r in val_records(work)] == [2]
-    assert not (work / "tensorboard").exists() and (work / "metrics.csv").is_file()
-    err = capsys.readouterr().err
-    assert "tensorboardX is not installed" in err and "mid-epoch 1" in err
-    assert final_state(work).step == 2  # the checkpoint evaluate reads
-
-
 # ---------------------------------------------------------------------------------------
 # wiring: splits, ensemble, rotations, plain MAML
 # ---------------------------------------------------------------------------------------
@@ -296,16 +277,34 @@ def test_training_rotation_reaches_the_sampler():
     assert seen[True] < 0.6  # 3 rotations in 4 change the picture
 
 
-def test_plain_maml_config_trains_and_evaluates(tmp_path):
+def test_plain_maml_config_trains_and_evaluates(tmp_path, monkeypatch, capsys):
     """The MAML preset (fixed scalar alpha, final-step loss, shared BN, constant meta lr)
-    trains (evaluation of a workdir: test_train_resume_evaluate_end_to_end)."""
+    trains (evaluation of a workdir: test_train_resume_evaluate_end_to_end).
+
+    Its first call also checks --max-minutes when one epoch overruns the limit: it stops
+    mid-epoch after validating and checkpointing (the epoch-end stop:
+    test_train_resume_evaluate_end_to_end), and the fallback without tensorboardX (not on
+    the GPU image); the second call resumes and finishes, with the same compiled step."""
     cfg = config_lib.validate_config(config_lib.maml_config(
         5, 1, **{**TINY, "name": "tiny_maml", "meta_batch_size": 2, "num_inner_steps": 1,
-                 "num_inner_steps_eval": 3, "split": "reference"}))
+                 "num_inner_steps_eval": 3, "split": "reference", "num_epochs": 2,
+                 "iterations_per_epoch": 4}))
     assert not cfg["msl"] and not cfg["learn_inner_lrs"] and not cfg["per_step_bn"]
     work = tmp_path / "maml"
-    summary = train.run_training(cfg, work, progress=False)
-    assert summary["finished"]
+    with pytest.raises(config_lib.ConfigError, match="max-minutes"):
+        train.run_training(cfg, tmp_path / "bad", progress=False, max_minutes=-1)
+    with monkeypatch.context() as m:
+        m.setitem(sys.modules, "tensorboardX", None)  # import raises ImportError
+        summary = train.run_training(cfg, work, progress=False, max_minutes=1e-5)
+    assert summary["stopped_by"] == "max_minutes" and summary["step"] == 2
+    assert not summary["finished"] and [r["step"] for r in val_records(work)] == [2]
+    assert not (work / "tensorboard").exists() and (work / "metrics.csv").is_file()
+    err = capsys.readouterr().err
+    assert "tensorboardX is not installed" in err and "mid-epoch 1" in err
+    assert final_state(work).step == 2  # the checkpoint evaluate reads
+    summary = train.run_training(cfg, work, progress=False)   # resumes mid-epoch
+    assert summary["finished"] and summary["stopped_by"] is None
+    assert [r["step"] for r in val_records(work)] == [2, 4, 8]
     state = final_state(work)
     init = common.init_state(cfg, common.get_setup(cfg))
     # alpha stays the configured scalar; BN weights are shared across steps; weights moved.

@@ -28,7 +28,10 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 def _env(devices: int) -> dict:
     env = dict(os.environ)
-    env["XLA_FLAGS"] = f"{env.get('XLA_FLAGS', '')} --xla_force_host_platform_device_count={devices}"
+    # LLVM optimisation off: these subprocesses compare programs with each other under the
+    # same flags (sharded vs one device, process vs process), and compile time dominates.
+    env["XLA_FLAGS"] = (f"{env.get('XLA_FLAGS', '')} --xla_force_host_platform_device_count="
+                        f"{devices} --xla_backend_optimization_level=0")
     env["PYTHONPATH"] = f"{ROOT}{os.pathsep}{env.get('PYTHONPATH', '')}"
     return env
 
