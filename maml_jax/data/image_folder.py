@@ -35,14 +35,13 @@ import hashlib
 import json
 import os
 import pathlib
-import tempfile
 from collections.abc import Mapping, Sequence
 from typing import NamedTuple
 
 import numpy as np
 from PIL import Image
 
-from maml_jax.data import episodes
+from maml_jax.data import disk_cache, episodes
 
 __all__ = [
     "IMAGE_SUFFIXES",
@@ -51,6 +50,7 @@ __all__ = [
     "ImageDataset",
     "check_split_request",
     "decode_image",
+    "default_cache_dir",
     "load_classes",
     "load_image_folder",
     "split_class_names",
@@ -179,32 +179,12 @@ def _cache_key(classes: Mapping[str, Sequence[pathlib.Path]], splits: Mapping[st
     return h.hexdigest()[:20]
 
 
-def _writable(folder: pathlib.Path) -> bool:
-    try:
-        with tempfile.NamedTemporaryFile(dir=folder):
-            return True
-    except OSError:
-        return False
-
-
-def _default_cache_dir(root: pathlib.Path) -> pathlib.Path:
-    if _writable(root):
+def default_cache_dir(root: pathlib.Path) -> pathlib.Path:
+    """``root`` where a cache may be written there, else a per-user folder for ``root``."""
+    if disk_cache.dir_is_writable(root):
         return root
-    xdg = os.environ.get("XDG_CACHE_HOME")
-    base = pathlib.Path(xdg).expanduser() if xdg else pathlib.Path.home() / ".cache"
-    tag = hashlib.sha256(str(root.resolve()).encode()).hexdigest()[:12]
-    return base / "maml_jax" / "image_folder" / tag
-
-
-def _atomic_save(dest: pathlib.Path, array: np.ndarray) -> None:
-    fd, tmp = tempfile.mkstemp(dir=dest.parent, suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.save(f, array)
-        os.replace(tmp, dest)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    return disk_cache.user_cache_dir(
+        "image_folder", hashlib.sha256(str(root.resolve()).encode()).hexdigest()[:12])
 
 
 def load_classes(classes: Mapping[str, Sequence[pathlib.Path]], splits: Mapping[str, list[str]], *,
@@ -262,7 +242,7 @@ def load_classes(classes: Mapping[str, Sequence[pathlib.Path]], splits: Mapping[
             for (i, j, _), arr in zip(jobs, decoded):
                 images[i, j] = arr
         if cache_dir is not None:
-            _atomic_save(npy, images)
+            disk_cache.atomic_write(npy, lambda f: np.save(f, images, allow_pickle=False))
     train = np.array([index[n] for n in splits["train"]], np.int64)
     mean, std = episodes.channel_stats(images[train], counts[train])
     dirs = class_dirs or {n: str(pathlib.Path(classes[n][0]).parent) for n in names}
@@ -324,7 +304,7 @@ def load_image_folder(root: str | os.PathLike, *, image_size: int, channels: int
         classes, dirs = folders, {n: str(root / n) for n in folders}
         splits = split_class_names(list(folders), fractions=split_fractions, counts=split_counts,
                                    seed=seed)
-    cache = _default_cache_dir(root) if cache_dir is None else pathlib.Path(cache_dir)
+    cache = default_cache_dir(root) if cache_dir is None else pathlib.Path(cache_dir)
     return load_classes(classes, splits, image_size=image_size, channels=channels, resize=resize,
                         cache_dir=cache, workers=workers, class_dirs=dirs)
 

@@ -80,7 +80,7 @@ def _from_split_files(root: pathlib.Path, image_size, resize, cache_dir, workers
         for p in files:
             if not p.is_file():
                 raise DatasetError(f"{p} is listed in a split file but missing from {images_dir}")
-    cache = image_folder._default_cache_dir(root) if cache_dir is None else cache_dir
+    cache = image_folder.default_cache_dir(root) if cache_dir is None else cache_dir
     return image_folder.load_classes(
         classes, splits, image_size=image_size, channels=3, resize=resize, cache_dir=cache,
         workers=workers, class_dirs={c: str(images_dir) for c in classes})

@@ -33,6 +33,8 @@ from typing import NamedTuple
 import numpy as np
 from PIL import Image
 
+from maml_jax.data import disk_cache
+
 # The episode samplers live in episodes (shared by every image dataset); re-exported so
 # that omniglot.sample_task & co. keep working.
 from maml_jax.data.episodes import (class_expansion, fixed_tasks, sample_task, sample_tasks,
@@ -145,13 +147,6 @@ class OmniglotData(NamedTuple):
 # --------------------------------------------------------------------------------------
 
 
-def _user_cache_dir() -> pathlib.Path:
-    # XDG first because that is where Linux users expect re-creatable data to live.
-    xdg = os.environ.get("XDG_CACHE_HOME")
-    base = pathlib.Path(xdg).expanduser() if xdg else pathlib.Path.home() / ".cache"
-    return base / "maml_jax" / "omniglot"
-
-
 def resolve_data_dir(data_dir: str | os.PathLike | None = None) -> pathlib.Path:
     """Picks the directory that holds (or will hold) the Omniglot archives.
 
@@ -174,7 +169,7 @@ def resolve_data_dir(data_dir: str | os.PathLike | None = None) -> pathlib.Path:
     env = os.environ.get(DATA_DIR_ENV_VAR)
     if env:  # An empty variable is treated as unset, as most shells users expect.
         return pathlib.Path(env).expanduser()
-    return _user_cache_dir()
+    return disk_cache.user_cache_dir("omniglot")
 
 
 def _not_found_message(missing: Sequence[pathlib.Path], reason: str) -> str:
@@ -385,15 +380,19 @@ def _check_drawings(path: pathlib.Path, groups: Mapping[tuple[str, str], list]) 
 # --------------------------------------------------------------------------------------
 
 
+def _grey_drawing(gray: Image.Image, image_size: int) -> np.ndarray:
+    """An 8-bit grey drawing (paper 255) resized as the reference does (LANCZOS)."""
+    if gray.size != (image_size, image_size):
+        gray = gray.resize((image_size, image_size), resample=Image.LANCZOS)
+    return np.asarray(gray, dtype=np.uint8)
+
+
 def _decode_png(data: bytes, image_size: int) -> np.ndarray:
     with Image.open(io.BytesIO(data)) as img:
         # Convert the 1-bit image to 8-bit grayscale *before* resizing: Pillow silently
         # falls back to nearest-neighbour when resizing mode "1", so converting first is
         # what makes LANCZOS actually anti-alias the strokes.
-        gray = img.convert("L")
-        if gray.size != (image_size, image_size):
-            gray = gray.resize((image_size, image_size), resample=Image.LANCZOS)
-        return np.asarray(gray, dtype=np.uint8)
+        return _grey_drawing(img.convert("L"), image_size)
 
 
 def _decode_archive(path: pathlib.Path, prefix: str, image_size: int) -> tuple[np.ndarray, list[str]]:
@@ -422,17 +421,6 @@ def _decode_archive(path: pathlib.Path, prefix: str, image_size: int) -> tuple[n
     return out, names
 
 
-def _dir_is_writable(path: pathlib.Path) -> bool:
-    # os.access alone is not enough: for root it succeeds on a directory with mode
-    # r-xr-xr-x, and shared read-only data folders (as in CI) are often mounted exactly
-    # like that. Treat "no write bit for anyone" as the owner's intent: do not write.
-    try:
-        mode = path.stat().st_mode
-    except OSError:
-        return False
-    return path.is_dir() and bool(mode & 0o222) and os.access(path, os.W_OK | os.X_OK)
-
-
 def _cache_key(paths: Mapping[str, pathlib.Path], image_size: int) -> str:
     # Size + mtime (not a content hash) keeps a cache hit fast; any re-download, re-pack
     # or replacement of an archive changes at least one of them.
@@ -445,18 +433,6 @@ def _cache_key(paths: Mapping[str, pathlib.Path], image_size: int) -> str:
         sort_keys=True,
     )
     return hashlib.sha256(blob.encode()).hexdigest()[:20]
-
-
-def _atomic_write(dest: pathlib.Path, write) -> None:
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-        # mkstemp creates 0600 files; caches and archives are meant to be shareable.
-        os.chmod(tmp_name, 0o644)
-        os.replace(tmp_name, dest)
-    finally:
-        pathlib.Path(tmp_name).unlink(missing_ok=True)
 
 
 def _load_cache(npy: pathlib.Path, meta: pathlib.Path, key: str, image_size: int):
@@ -523,7 +499,8 @@ def load_omniglot(
     )
     archive_dir = paths[ARCHIVE_NAMES[0]].parent
     if cache_dir is None:
-        cache_root = archive_dir if _dir_is_writable(archive_dir) else _user_cache_dir()
+        cache_root = (archive_dir if disk_cache.dir_is_writable(archive_dir)
+                      else disk_cache.user_cache_dir("omniglot"))
     else:
         cache_root = pathlib.Path(cache_dir).expanduser()
 
@@ -543,8 +520,8 @@ def load_omniglot(
         try:
             cache_root.mkdir(parents=True, exist_ok=True)
             # Array first, metadata second: the .json acts as the "complete" marker.
-            _atomic_write(npy, lambda f: np.save(f, arr, allow_pickle=False))
-            _atomic_write(
+            disk_cache.atomic_write(npy, lambda f: np.save(f, arr, allow_pickle=False))
+            disk_cache.atomic_write(
                 meta,
                 lambda f: f.write(
                     json.dumps({"key": key, "image_size": image_size, "class_names": names}).encode()

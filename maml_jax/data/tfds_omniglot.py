@@ -36,7 +36,7 @@ import pathlib
 import numpy as np
 from PIL import Image
 
-from maml_jax.data.omniglot import DRAWINGS_PER_CLASS, OmniglotData
+from maml_jax.data.omniglot import DRAWINGS_PER_CLASS, OmniglotData, _grey_drawing
 
 __all__ = ["SPLIT_ARCHIVES", "TFDS_EXTRA", "TfdsOmniglotError", "load_tfds_omniglot"]
 
@@ -75,12 +75,10 @@ def _builder_dir(data_dir: pathlib.Path, version: str | None) -> pathlib.Path:
 
 
 def _to_drawing(raw: np.ndarray, image_size: int) -> np.ndarray:
-    # Exactly omniglot._decode_png's path after PNG decoding: 8-bit grey (paper 255, ink
-    # 0), then LANCZOS to the requested size.
+    # The zip loader's path after PNG decoding: 8-bit grey (paper 255, ink 0), resized by
+    # the same function.
     grey = Image.fromarray(np.where(raw > 0, 255, 0).astype(np.uint8), mode="L")
-    if grey.size != (image_size, image_size):
-        grey = grey.resize((image_size, image_size), resample=Image.LANCZOS)
-    return np.asarray(grey, dtype=np.uint8)
+    return _grey_drawing(grey, image_size)
 
 
 def load_tfds_omniglot(data_dir: str | os.PathLike | None = None, *, image_size: int = 28,
