@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.requirements-installed
 BENCH_STAMP := $(VENV)/.bench-requirements-installed
 
-.PHONY: demo test install bench clean
+.PHONY: demo test lint install bench clean
 
 $(STAMP): requirements.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -21,10 +21,14 @@ $(BENCH_STAMP): $(STAMP) benchmarks/requirements.txt
 install: $(STAMP)
 
 demo: $(STAMP)
-	$(PY) -m experiments.sinusoid --config experiments/configs/sinusoid_demo.py --workdir runs/sinusoid_demo
+	$(PY) -m experiments.sinusoid --config=experiments/configs/sinusoid_paper.py:demo --workdir=runs/sinusoid_demo
 
 test: $(STAMP) $(BENCH_STAMP)
 	$(PY) -m pytest
+
+# ruff, configured in pyproject.toml (CI runs it before the tests).
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
 
 # CPU benchmark against PyTorch (installs the benchmark-only requirements).
 bench: $(BENCH_STAMP)

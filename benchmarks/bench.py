@@ -32,9 +32,9 @@ sys.path[:0] = [_HERE, os.path.dirname(_HERE)]
 
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
+import jax_setup  # noqa: E402
 import numpy as np  # noqa: E402
 
-import jax_setup  # noqa: E402
 from maml_jax import meta  # noqa: E402
 
 
@@ -101,7 +101,7 @@ class JaxRunner:
         # "max_wrong": the earlier reshape + jnp.max pool, whose derivatives XLA:CPU gets
         # wrong (benchmarks/repro); timed only to show what the correct pool costs.
         self.pool_override = _max_wrong if pool == "max_wrong" else None
-        _, self.state, step_fn, kw = jax_setup.build(
+        _, self.state, _step_fn, kw = jax_setup.build(
             s, conv_impl=None if conv == "auto" else ("patches" if conv == "rows3" else conv),
             task_batching=batching, remat=self.remat, unroll=unroll,
             pool_impl="reduce_window" if pool == "reduce_window" else None)
@@ -110,7 +110,8 @@ class JaxRunner:
         self.steps_per_call = max(1, train_steps)
         tasks = jax_setup.make_tasks(s)
         if train_steps:
-            pool = jax.device_put(jax_setup.make_tasks(dataclasses.replace(s, meta_batch=4 * s.meta_batch)))
+            pool = jax.device_put(
+                jax_setup.make_tasks(dataclasses.replace(s, meta_batch=4 * s.meta_batch)))
             mb = s.meta_batch
 
             def sample_tasks(key, data):
@@ -150,7 +151,7 @@ class JaxRunner:
     def peak_bytes(self):
         try:
             stats = self.device.memory_stats() or {}
-        except Exception:  # noqa: BLE001
+        except Exception:
             stats = {}
         return stats.get("peak_bytes_in_use")
 
@@ -240,7 +241,7 @@ def run_setting(s, args, label):
         runners.append(JaxRunner(s, args.jax_variants[0], train_steps=args.train_steps))
     if "torch" in args.frameworks:
         try:
-            import torch  # noqa: F401
+            import torch
             dev = "cuda" if torch.cuda.is_available() else "cpu"
             ref = runners[0].state.meta_params if runners else None
             if ref is None:
@@ -304,14 +305,16 @@ def markdown(rows) -> str:
 
 
 def main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--settings", default="omniglot_5w1s")
     ap.add_argument("--orders", default="second", help="first,second")
     ap.add_argument("--no-msl", action="store_true", help="final-step loss only")
     ap.add_argument("--frameworks", default="jax,torch")
     ap.add_argument("--jax-variants", default="auto:auto:auto")
     ap.add_argument("--torch-threads", default="0",
-                    help="CPU: comma-separated torch thread counts, one row each (0 = torch's default)")
+                    help="CPU: comma-separated torch thread counts, one row each "
+                         "(0 = torch's default)")
     ap.add_argument("--train-steps", type=int, default=0,
                     help="also time jit_train_steps with this many outer steps per call")
     ap.add_argument("--scaling", default="", choices=["", "steps", "batch", "remat"],
@@ -348,11 +351,14 @@ def main(argv=None):
                 rows += run_setting(s, args, label0)
                 continue
             if args.scaling == "batch":
-                vals = [int(v) for v in (args.scaling_values or ("1,8" if args.quick else "1,8,32")).split(",")]
+                vals = [int(v) for v in
+                        (args.scaling_values or ("1,8" if args.quick else "1,8,32")).split(",")]
                 for b in vals:
-                    rows += run_setting(dataclasses.replace(s, meta_batch=b), args, f"{label0} batch={b}")
+                    rows += run_setting(dataclasses.replace(s, meta_batch=b), args,
+                                        f"{label0} batch={b}")
             else:
-                vals = [int(v) for v in (args.scaling_values or ("1,5" if args.quick else "1,5,10,20")).split(",")]
+                vals = [int(v) for v in
+                        (args.scaling_values or ("1,5" if args.quick else "1,5,10,20")).split(",")]
                 for n in vals:
                     sn = dataclasses.replace(s, inner_steps=n)
                     if args.scaling == "remat":
@@ -377,7 +383,7 @@ def main(argv=None):
             meta_info["torch"] = torch.__version__
         except ImportError:
             pass
-        base, ext = os.path.splitext(args.out)
+        base, _ext = os.path.splitext(args.out)
         with open(base + ".json", "w") as f:
             json.dump({"meta": meta_info, "rows": rows}, f, indent=1)
         with open(base + ".md", "w") as f:

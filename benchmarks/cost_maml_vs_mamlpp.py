@@ -4,7 +4,7 @@
         [--repeats 10] [--out benchmarks/results/cost_maml_vs_mamlpp_cpu.json]
 
 The claim checked: MAML++ is "~30-50 % slower than MAML (but JIT helps)" and needs
-"slightly more memory". Rows are the training step of ``experiments`` (``common.get_setup``)
+"slightly more memory". Rows are the training step of ``experiments`` (``wiring.get_setup``)
 for the rows of the MAML++ ablation (``experiments/configs/study_omniglot_ablation.py``):
 MAML (fixed scalar alpha, final-step loss, shared BN), MAML with one component added
 (MSL, LSLR, BNWB + BNRS), and MAML++; all second order, Conv4 with 64 filters, 5 inner
@@ -34,10 +34,10 @@ import numpy as np
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 
-from experiments import common  # noqa: E402
-from experiments.config_lib import validate_config  # noqa: E402
-from experiments.configs import study_omniglot_ablation as ablation  # noqa: E402
-from maml_jax import meta  # noqa: E402
+from experiments import wiring
+from experiments.config_lib import validate_config
+from experiments.configs import study_omniglot_ablation as ablation
+from maml_jax import meta
 
 SETTINGS = {"omniglot_5w1s": (5, 1), "omniglot_20w1s": (20, 1)}
 ROWS = ("MAML", "MAML+MSL", "MAML+LSLR", "MAML+BN", "MAML++")
@@ -105,8 +105,8 @@ def main(argv=None) -> int:
             if row not in ROWS:
                 p.error(f"unknown row {row!r}; rows: {ROWS}")
             cfg = row_config(row, ways, shots, args.tiny, args.filters)
-            setup = common.get_setup(cfg)
-            state = common.init_state(cfg, setup)
+            setup = wiring.get_setup(cfg)
+            state = wiring.init_state(cfg, setup)
             rng = np.random.RandomState(0)
             b, n, q = cfg["meta_batch_size"], cfg["num_ways"], cfg["q_query"]
             xs = jnp.asarray(rng.rand(b, n * shots, 28, 28, 1), jnp.float32)
@@ -123,8 +123,8 @@ def main(argv=None) -> int:
             compile_s = time.perf_counter() - t0
             mem = compiled.memory_analysis()
             jax.block_until_ready(compiled(state, tasks))   # warm-up
-            runners[row] = dict(compiled=compiled, state=state, tasks=tasks, times=[], msl_active=msl,
-                                compile_s=compile_s, mem=mem, cfg=cfg)
+            runners[row] = dict(compiled=compiled, state=state, tasks=tasks, times=[],
+                                msl_active=msl, compile_s=compile_s, mem=mem, cfg=cfg)
             print(f"{setting} {row}: compiled in {compile_s:.1f} s", flush=True)
         for _ in range(args.repeats):
             for r in runners.values():

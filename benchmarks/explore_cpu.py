@@ -17,9 +17,8 @@ _HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path[:0] = [_HERE, os.path.dirname(_HERE)]
 
 import jax  # noqa: E402
-import numpy as np  # noqa: E402
-
 import jax_setup  # noqa: E402
+import numpy as np  # noqa: E402
 
 
 def main():
@@ -69,7 +68,8 @@ def main():
         times.append(time.perf_counter() - t)
     med = float(np.median(times))
     print(json.dumps({"setting": s.name, "conv": a.conv, "batching": a.batching,
-                      "unroll": a.unroll, "variant": a.variant, "pool": a.pool, "remat": a.remat, "first_order": a.first_order,
+                      "unroll": a.unroll, "variant": a.variant, "pool": a.pool, "remat": a.remat,
+                      "first_order": a.first_order,
                       "trace_s": round(t1 - t0, 2), "compile_s": round(t2 - t1, 2),
                       "step_ms": round(med * 1e3, 1), "min_ms": round(min(times) * 1e3, 1),
                       "first_loss": first_loss, "xla_flags": os.environ.get("XLA_FLAGS", "")}))
@@ -77,7 +77,7 @@ def main():
 
 def _shift9(x, kernel):
     import jax.numpy as jnp
-    kh, kw, cin, cout = kernel.shape
+    _kh, _kw, cin, cout = kernel.shape
     n, h, w, _ = x.shape
     xp = jnp.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)))
     y = 0
@@ -89,7 +89,7 @@ def _shift9(x, kernel):
 
 def _rows3(x, kernel):
     import jax.numpy as jnp
-    kh, kw, cin, cout = kernel.shape
+    _kh, _kw, cin, cout = kernel.shape
     n, h, w, _ = x.shape
     xp = jnp.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)))
     cols = jnp.concatenate([xp[:, :, dx:dx + w, :] for dx in range(3)], axis=-1)  # n,h+2,w,3cin

@@ -36,8 +36,8 @@ if [ "${BENCH_TINY:-0}" = "1" ]; then
   T_GRAD=400; T_BENCH=400; T_TRAIN=400; T_EVAL=300; T_PROF=200; T_COST=300
   TRAIN_MIN=3; OVERHEAD_S=60
   REP=(--repeats 1 --max-seconds 1); TINY=(--tiny); GC=(--no-fd --dtypes float32)
-  CFG_SET=(--set num_filters=4 --set iterations_per_epoch=20 --set steps_per_call=10
-           --set num_val_tasks=20 --set num_test_tasks=20)
+  CFG_SET=(--config.num_filters=4 --config.iterations_per_epoch=20 --config.steps_per_call=10
+           --config.num_val_tasks=20 --config.num_test_tasks=20)
   EVAL=(--num-tasks 20)
 fi
 
@@ -111,14 +111,14 @@ MSL=$(( (EPOCHS + 5) / 10 )); [ "$MSL" -lt 1 ] && MSL=1
 VSET=()
 if [ "$VARIANT_SET" != "-" ]; then
   IFS=, read -ra KV <<< "$VARIANT_SET"
-  for kv in "${KV[@]}"; do VSET+=(--set "$kv"); done
+  for kv in "${KV[@]}"; do VSET+=("--config.$kv"); done
 fi
 echo "== training schedule: $EPOCHS epochs, MSL over $MSL; variant: $VARIANT_SET" | tee -a "$LOG"
 rm -rf "$WORK/run"
 stage $T_TRAIN train "$PY" -m experiments.train \
-    --config experiments/configs/omniglot_5w1s_mamlpp_gpu_short.py --workdir "$WORK/run" \
+    --config=experiments/configs/omniglot_5w1s_mamlpp.py:gpu_short --workdir "$WORK/run" \
     --data-dir .omniglot --no-progress --max-minutes "$TRAIN_MIN" \
-    --set num_epochs=$EPOCHS --set msl_epochs=$MSL "${VSET[@]}" "${CFG_SET[@]}"
+    --config.num_epochs=$EPOCHS --config.msl_epochs=$MSL "${VSET[@]}" "${CFG_SET[@]}"
 stage $T_EVAL evaluate "$PY" -m experiments.evaluate --workdir "$WORK/run" --data-dir .omniglot \
     "${EVAL[@]}"
 

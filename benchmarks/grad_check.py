@@ -64,9 +64,9 @@ sys.path[:0] = [_HERE, os.path.dirname(_HERE)]
 
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
+import jax_setup  # noqa: E402
 import numpy as np  # noqa: E402
 
-import jax_setup  # noqa: E402
 from maml_jax import core, losses, meta, models  # noqa: E402
 
 TOLERANCE = 1e-3          # float32, relative error per tensor (correct code here: ~3e-5)
@@ -279,7 +279,7 @@ def perturbation_spread(meta_params, tasks, ref: dict[str, np.ndarray], *, relat
             lambda a: None if a is None else
             np.asarray(a, np.float64) * (1 + relative * rng.standard_normal(np.shape(a))),
             meta_params, is_leaf=lambda a: a is None)
-        worst = max(worst, max(relative_errors(torch_grads(moved, tasks)[1], ref).values()))
+        worst = max(worst, *relative_errors(torch_grads(moved, tasks)[1], ref).values())
     return worst
 
 

@@ -20,9 +20,9 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-import jax  # noqa: E402
+import jax
 
-from benchmarks import jax_setup  # noqa: E402
+from benchmarks import jax_setup
 
 
 def footprint(setting: jax_setup.Setting, remat: bool) -> dict:
@@ -49,7 +49,8 @@ def main(argv=None):
     args = ap.parse_args(argv)
     base = jax_setup.SETTINGS[args.setting]
     rows = []
-    print("| setting | inner steps | remat | XLA temp (MiB) | total footprint (MiB) | compile (s) |")
+    print("| setting | inner steps | remat | XLA temp (MiB) | total footprint (MiB) "
+          "| compile (s) |")
     print("|---|---|---|---|---|---|")
     for n in [int(v) for v in args.steps.split(",")]:
         for remat in (False, True):

@@ -31,9 +31,8 @@ import time
 _HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path[:0] = [_HERE, os.path.dirname(_HERE)]
 
-import jax  # noqa: E402
-
 import bench  # noqa: E402
+import jax  # noqa: E402
 import jax_setup  # noqa: E402
 
 # Trace lines that summarise rather than time single ops (counting them would count twice).

@@ -35,7 +35,7 @@ sys.path.insert(0, str(ROOT))
 def worker(args) -> dict:
     import jax
 
-    from experiments import common
+    from experiments import datasets, wiring
     from experiments.config_lib import mamlpp_config, validate_config
     from maml_jax import meta, parallel
 
@@ -45,13 +45,13 @@ def worker(args) -> dict:
         5, 1, name="scale_out", data="synthetic", synthetic_num_classes=1100,
         synthetic_counts=(1000, 50, 50), num_filters=args.filters,
         steps_per_call=args.steps_per_call, num_seeds=args.num_seeds))
-    setup = common.get_setup(cfg)
+    setup = wiring.get_setup(cfg)
     devices = jax.devices()[:args.num_devices]
     mesh = None if len(devices) == 1 else parallel.make_mesh(devices=devices)
-    images, splits = common.load_images(cfg, None)
-    data = common.select_classes(images, splits["train"])
+    images, splits = datasets.load_images(cfg, None)
+    data = datasets.select_classes(images, splits["train"])
     data = jax.device_put(data) if mesh is None else parallel.replicate(data, mesh)
-    state = common.place_state(common.init_population(cfg, setup), cfg, mesh)
+    state = wiring.place_state(wiring.init_population(cfg, setup), cfg, mesh)
     first_order, msl = meta.phase(setup.meta_config, 0)
     kw = dict(mesh=mesh, population=cfg["num_seeds"] > 1, sample_tasks=setup.sample_fn,
               num_steps=args.steps_per_call, loss_fn=setup.train_loss_fn,
@@ -101,11 +101,12 @@ def main(argv=None) -> int:
     for d, s in points:
         env = dict(os.environ)
         if cpu:
-            env["XLA_FLAGS"] = f"{env.get('XLA_FLAGS', '')} --xla_force_host_platform_device_count={d}"
+            env["XLA_FLAGS"] = (f"{env.get('XLA_FLAGS', '')} "
+                                f"--xla_force_host_platform_device_count={d}")
         cmd = [sys.executable, __file__, "--worker", "--num-devices", str(d), "--num-seeds", str(s),
                "--filters", str(args.filters), "--steps-per-call", str(args.steps_per_call),
                "--repeats", str(args.repeats)]
-        out = subprocess.run(cmd, env=env, capture_output=True, text=True)
+        out = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
         if out.returncode:
             point = {"devices": d, "seeds": s, "error": out.stderr.strip().splitlines()[-1]}
         else:

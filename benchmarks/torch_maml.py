@@ -15,7 +15,8 @@ permuted from JAX's HWC flattening to torch's CHW flattening).
 
 from __future__ import annotations
 
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 import numpy as np
 import torch
@@ -44,16 +45,18 @@ def params_from_jax(params: Any, inner_lrs: Any | None = None, *, dtype=torch.fl
     flat = {k: np.asarray(v) for k, v in _flatten_tree(params).items()}
     out = {}
     for name, v in flat.items():
+        value = v
         if name.startswith("conv") and name.endswith("/kernel"):
-            v = np.transpose(v, (3, 2, 0, 1))  # HWIO -> OIHW
+            value = np.transpose(v, (3, 2, 0, 1))  # HWIO -> OIHW
         elif name == "head/kernel":
             in_features, classes = v.shape
-            c = flat[[k for k in flat if k.startswith("conv") and k.endswith("/kernel")][-1]].shape[-1]
+            c = flat[[k for k in flat
+                      if k.startswith("conv") and k.endswith("/kernel")][-1]].shape[-1]
             hw = in_features // c
-            side = int(round(hw ** 0.5))
+            side = round(hw ** 0.5)
             # JAX flattens (H, W, C); torch flattens (C, H, W). Linear weight is (out, in).
-            v = v.reshape(side, side, c, classes).transpose(3, 2, 0, 1).reshape(classes, -1)
-        out[name] = torch.tensor(np.ascontiguousarray(v), dtype=dtype, device=device,
+            value = v.reshape(side, side, c, classes).transpose(3, 2, 0, 1).reshape(classes, -1)
+        out[name] = torch.tensor(np.ascontiguousarray(value), dtype=dtype, device=device,
                                  requires_grad=True)
     alphas = {}
     if inner_lrs is not None:
@@ -79,8 +82,9 @@ def grads_to_jax_layout(grads: dict[str, torch.Tensor]) -> dict[str, np.ndarray]
             v = np.transpose(v, (2, 3, 1, 0))  # OIHW -> HWIO
         elif name == "head/kernel":
             classes, in_features = v.shape
-            c = grads[[k for k in grads if k.startswith("conv") and k.endswith("/kernel")][-1]].shape[0]
-            side = int(round((in_features // c) ** 0.5))
+            c = grads[[k for k in grads
+                       if k.startswith("conv") and k.endswith("/kernel")][-1]].shape[0]
+            side = round((in_features // c) ** 0.5)
             v = v.reshape(classes, c, side, side).transpose(2, 3, 1, 0).reshape(-1, classes)
         out[name] = v
     return out
@@ -140,7 +144,7 @@ def task_loss(params, alphas, xs, ys, xq, yq, *, num_steps: int, step_weights: I
         grads = torch.autograd.grad(s_loss, [fast[n] for n in names],
                                     create_graph=not first_order,
                                     retain_graph=not first_order)
-        for n, g in zip(names, grads):
+        for n, g in zip(names, grads, strict=True):
             fast[n] = fast[n] - alphas[n][i] * g
         if msl or i == num_steps - 1:
             q_loss = F.cross_entropy(conv4_forward(fast, xq, i, running), yq)
@@ -166,7 +170,7 @@ def meta_grads(params, alphas, tasks, **kw):
     keys = list(params) + ["lr:" + n for n in alphas]
     leaves = list(params.values()) + list(alphas.values())
     grads = torch.autograd.grad(loss, leaves)
-    return loss, dict(zip(keys, grads))
+    return loss, dict(zip(keys, grads, strict=True))
 
 
 class TorchMAMLpp:
@@ -183,8 +187,10 @@ class TorchMAMLpp:
         for n, p in params.items():
             if n.startswith("norm") and n.endswith("/scale"):
                 base = n.split("/")[0]
-                self.running[f"{base}/mean"] = torch.zeros(p.shape, dtype=like.dtype, device=like.device)
-                self.running[f"{base}/var"] = torch.ones(p.shape, dtype=like.dtype, device=like.device)
+                self.running[f"{base}/mean"] = torch.zeros(p.shape, dtype=like.dtype,
+                                                           device=like.device)
+                self.running[f"{base}/var"] = torch.ones(p.shape, dtype=like.dtype,
+                                                         device=like.device)
         self.opt = torch.optim.Adam(list(params.values()) + list(alphas.values()), lr=outer_lr)
 
     def step(self, tasks) -> torch.Tensor:

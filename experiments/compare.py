@@ -2,8 +2,8 @@
 
 Usage::
 
-    python -m experiments.compare runs/omniglot_5w1s_maml runs/omniglot_5w1s_mamlpp \
-        [--out runs/compare_per_step_accuracy.png]
+    python -m experiments.compare runs/omniglot_5w1s_maml runs/omniglot_5w1s_mamlpp \\
+        [--out=runs/compare_per_step_accuracy.png]
 
 Each directory must hold the ``test_results.json`` written by ``experiments.evaluate``.
 Plots the query accuracy after each inner step (mean +- 95% CI) of every run's best
@@ -12,18 +12,20 @@ checkpoint and prints a table.
 
 from __future__ import annotations
 
-import argparse
 import json
 import pathlib
 import sys
 
-from experiments import plots
+from absl import flags
+
+from experiments import flag_parsing, plots
+from experiments.config_lib import ConfigError
 
 
 def compare_runs(dirs, out, quiet: bool = False) -> str:
     curves, lines = {}, [f"{'run':<34} {'best (%)':>16} {'ensemble (%)':>16} {'paper (%)':>14}"]
-    for d in dirs:
-        d = pathlib.Path(d)
+    for run_dir in dirs:
+        d = pathlib.Path(run_dir)
         path = d / "test_results.json"
         if not path.is_file():
             raise FileNotFoundError(f"{path} not found: run python -m experiments.evaluate "
@@ -32,8 +34,10 @@ def compare_runs(dirs, out, quiet: bool = False) -> str:
         label = f"{d.name}"
         curves[label] = (r["best"]["per_step_accuracy_pct"], r["best"]["per_step_ci95_pct"])
         paper = r.get("paper_test_accuracy_pct")
-        lines.append(f"{label:<34} {r['best']['test_accuracy_pct']:>8.2f} +- {r['best']['test_ci95_pct']:<5.2f}"
-                     f" {r['ensemble']['test_accuracy_pct']:>8.2f} +- {r['ensemble']['test_ci95_pct']:<5.2f}"
+        lines.append(f"{label:<34} {r['best']['test_accuracy_pct']:>8.2f} "
+                     f"+- {r['best']['test_ci95_pct']:<5.2f}"
+                     f" {r['ensemble']['test_accuracy_pct']:>8.2f} "
+                     f"+- {r['ensemble']['test_ci95_pct']:<5.2f}"
                      + (f" {paper[0]:>7.2f} +- {paper[1]:<4.2f}" if paper else ""))
     plots.plot_per_step_accuracy(curves, out)
     table = "\n".join(lines)
@@ -43,15 +47,37 @@ def compare_runs(dirs, out, quiet: bool = False) -> str:
     return table
 
 
-def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="python -m experiments.compare", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("workdirs", nargs="+")
-    p.add_argument("--out", default=None, help="PNG path (default: <parent of first>/compare_per_step_accuracy.png)")
-    args = p.parse_args(argv)
-    out = args.out or str(pathlib.Path(args.workdirs[0]).resolve().parent / "compare_per_step_accuracy.png")
+def define_flags() -> flags.FlagValues:
+    """The script's flags on a fresh ``FlagValues``; the run directories are positional."""
+    fv = flags.FlagValues()
+    flags.DEFINE_string("out", None, "PNG path (default: <parent of the first "
+                        "run>/compare_per_step_accuracy.png)", flag_values=fv)
+    return fv
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m experiments.compare RUN_DIR ... [--out=PNG]``; 2 if a run lacks results.
+
+    Example:
+        >>> main(["runs/omniglot_5w1s_maml", "runs/omniglot_5w1s_mamlpp"])  # doctest: +SKIP
+        0
+    """
+    full = flag_parsing.program_argv("python -m experiments.compare", argv)
+    fv = define_flags()
+    if flag_parsing.wants_help(full):
+        print(flag_parsing.help_text(__doc__, fv))
+        return 0
     try:
-        compare_runs(args.workdirs, out)
+        workdirs = flag_parsing.parse(fv, full)[1:]
+        if not workdirs:
+            raise ConfigError("name at least one run directory")
+    except ConfigError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    out = fv["out"].value or str(pathlib.Path(workdirs[0]).resolve().parent /
+                                 "compare_per_step_accuracy.png")
+    try:
+        compare_runs(workdirs, out)
     except FileNotFoundError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -1,24 +1,31 @@
-"""Experiment configs: plain dicts built by ``get_config()`` in ``experiments/configs/*.py``.
+"""Experiment configs: ``ml_collections.ConfigDict``s built in ``experiments/configs/*.py``.
 
-A config file is loaded by path (``load_config``), then ``--set key=value`` overrides are
-applied (``apply_overrides``) and the result is checked (``validate_config``). Every key
-the scripts read is listed in ``base_config``; unknown keys are an error.
+Each config file defines ``get_config(arg=None)``; the scripts load it with absl's
+``config_flags`` (``experiments.flag_parsing``), so that any key can be overridden from the
+command line and variants are chosen after a colon::
+
+    python -m experiments.train --config=experiments/configs/omniglot_5w1s_mamlpp.py:smoke \
+        --config.num_ways=20 --config.clip_value=10 --config.synthetic_counts="(40,10,10)"
+
+Every key the scripts read is listed, with its type, in ``base_config``: the ConfigDict is
+locked, so an unknown key is an error, and keys whose default is None are typed
+placeholders (``--config.clip_value=10`` parses as a float). ``validate_config`` then checks
+the values and returns the plain dict the training code reads.
 """
 
 from __future__ import annotations
 
-import ast
-import copy
-import importlib.util
 import json
 import math
-import os
-import pathlib
+from collections.abc import Mapping
 from typing import Any
 
-__all__ = ["ConfigError", "DATA_SOURCES", "MINIIMAGENET_INNER_LR_PRESETS", "call_get_config",
-           "base_config", "mamlpp_config", "maml_config", "miniimagenet_config", "load_config",
-           "apply_overrides", "validate_config", "config_to_json"]
+from ml_collections import config_dict
+
+__all__ = ["ConfigError", "DATA_SOURCES", "MINIIMAGENET_INNER_LR_PRESETS", "OMNIGLOT_SMOKE",
+           "MINIIMAGENET_SMOKE", "base_config", "mamlpp_config", "maml_config",
+           "miniimagenet_config", "select_variant", "validate_config", "config_to_json",
+           "config_from_json"]
 
 
 class ConfigError(ValueError):
@@ -28,9 +35,19 @@ class ConfigError(ValueError):
 DATA_SOURCES = ("omniglot", "synthetic", "tfds", "miniimagenet", "image_folder")
 
 
-def base_config() -> dict[str, Any]:
-    """Every key with its default (the MAML++ reference's Omniglot 5-way 1-shot values)."""
-    return {
+def base_config() -> config_dict.ConfigDict:
+    """Every key with its default (the MAML++ reference's Omniglot 5-way 1-shot values).
+
+    Locked: assigning a key that is not listed here raises. Keys without a default are
+    typed placeholders, so that the command line can set them.
+
+    Example:
+        >>> cfg = base_config()
+        >>> cfg.num_ways, cfg["clip_value"]
+        (5, None)
+    """
+    none = config_dict.placeholder
+    cfg = config_dict.ConfigDict({
         "name": "omniglot",
         # data
         "data": "omniglot",          # "omniglot" (zips) | "tfds" (a prepared TFDS omniglot)
@@ -40,8 +57,8 @@ def base_config() -> dict[str, Any]:
         "image_channels": 1,         # 1 (Omniglot, grey folders) or 3 (RGB)
         "image_resize": False,       # image datasets: resize other sizes (else an error)
         "split": "reference",        # omniglot.split_classes preset: "reference" | "maml"
-        "split_fractions": None,     # image_folder, flat ROOT/<class>/: (train, val, test)
-        "split_counts": None,        #   fractions or class counts (exactly one of the two)
+        "split_fractions": none(tuple),  # image_folder, flat ROOT/<class>/: (train, val,
+        "split_counts": none(tuple),     #   test) fractions or class counts (one of the two)
         "dataset_strict": True,      # miniimagenet: insist on 64/16/20 classes of 600 images
         "split_seed": 0,
         "synthetic_num_classes": 60,           # only for data="synthetic"
@@ -69,7 +86,7 @@ def base_config() -> dict[str, Any]:
         "meta_lr": 1e-3,
         "min_meta_lr": 1e-5,
         "lr_schedule": "cosine",     # "cosine" (per epoch, as the reference) | "constant"
-        "clip_value": None,
+        "clip_value": none(float),
         "msl": True,
         "msl_epochs": 10,
         "first_order": False,
@@ -94,19 +111,38 @@ def base_config() -> dict[str, Any]:
         "eval_batch_size": 0,        # tasks per vectorised eval batch; 0 = auto
         "keep_best": 5,              # best-k checkpoints by validation accuracy
         "ensemble_size": 5,          # top-k checkpoints averaged by evaluate
-        "paper_test_accuracy": None,  # (mean, ci95) in percent, printed by evaluate
-    }
-
-
-def mamlpp_config(num_ways: int, k_shot: int, **updates) -> dict[str, Any]:
-    """MAML++ (Antoniou et al., 2019) Omniglot values for one N-way K-shot cell."""
-    cfg = base_config()
-    cfg.update(name=f"omniglot_{num_ways}w{k_shot}s_mamlpp", num_ways=num_ways, k_shot=k_shot)
-    cfg.update(updates)
+        "paper_test_accuracy": none(tuple),  # (mean, ci95) in percent, printed by evaluate
+    })
+    cfg.lock()
     return cfg
 
 
-def maml_config(num_ways: int, k_shot: int, **updates) -> dict[str, Any]:
+def _updated(cfg: config_dict.ConfigDict, updates: Mapping[str, Any]) -> config_dict.ConfigDict:
+    """``cfg`` with ``updates`` applied; an unknown key is a ``ConfigError`` naming it."""
+    unknown = sorted(set(updates) - set(cfg))
+    if unknown:
+        raise ConfigError(f"unknown config keys {unknown}; known keys: {sorted(cfg)}")
+    for key, value in updates.items():
+        try:
+            cfg[key] = value
+        except TypeError as err:  # ConfigDict keeps each key's type
+            raise ConfigError(f"{key}: {err}") from None
+    return cfg
+
+
+def mamlpp_config(num_ways: int, k_shot: int, **updates) -> config_dict.ConfigDict:
+    """MAML++ (Antoniou et al., 2019) Omniglot values for one N-way K-shot cell.
+
+    Example:
+        >>> mamlpp_config(20, 1, num_filters=16).name
+        'omniglot_20w1s_mamlpp'
+    """
+    cfg = base_config()
+    cfg.update(name=f"omniglot_{num_ways}w{k_shot}s_mamlpp", num_ways=num_ways, k_shot=k_shot)
+    return _updated(cfg, updates)
+
+
+def maml_config(num_ways: int, k_shot: int, **updates) -> config_dict.ConfigDict:
     """MAML (Finn et al., 2017) Omniglot values for one N-way K-shot cell.
 
     Fixed scalar alpha (0.4 for 5-way, 0.1 for 20-way), 1 inner step at train time and 3
@@ -123,8 +159,7 @@ def maml_config(num_ways: int, k_shot: int, **updates) -> dict[str, Any]:
         inner_lr=0.4 if five else 0.1, lr_granularity="scalar", learn_inner_lrs=False,
         meta_batch_size=32 if five else 16, lr_schedule="constant", msl=False,
         num_epochs=120, iterations_per_epoch=500)
-    cfg.update(updates)
-    return cfg
+    return _updated(cfg, updates)
 
 
 #: mini-ImageNet initial inner learning rate. The MAML++ reference code's mini-ImageNet
@@ -134,7 +169,8 @@ MINIIMAGENET_INNER_LR_PRESETS = {"reference": 0.1, "paper": 0.01}
 
 
 def miniimagenet_config(num_ways: int, k_shot: int, method: str = "mamlpp", *,
-                        inner_lr_preset: str = "reference", **updates) -> dict[str, Any]:
+                        inner_lr_preset: str = "reference",
+                        **updates) -> config_dict.ConfigDict:
     """mini-ImageNet values for one N-way K-shot cell.
 
     MAML++ (the reference code's values): 48 filters, meta-batch 2, 15 query images per
@@ -153,14 +189,15 @@ def miniimagenet_config(num_ways: int, k_shot: int, method: str = "mamlpp", *,
         **updates: Further keys.
 
     Example:
-        >>> miniimagenet_config(5, 1)["inner_lr"], miniimagenet_config(5, 1, inner_lr_preset="paper")["inner_lr"]
+        >>> paper = miniimagenet_config(5, 1, inner_lr_preset="paper")
+        >>> miniimagenet_config(5, 1).inner_lr, paper.inner_lr
         (0.1, 0.01)
     """
     if method not in ("mamlpp", "maml"):
         raise ConfigError(f"method must be 'mamlpp' or 'maml', got {method!r}")
     if inner_lr_preset not in MINIIMAGENET_INNER_LR_PRESETS:
-        raise ConfigError(f"inner_lr_preset must be one of {sorted(MINIIMAGENET_INNER_LR_PRESETS)}, "
-                          f"got {inner_lr_preset!r}")
+        raise ConfigError("inner_lr_preset must be one of "
+                          f"{sorted(MINIIMAGENET_INNER_LR_PRESETS)}, got {inner_lr_preset!r}")
     cfg = base_config()
     cfg.update(name=f"miniimagenet_{num_ways}w{k_shot}s_{method}", data="miniimagenet",
                image_size=84, image_channels=3, image_resize=True, rotate_train=False,
@@ -173,100 +210,75 @@ def miniimagenet_config(num_ways: int, k_shot: int, method: str = "mamlpp", *,
                    num_inner_steps_eval=10, inner_lr=0.01, lr_granularity="scalar",
                    learn_inner_lrs=False, per_step_bn=False, msl=False, lr_schedule="constant",
                    num_epochs=120, iterations_per_epoch=500)
-    cfg.update(updates)
+    return _updated(cfg, updates)
+
+
+#: ``:smoke`` variant of the Omniglot configs: the same recipe with 16 filters and 3 epochs
+#: of 100 iterations, 100 validation and the full 600 test tasks (minutes on a 2-core CPU).
+OMNIGLOT_SMOKE = dict(num_filters=16, num_epochs=3, iterations_per_epoch=100,
+                      steps_per_call=50, num_val_tasks=100, num_test_tasks=600,
+                      eval_batch_size=20)
+
+#: ``:smoke`` variant of the mini-ImageNet configs: 8 filters, 32 pixels, 5 query images per
+#: class, 2 epochs of 20 iterations, 50 validation / test tasks, any dataset size.
+MINIIMAGENET_SMOKE = dict(num_filters=8, image_size=32, q_query=5, q_query_eval=5,
+                          num_epochs=2, iterations_per_epoch=20, steps_per_call=10,
+                          msl_epochs=1, num_val_tasks=50, num_test_tasks=50,
+                          dataset_strict=False)
+
+
+def select_variant(cfg: config_dict.ConfigDict, arg: str | None,
+                   variants: Mapping[str, Mapping[str, Any]]) -> config_dict.ConfigDict:
+    """The variant ``arg`` of a config (``--config=FILE.py:arg``); None: ``cfg`` itself.
+
+    A variant updates some keys and appends ``_<arg>`` to the config's name (the default
+    workdir is ``runs/<name>``, so variants do not share one).
+
+    Args:
+        cfg: The config as the paper runs it.
+        arg: The text after the colon of ``--config``, or None.
+        variants: ``{name: updates}``.
+
+    Example:
+        >>> select_variant(mamlpp_config(5, 1), "smoke", {"smoke": OMNIGLOT_SMOKE}).name
+        'omniglot_5w1s_mamlpp_smoke'
+    """
+    if arg is None or arg == "":
+        return cfg
+    if arg not in variants:
+        raise ConfigError(f"unknown config variant {arg!r}; this config has "
+                          f"{sorted(variants) or 'none'}")
+    cfg = _updated(cfg, variants[arg])
+    cfg.name = f"{cfg.name}_{arg}"
     return cfg
 
 
-def call_get_config(path: str | os.PathLike) -> Any:
-    """Imports a config file by path and returns its ``get_config()``."""
-    path = pathlib.Path(path)
-    if not path.is_file():
-        raise ConfigError(f"config file not found: {path}")
-    spec = importlib.util.spec_from_file_location(f"_maml_jax_config_{path.stem}", path)
-    module = importlib.util.module_from_spec(spec)
-    try:
-        spec.loader.exec_module(module)
-    except Exception as err:  # noqa: BLE001 - report any import error as a config error
-        raise ConfigError(f"could not import config {path}: {err!r}") from err
-    if not hasattr(module, "get_config"):
-        raise ConfigError(f"config {path} defines no get_config()")
-    return module.get_config()
+def validate_config(config: Mapping[str, Any]) -> dict[str, Any]:
+    """Checks keys, types and ranges; returns the config as a plain dict.
 
+    Missing keys take ``base_config``'s defaults; unknown keys are an error. The training
+    code reads the returned dict (tuples stay tuples), and ``config.json`` records it.
 
-def load_config(path: str | os.PathLike) -> dict[str, Any]:
-    """Imports a config file and returns ``get_config()`` as a dict (defaults filled in)."""
-    path = pathlib.Path(path)
-    raw = call_get_config(path)
-    if hasattr(raw, "__dataclass_fields__"):
-        import dataclasses
-        raw = dataclasses.asdict(raw)
-    if not isinstance(raw, dict):
-        raise ConfigError(f"get_config() of {path} must return a dict or dataclass, got {type(raw)}")
-    cfg = base_config()
-    unknown = sorted(set(raw) - set(cfg))
-    if unknown:
-        raise ConfigError(f"config {path} has unknown keys {unknown}; known keys: {sorted(cfg)}")
-    cfg.update(copy.deepcopy(raw))
-    return cfg
+    Args:
+        config: A ConfigDict (from a config file) or a dict (tests, study grids).
 
+    Raises:
+        ConfigError: naming the first problem found.
 
-def _parse_value(text: str, default: Any) -> Any:
-    low = text.strip().lower()
-    if low in ("none", "null"):
-        return None
-    if isinstance(default, bool):
-        if low in ("1", "true", "yes", "on"):
-            return True
-        if low in ("0", "false", "no", "off"):
-            return False
-        raise ConfigError(f"expected a boolean, got {text!r}")
-    if isinstance(default, float) or (default is None and low in ("inf", "-inf", "nan")):
-        try:
-            return float(text)
-        except ValueError:
-            raise ConfigError(f"expected a float, got {text!r}") from None
-    if isinstance(default, int):
-        try:
-            return int(text)
-        except ValueError:
-            try:
-                value = float(text)
-            except ValueError:
-                raise ConfigError(f"expected an integer, got {text!r}") from None
-            if not value.is_integer():
-                raise ConfigError(f"expected an integer, got {text!r}")
-            return int(value)
-    if isinstance(default, str):
-        return text
-    try:
-        value = ast.literal_eval(text)
-    except (ValueError, SyntaxError):
-        return text
-    if isinstance(default, tuple) and isinstance(value, list):
-        value = tuple(value)
-    return value
-
-
-def apply_overrides(cfg: dict[str, Any], overrides: list[str] | None) -> dict[str, Any]:
-    """Applies ``key=value`` strings; values are parsed according to the default's type."""
-    cfg = copy.deepcopy(cfg)
-    for item in overrides or []:
-        if "=" not in item:
-            raise ConfigError(f"--set expects key=value, got {item!r}")
-        key, text = item.split("=", 1)
-        key = key.strip()
-        if key not in cfg:
-            raise ConfigError(f"--set: unknown config key {key!r}; known keys: {sorted(cfg)}")
-        default = cfg[key] if cfg[key] is not None else base_config()[key]
-        cfg[key] = _parse_value(text, default)
-    return cfg
-
-
-def validate_config(cfg: dict[str, Any]) -> dict[str, Any]:
-    """Checks types and ranges; returns the config. Raises ``ConfigError``."""
+    Example:
+        >>> validate_config(mamlpp_config(5, 1))["meta_batch_size"]
+        8
+    """
     def need(cond, msg):
         if not cond:
             raise ConfigError(msg)
+
+    if isinstance(config, config_dict.ConfigDict):
+        config = config.to_dict()
+    cfg = base_config().to_dict()
+    unknown = sorted(set(config) - set(cfg))
+    need(not unknown, f"config has unknown keys {unknown}; known keys: {sorted(cfg)}")
+    cfg.update(config)
 
     for key in ("num_ways", "k_shot", "num_inner_steps", "num_inner_steps_eval",
                 "meta_batch_size", "num_epochs", "iterations_per_epoch", "steps_per_call",
@@ -281,7 +293,8 @@ def validate_config(cfg: dict[str, Any]) -> dict[str, Any]:
              f"{key} must be an integer >= 0, got {v!r}")
     need(cfg["q_query"] >= 1 and cfg["q_query_eval"] >= 1, "q_query and q_query_eval must be >= 1")
     need(cfg["data"] in DATA_SOURCES, f"data must be one of {DATA_SOURCES}, got {cfg['data']!r}")
-    need(cfg["image_channels"] in (1, 3), f"image_channels must be 1 or 3, got {cfg['image_channels']!r}")
+    need(cfg["image_channels"] in (1, 3),
+         f"image_channels must be 1 or 3, got {cfg['image_channels']!r}")
     need(cfg["data"] not in ("omniglot", "tfds", "synthetic") or cfg["image_channels"] == 1,
          f"data={cfg['data']!r} is grey: image_channels must be 1")
     need(cfg["data"] != "miniimagenet" or cfg["image_channels"] == 3,
@@ -293,11 +306,14 @@ def validate_config(cfg: dict[str, Any]) -> dict[str, Any]:
             need(isinstance(v, (tuple, list)) and len(v) == 3,
                  f"{key} must be 3 numbers (train, val, test), got {v!r}")
             cfg[key] = tuple(v)
-    need(cfg["split"] in ("reference", "maml"), f"split must be 'reference' or 'maml', got {cfg['split']!r}")
+    need(cfg["split"] in ("reference", "maml"),
+         f"split must be 'reference' or 'maml', got {cfg['split']!r}")
     need(cfg["lr_granularity"] in ("scalar", "layer_step", "parameter"),
          f"lr_granularity must be scalar|layer_step|parameter, got {cfg['lr_granularity']!r}")
-    need(cfg["lr_schedule"] in ("cosine", "constant"), f"lr_schedule must be cosine|constant, got {cfg['lr_schedule']!r}")
-    need(cfg["task_batching"] in ("auto", "vmap", "map"), f"bad task_batching {cfg['task_batching']!r}")
+    need(cfg["lr_schedule"] in ("cosine", "constant"),
+         f"lr_schedule must be cosine|constant, got {cfg['lr_schedule']!r}")
+    need(cfg["task_batching"] in ("auto", "vmap", "map"),
+         f"bad task_batching {cfg['task_batching']!r}")
     for key in ("meta_lr", "min_meta_lr", "inner_lr"):
         need(isinstance(cfg[key], (int, float)) and not isinstance(cfg[key], bool),
              f"{key} must be a number, got {cfg[key]!r}")
@@ -314,7 +330,15 @@ def validate_config(cfg: dict[str, Any]) -> dict[str, Any]:
     return cfg
 
 
-def config_to_json(cfg: dict[str, Any]) -> str:
+def config_to_json(cfg: Mapping[str, Any]) -> str:
+    """The checked config as the JSON text of the workdir's ``config.json``.
+
+    Non-finite floats are written as strings ("inf"), tuples as lists.
+
+    Example:
+        >>> json.loads(config_to_json({"meta_lr": float("inf"), "a": (1, 2)}))
+        {'a': [1, 2], 'meta_lr': 'inf'}
+    """
     def enc(v):
         if isinstance(v, float) and not math.isfinite(v):
             return str(v)
@@ -325,13 +349,23 @@ def config_to_json(cfg: dict[str, Any]) -> str:
 
 
 def config_from_json(text: str) -> dict[str, Any]:
+    """A saved ``config.json`` as the dict ``validate_config`` returned when it was written.
+
+    Keys the code no longer knows are dropped, new keys take their defaults (old workdirs
+    stay readable).
+
+    Example:
+        >>> config_from_json('{"clip_value": "inf", "split_counts": [1, 2, 3]}')["split_counts"]
+        (1, 2, 3)
+    """
     raw = json.loads(text)
-    cfg = base_config()
+    cfg = base_config().to_dict()
     for k, v in raw.items():
         if k in cfg:
-            if isinstance(cfg[k], tuple) and isinstance(v, list):
-                v = tuple(v)
-            if isinstance(v, str) and v in ("inf", "-inf", "nan"):
-                v = float(v)
-            cfg[k] = v
+            value = v
+            if isinstance(value, list):  # every list-valued key is a tuple (placeholders too)
+                value = tuple(value)
+            if isinstance(value, str) and value in ("inf", "-inf", "nan"):
+                value = float(value)
+            cfg[k] = value
     return cfg

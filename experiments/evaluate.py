@@ -2,7 +2,7 @@
 
 Usage (from the repository root)::
 
-    python -m experiments.evaluate --workdir runs/omniglot_5w1s_mamlpp [--data-dir DIR] \
+    python -m experiments.evaluate --workdir runs/omniglot_5w1s_mamlpp [--data-dir DIR] \\
         [--num-tasks T] [--ensemble-size E]
 
 Reports mean +- 95% CI over tasks for (a) the checkpoint with the best validation accuracy
@@ -16,18 +16,17 @@ comparisons between runs), ``per_step_accuracy.png`` (query accuracy after each 
 
 from __future__ import annotations
 
-import argparse
 import pathlib
 import sys
 from typing import Any
 
 import jax
 import numpy as np
+from absl import flags
 
-from maml_jax import meta, parallel
-
-from experiments import common, plots
+from experiments import checkpoints, datasets, evaluation, flag_parsing, plots, wiring
 from experiments.config_lib import ConfigError
+from maml_jax import meta, parallel
 
 
 def _ci(values) -> tuple[float, float]:
@@ -49,8 +48,8 @@ def _evaluate_seed(cfg, setup, mngr, ranked, ens, tasks, template, seed_index, w
     (xs, ys), (xq, yq) = tasks
     members, logits_sum, best = [], None, None
     for rank, (step, val_acc) in enumerate(ranked[:ens]):
-        state, info = common.restore_checkpoint(mngr, step, template)
-        mp = common.seed_state(state, cfg, seed_index).meta_params
+        state, info = checkpoints.restore_checkpoint(mngr, step, template)
+        mp = wiring.seed_state(state, cfg, seed_index).meta_params
         if mesh is None:
             logits = np.asarray(setup.final_logits(mp["params"], mp["inner_lrs"], (xs, ys), xq))
         else:  # the test tasks split over the devices, as in training
@@ -64,7 +63,7 @@ def _evaluate_seed(cfg, setup, mngr, ranked, ens, tasks, template, seed_index, w
                         "test_accuracy_pct": 100 * m, "test_ci95_pct": 100 * c})
         logits_sum = logits if logits_sum is None else logits_sum + logits
         if rank == 0:
-            per = common.evaluate_params(setup, cfg, mp, tasks, mesh)["accuracy"]
+            per = evaluation.evaluate_params(setup, cfg, mp, tasks, mesh)["accuracy"]
             ps_mean, ps_ci = meta.mean_ci95(per) if per.shape[0] > 1 else (per.mean(0), 0 * per[0])
             best = {**members[0], "per_step_accuracy_pct": [100 * float(v) for v in ps_mean],
                     "per_step_ci95_pct": [100 * float(v) for v in ps_ci],
@@ -85,7 +84,8 @@ def _evaluate_seed(cfg, setup, mngr, ranked, ens, tasks, template, seed_index, w
 
 def run_evaluation(workdir: str | pathlib.Path, *, data_dir: str | None = None,
                    images: tuple[np.ndarray, dict] | None = None, num_tasks: int | None = None,
-                   ensemble_size: int | None = None, compare_siblings: bool = True) -> dict[str, Any]:
+                   ensemble_size: int | None = None,
+                   compare_siblings: bool = True) -> dict[str, Any]:
     """Evaluates a workdir; see the module docstring.
 
     A population run (``num_seeds`` > 1) is evaluated per seed (its checkpoints are ranked
@@ -95,26 +95,26 @@ def run_evaluation(workdir: str | pathlib.Path, *, data_dir: str | None = None,
     seed means.
     """
     workdir = pathlib.Path(workdir)
-    cfg = common.read_workdir_config(workdir)
+    cfg = checkpoints.read_workdir_config(workdir)
     if cfg is None:
-        raise ConfigError(f"{workdir} holds no {common.CONFIG_FILE}: not a training workdir")
+        raise ConfigError(f"{workdir} holds no {checkpoints.CONFIG_FILE}: not a training workdir")
     if num_tasks is not None:
         cfg["num_test_tasks"] = int(num_tasks)
     ens = int(ensemble_size or cfg["ensemble_size"])
-    all_images, splits = images if images is not None else common.load_images(cfg, data_dir)
-    common.check_task_requests(cfg, splits, all_images)
-    mesh = common.make_mesh(cfg)
-    mngr = common.checkpoint_manager(workdir, cfg["keep_best"], read_only=True)
+    all_images, splits = images if images is not None else datasets.load_images(cfg, data_dir)
+    datasets.check_task_requests(cfg, splits, all_images)
+    mesh = wiring.make_mesh(cfg)
+    mngr = checkpoints.checkpoint_manager(workdir, cfg["keep_best"], read_only=True)
     try:
-        ranked = common.ranked_checkpoints(mngr)
+        ranked = checkpoints.ranked_checkpoints(mngr)
         if not ranked:
             raise ConfigError(f"no checkpoint with a validation accuracy in {workdir}")
-        setup = common.get_setup(cfg)
-        tasks = common.fixed_eval_tasks(
-            jax.device_put(common.select_classes(all_images, splits["test"])), cfg, "test")
+        setup = wiring.get_setup(cfg)
+        tasks = datasets.fixed_eval_tasks(
+            jax.device_put(datasets.select_classes(all_images, splits["test"])), cfg, "test")
         if mesh is not None:  # once, not for every checkpoint and seed
             tasks = parallel.replicate(tasks, mesh)
-        template = common.place_state(common.init_population(cfg, setup), cfg, mesh)
+        template = wiring.place_state(wiring.init_population(cfg, setup), cfg, mesh)
         seeds = [_evaluate_seed(cfg, setup, mngr, ranked, ens, tasks, template, i, workdir, mesh)
                  for i in range(cfg["num_seeds"])]
     finally:
@@ -137,19 +137,21 @@ def run_evaluation(workdir: str | pathlib.Path, *, data_dir: str | None = None,
         per_step = np.array([s["best"]["per_step_accuracy_pct"] for s in seeds])
         results["best"] = {"step": seeds[0]["best"]["step"],
                            "test_accuracy_pct": results["over_seeds"]["best"]["mean_pct"],
-                           "test_ci95_pct": float(np.mean([s["best"]["test_ci95_pct"] for s in seeds])),
+                           "test_ci95_pct": float(np.mean([s["best"]["test_ci95_pct"]
+                                                           for s in seeds])),
                            "per_step_accuracy_pct": [float(v) for v in per_step.mean(0)],
                            "per_step_ci95_pct": [float(v) for v in per_step.std(0, ddof=1)]}
         results["ensemble"] = {"size": seeds[0]["ensemble"]["size"],
                                "test_accuracy_pct": results["over_seeds"]["ensemble"]["mean_pct"],
                                "test_ci95_pct": float(np.mean([s["ensemble"]["test_ci95_pct"]
                                                                for s in seeds]))}
-    common.write_json(workdir / "test_results.json", results)
+    checkpoints.write_json(workdir / "test_results.json", results)
     curves = {cfg["name"]: (results["best"]["per_step_accuracy_pct"],
                             results["best"]["per_step_ci95_pct"])}
     if len(seeds) > 1:
         curves = {f"{cfg['name']} seed {s['seed']}": (s["best"]["per_step_accuracy_pct"],
-                                                      s["best"]["per_step_ci95_pct"]) for s in seeds}
+                                                      s["best"]["per_step_ci95_pct"])
+                  for s in seeds}
     plots.plot_per_step_accuracy(curves, workdir / "per_step_accuracy.png")
     if compare_siblings and len(seeds) == 1:
         from experiments.compare import compare_runs
@@ -162,10 +164,11 @@ def run_evaluation(workdir: str | pathlib.Path, *, data_dir: str | None = None,
 
 def format_table(results: dict[str, Any]) -> str:
     b, e = results["best"], results["ensemble"]
-    rows = [("best checkpoint (step %d)" % b["step"], b["test_accuracy_pct"], b["test_ci95_pct"]),
-            ("top-%d ensemble" % e["size"], e["test_accuracy_pct"], e["test_ci95_pct"])]
+    rows = [(f"best checkpoint (step {b['step']})", b["test_accuracy_pct"], b["test_ci95_pct"]),
+            (f"top-{e['size']} ensemble", e["test_accuracy_pct"], e["test_ci95_pct"])]
     lines = [f"{results['config_name']}: {results['num_ways']}-way {results['k_shot']}-shot, "
-             f"{results['num_test_tasks']} test tasks, {results['num_inner_steps_eval']} inner steps",
+             f"{results['num_test_tasks']} test tasks, "
+             f"{results['num_inner_steps_eval']} inner steps",
              f"{'model':<30} {'test accuracy (%)':>20}",
              "-" * 51]
     for name, acc, ci in rows:
@@ -175,7 +178,8 @@ def format_table(results: dict[str, Any]) -> str:
         lines.insert(3, "(population: best / ensemble below are means over the seeds)")
         for kind in ("best", "ensemble"):
             o = over[kind]
-            lines.append(f"{kind + ' over seeds':<30} {o['mean_pct']:>11.2f} +- {o['std_pct']:<5.2f} "
+            lines.append(f"{kind + ' over seeds':<30} {o['mean_pct']:>11.2f} "
+                         f"+- {o['std_pct']:<5.2f} "
                          f"(std over {len(o['per_seed_pct'])} seeds: "
                          + ", ".join(f"{v:.2f}" for v in o["per_seed_pct"]) + ")")
     paper = results.get("paper_test_accuracy_pct")
@@ -186,19 +190,49 @@ def format_table(results: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def define_flags() -> flags.FlagValues:
+    """The script's flags on a fresh ``FlagValues`` (see ``experiments.flag_parsing``)."""
+    fv = flags.FlagValues()
+    flags.DEFINE_string("workdir", None, "a training workdir (holds config.json and "
+                        "checkpoints/)", flag_values=fv)
+    flags.DEFINE_string("data-dir", None, "the dataset (default: $MAML_JAX_DATA_DIR, then "
+                        "the user cache; Omniglot only)", flag_values=fv)
+    flags.DEFINE_integer("num-tasks", None, "override num_test_tasks", lower_bound=1,
+                         flag_values=fv)
+    flags.DEFINE_integer("ensemble-size", None, "override ensemble_size", lower_bound=1,
+                         flag_values=fv)
+    flags.mark_flag_as_required("workdir", flag_values=fv)
+    return fv
+
+
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m experiments.evaluate", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--workdir", required=True)
-    p.add_argument("--data-dir", default=None,
-                   help="Omniglot archives (default: $MAML_JAX_DATA_DIR, then the user cache)")
-    p.add_argument("--num-tasks", type=int, default=None, help="override num_test_tasks")
-    p.add_argument("--ensemble-size", type=int, default=None, help="override ensemble_size")
-    args = p.parse_args(argv)
+    """Command-line entry point (``python -m experiments.evaluate``, ``maml-jax-evaluate``).
+
+    The config is the workdir's ``config.json`` (what the run was trained with).
+
+    Args:
+        argv: The arguments without the program name; None reads ``sys.argv``.
+
+    Returns:
+        The exit status: 0, or 2 for a flag, config or data error.
+
+    Example:
+        >>> main(["--workdir=runs/omniglot_5w1s_mamlpp_smoke", "--num-tasks=100"])  # doctest: +SKIP
+        0
+    """
+    argv = flag_parsing.program_argv("python -m experiments.evaluate", argv)
+    fv = define_flags()
+    if flag_parsing.wants_help(argv):
+        print(flag_parsing.help_text(__doc__, fv))
+        return 0
     try:
-        results = run_evaluation(args.workdir, data_dir=args.data_dir, num_tasks=args.num_tasks,
-                                 ensemble_size=args.ensemble_size)
-    except (ConfigError, common.DataError) as err:
+        rest = flag_parsing.parse(fv, argv)
+        if len(rest) > 1:
+            raise ConfigError(f"unexpected arguments {rest[1:]}")
+        results = run_evaluation(fv["workdir"].value, data_dir=fv["data-dir"].value,
+                                 num_tasks=fv["num-tasks"].value,
+                                 ensemble_size=fv["ensemble-size"].value)
+    except (ConfigError, datasets.DataError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     print(format_table(results))

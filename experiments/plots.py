@@ -9,9 +9,9 @@ from typing import Any
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import jax  # noqa: E402
-import numpy as np  # noqa: E402
+import jax
+import matplotlib.pyplot as plt
+import numpy as np
 
 
 def read_jsonl(path: pathlib.Path) -> list[dict]:
@@ -19,8 +19,8 @@ def read_jsonl(path: pathlib.Path) -> list[dict]:
     if not path.is_file():
         return []
     out = []
-    for line in path.read_text().splitlines():
-        line = line.strip()
+    for raw_line in path.read_text().splitlines():
+        line = raw_line.strip()
         if line:
             try:
                 out.append(json.loads(line))
@@ -68,8 +68,8 @@ def plot_inner_lrs(inner_lrs: Any, out: pathlib.Path, title: str = "") -> pathli
     """The (learned) inner learning rate of every adapted tensor at every inner step."""
     flat = jax.tree_util.tree_flatten_with_path(inner_lrs)[0]
     fig, ax = plt.subplots(figsize=(8, 4.5))
-    for path, lr in flat:
-        lr = np.asarray(lr)
+    for path, leaf in flat:
+        lr = np.asarray(leaf)
         if lr.ndim == 0:
             values = lr[None]
         elif lr.ndim == 1:
@@ -87,11 +87,12 @@ def plot_inner_lrs(inner_lrs: Any, out: pathlib.Path, title: str = "") -> pathli
 
 
 def plot_per_step_accuracy(curves: dict[str, tuple[Any, Any]], out: pathlib.Path,
-                           title: str = "query accuracy after each inner step (test)") -> pathlib.Path:
+                           title: str = "query accuracy after each inner step (test)",
+                           ) -> pathlib.Path:
     """``curves``: label -> (mean accuracy per step 0..N, 95% CI per step), in percent."""
     fig, ax = plt.subplots(figsize=(6.5, 4.2))
-    for label, (mean, ci) in curves.items():
-        mean, ci = np.asarray(mean), np.asarray(ci)
+    for label, (mean_values, ci_values) in curves.items():
+        mean, ci = np.asarray(mean_values), np.asarray(ci_values)
         steps = np.arange(len(mean))
         ax.errorbar(steps, mean, yerr=ci, fmt="o-", capsize=3, label=label)
     ax.set(xlabel="inner steps taken", ylabel="query accuracy (%)", title=title)

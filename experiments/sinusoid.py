@@ -1,7 +1,11 @@
 """Sinusoid regression: meta-train MAML and MAML++ and compare them (``make demo``).
 
-    python -m experiments.sinusoid --config experiments/configs/sinusoid_demo.py \
-        [--workdir runs/sinusoid_demo] [--iterations N]
+    python -m experiments.sinusoid --config=experiments/configs/sinusoid_demo.py \\
+        [--config.KEY=VALUE ...] [--workdir=runs/sinusoid_demo] [--iterations=N] [--no-progress]
+
+``--config`` is a config file (``FILE.py[:variant]``, e.g. ``sinusoid_paper.py:smoke``)
+whose ``get_config()`` returns ``sinusoid_config(...)``; ``--config.iterations=2000``
+overrides a top-level key.
 
 Writes ``results.json``, ``results.md`` and three plots into the workdir: the query loss
 after each inner step (MAML vs MAML++), the spread of per-task final losses, and the
@@ -10,7 +14,6 @@ learned inner learning rates of MAML++ per layer and step.
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
 import os
@@ -18,14 +21,18 @@ import pathlib
 import platform
 import sys
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+from absl import flags
+from ml_collections import config_dict
 
 import maml_jax as mj
-from experiments.config_lib import ConfigError, call_get_config
+from experiments import flag_parsing
+from experiments.config_lib import ConfigError
 
 
 @dataclasses.dataclass(frozen=True)
@@ -66,15 +73,62 @@ class SinusoidConfig:
     paper: str = ""
 
 
-def load_config(path: str | os.PathLike) -> SinusoidConfig:
-    """Imports ``get_config()`` from a config file; a clear error if it is not one."""
-    try:
-        cfg = call_get_config(path)
-    except ConfigError as err:
-        raise SystemExit(str(err)) from None
-    if not isinstance(cfg, SinusoidConfig):
-        raise SystemExit(f"{path}: get_config() must return an experiments.sinusoid.SinusoidConfig")
+def _config_dict(fields: dict[str, Any]) -> config_dict.ConfigDict:
+    # None-valued fields (clip_value, inner_lr_scale) become float placeholders, so that
+    # ``--config.KEY=VALUE`` can set them.
+    return config_dict.ConfigDict(
+        {k: config_dict.placeholder(float) if v is None else v for k, v in fields.items()})
+
+
+def method_config(**fields) -> config_dict.ConfigDict:
+    """One method of a sinusoid config file, as a ConfigDict (``MethodConfig``'s fields).
+
+    Example:
+        >>> method_config(name="MAML", num_inner_steps=1, inner_lr=0.01, granularity="scalar",
+        ...               learn_inner_lrs=False, msl=False).msl_epochs
+        10
+    """
+    return _config_dict(dataclasses.asdict(MethodConfig(**fields)))
+
+
+def sinusoid_config(methods, **fields) -> config_dict.ConfigDict:
+    """A sinusoid config file's ``get_config()`` value: ``SinusoidConfig``'s fields, locked.
+
+    ``methods``: ``method_config`` values. Top-level keys are overridden from the command
+    line (``--config.iterations=2000``), a method's inside the tuple is not.
+    """
+    cfg = _config_dict({**dataclasses.asdict(SinusoidConfig(methods=(), **fields)),
+                        "methods": tuple(methods)})
+    cfg.lock()
     return cfg
+
+
+def from_config_dict(config: config_dict.ConfigDict) -> SinusoidConfig:
+    """The typed ``SinusoidConfig`` of a config file's ConfigDict (``ConfigError`` if it
+    names unknown keys)."""
+    raw = config.to_dict()
+    fields = {f.name for f in dataclasses.fields(SinusoidConfig)}
+    method_fields = {f.name for f in dataclasses.fields(MethodConfig)}
+    unknown = sorted(set(raw) - fields) + sorted(
+        {k for m in raw.get("methods", ()) for k in m} - method_fields)
+    if unknown:
+        raise ConfigError(f"unknown sinusoid config keys {unknown}")
+    methods = tuple(MethodConfig(**{k: m[k] for k in m}) for m in raw.pop("methods", ()))
+    raw = {k: tuple(v) if isinstance(v, list) else v for k, v in raw.items()}
+    return SinusoidConfig(methods=methods, **raw)
+
+
+def load_config(path: str | os.PathLike, overrides=()) -> SinusoidConfig:
+    """Loads a config file (``FILE.py[:arg]``) as the scripts' ``--config`` flag does.
+
+    ``overrides``: ``--config.KEY=VALUE`` arguments. Raises ``SystemExit`` with the
+    reason if it is not a sinusoid config.
+    """
+    try:
+        return from_config_dict(flag_parsing.config_from_flags(
+            [f"--config={path}", *overrides]))
+    except ConfigError as err:
+        raise SystemExit(f"error: {err}") from None
 
 
 def _meta_config(cfg: SinusoidConfig, m: MethodConfig) -> mj.MetaConfig:
@@ -192,7 +246,7 @@ def make_plots(cfg: SinusoidConfig, evals, learned_lrs, workdir: pathlib.Path) -
     files = []
     fig, axes = plt.subplots(1, len(cfg.eval_shots), figsize=(5 * len(cfg.eval_shots), 4))
     axes = np.atleast_1d(axes)
-    for ax, k in zip(axes, cfg.eval_shots):
+    for ax, k in zip(axes, cfg.eval_shots, strict=True):
         for name, ev in evals.items():
             mean, ci = mj.mean_ci95(ev[k], axis=0)
             steps = np.arange(len(mean))
@@ -223,8 +277,8 @@ def make_plots(cfg: SinusoidConfig, evals, learned_lrs, workdir: pathlib.Path) -
     fig, ax = plt.subplots(figsize=(6, 4))
     for name, lrs in learned_lrs.items():
         flat = jax.tree_util.tree_flatten_with_path(lrs)[0]
-        for path, leaf in flat:
-            leaf = np.atleast_1d(np.asarray(leaf))
+        for path, value in flat:
+            leaf = np.atleast_1d(np.asarray(value))
             label = "/".join(str(getattr(p, "key", p)) for p in path)
             ax.plot(np.arange(1, len(leaf) + 1), leaf, marker="o", label=f"{name}: {label}")
     ax.set(title="learned inner learning rate per layer and step", xlabel="inner step",
@@ -237,26 +291,55 @@ def make_plots(cfg: SinusoidConfig, evals, learned_lrs, workdir: pathlib.Path) -
     return files
 
 
+def define_flags() -> flags.FlagValues:
+    """The script's flags on a fresh ``FlagValues`` (see ``experiments.flag_parsing``)."""
+    fv = flags.FlagValues()
+    flags.DEFINE_string("config", "experiments/configs/sinusoid_demo.py",
+                        "sinusoid config file, FILE.py[:variant]; override its keys with "
+                        "--config.KEY=VALUE", flag_values=fv)
+    flags.DEFINE_string("workdir", None, "output directory (default runs/<config file name>)",
+                        flag_values=fv)
+    flags.DEFINE_integer("iterations", None, "override the config's iterations",
+                         flag_values=fv)
+    flags.DEFINE_bool("no-progress", False, "no tqdm progress bar", flag_values=fv)
+    return fv
+
+
 def main(argv: list[str] | None = None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--config", default="experiments/configs/sinusoid_demo.py")
-    parser.add_argument("--workdir", default=None)
-    parser.add_argument("--iterations", type=int, default=None, help="override the config")
-    parser.add_argument("--no-progress", action="store_true")
-    args = parser.parse_args(argv)
-    cfg = load_config(args.config)
-    if args.iterations is not None:
-        if args.iterations < 1:
+    """``python -m experiments.sinusoid``; returns the results (``SystemExit`` on bad input).
+
+    Example:
+        >>> main(["--config=experiments/configs/sinusoid_paper.py:smoke", "--workdir=/tmp/s",
+        ...       "--no-progress"])["train_seconds"].keys()  # doctest: +SKIP
+        dict_keys(['MAML', 'MAML++'])
+    """
+    full = flag_parsing.program_argv("python -m experiments.sinusoid", argv)
+    # --config.KEY=VALUE go to the config (load_config); the other flags are parsed here.
+    overrides = [a for a in full[1:] if a.startswith(("--config.", "-config."))]
+    fv = define_flags()
+    if flag_parsing.wants_help(full):
+        print(flag_parsing.help_text(__doc__, fv))
+        return {}
+    try:
+        flag_parsing.parse(fv, [a for a in full if a not in overrides])
+    except ConfigError as err:
+        raise SystemExit(f"error: {err}") from None
+    cfg = load_config(fv["config"].value, overrides)
+    iterations = fv["iterations"].value
+    if iterations is not None:
+        if iterations < 1:
             raise SystemExit("--iterations must be >= 1")
-        cfg = dataclasses.replace(cfg, iterations=args.iterations)
-    workdir = pathlib.Path(args.workdir or f"runs/{pathlib.Path(args.config).stem}")
+        cfg = dataclasses.replace(cfg, iterations=iterations)
+    config_path = fv["config"].value.split(":", 1)[0]
+    progress = not fv["no-progress"].value
+    workdir = pathlib.Path(fv["workdir"].value or f"runs/{pathlib.Path(config_path).stem}")
     workdir.mkdir(parents=True, exist_ok=True)
 
     print(f"sinusoid: {cfg.iterations} meta-iterations per method, meta-batch "
           f"{cfg.meta_batch_size}, K={cfg.k_train}; device {jax.devices()[0].device_kind}")
     evals, learned, timings, logs = {}, {}, {}, {}
     for m in cfg.methods:
-        meta_params, log, seconds = train_method(cfg, m, progress=not args.no_progress)
+        meta_params, log, seconds = train_method(cfg, m, progress=progress)
         evals[m.name] = evaluate_method(cfg, meta_params)
         timings[m.name] = seconds
         logs[m.name] = log
@@ -268,7 +351,8 @@ def main(argv: list[str] | None = None) -> dict:
     stamp = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
     machine = f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, " \
               f"jax {jax.__version__} on {jax.devices()[0].device_kind}"
-    command = "python -m experiments.sinusoid " + " ".join(argv if argv is not None else sys.argv[1:])
+    command = "python -m experiments.sinusoid " + " ".join(argv if argv is not None
+                                                          else sys.argv[1:])
     md = [f"# Sinusoid results ({stamp})", "", f"Command: `{command}`", f"Machine: {machine}",
           "", "Query MSE on the fixed test tasks (mean ± 95% CI):", "", table, "",
           "Training time: " + ", ".join(f"{k} {v:.0f} s" for k, v in timings.items()),
@@ -292,5 +376,5 @@ def main(argv: list[str] | None = None) -> dict:
 if __name__ == "__main__":
     # Run the importable module's main, so configs (which import experiments.sinusoid)
     # and this script share one SinusoidConfig class.
-    from experiments import sinusoid as _self
+    from experiments import sinusoid as _self  # noqa: PLW0406 - deliberate, see above
     _self.main()

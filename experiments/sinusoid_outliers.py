@@ -1,7 +1,7 @@
 """Which sinusoid test tasks make MAML++'s 5-shot interval wide, and why.
 
-    python -m experiments.sinusoid_outliers --config experiments/configs/sinusoid_paper.py \
-        --workdir runs/sinusoid_outliers [--top 10]
+    python -m experiments.sinusoid_outliers --config=experiments/configs/sinusoid_paper.py \\
+        --workdir=runs/sinusoid_outliers [--top=10]
 
 Trains the config's methods (or reloads them from ``--workdir``), evaluates every method on
 the config's fixed 600 test tasks with K = 5 support points for up to 10 steps, and for the
@@ -21,7 +21,6 @@ Writes ``outliers.json`` and ``outliers.md`` into the workdir.
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
 import pathlib
@@ -30,9 +29,11 @@ import time
 
 import jax
 import numpy as np
+from absl import flags
 
 import maml_jax as mj
-from experiments import sinusoid
+from experiments import flag_parsing, sinusoid
+from experiments.config_lib import ConfigError
 
 __all__ = ["fit_sine", "support_coverage", "analyse", "main"]
 
@@ -102,7 +103,7 @@ def analyse(cfg: sinusoid.SinusoidConfig, params_by_method: dict, *, k: int = 5,
         ra, rb = np.argsort(np.argsort(a)), np.argsort(np.argsort(b))
         return float(np.corrcoef(ra, rb)[0, 1])
     result = {
-        "focus": focus, "k": k, "num_steps": num_steps, "num_tasks": int(len(final)),
+        "focus": focus, "k": k, "num_steps": num_steps, "num_tasks": len(final),
         "mean_ci95": [float(mean), float(ci)],
         "mean_ci95_without_top": [float(wm), float(wci)],
         "median": float(np.median(final)), "p99": float(np.percentile(final, 99)),
@@ -137,7 +138,8 @@ def _alpha_scaled(loss_fn, meta_params, support, query, num_steps, scales):
     them at little cost to the typical task."""
     out = {}
     for scale in scales:
-        lrs = jax.tree.map(lambda a: a * scale, meta_params["inner_lrs"])
+        # tree.map calls the lambda at once; the default only binds this iteration's scale.
+        lrs = jax.tree.map(lambda a, s=scale: a * s, meta_params["inner_lrs"])
         q = np.asarray(mj.jit_evaluate_tasks(loss_fn, meta_params["params"], lrs,
                                              (support, query), num_steps=num_steps)[0])
         final = q[:, num_steps]
@@ -185,21 +187,39 @@ def to_markdown(res: dict) -> str:
     return "\n".join(lines)
 
 
+def define_flags() -> flags.FlagValues:
+    """The script's flags on a fresh ``FlagValues`` (see ``experiments.flag_parsing``)."""
+    fv = flags.FlagValues()
+    flags.DEFINE_string("config", "experiments/configs/sinusoid_paper.py",
+                        "sinusoid config file, FILE.py[:variant]", flag_values=fv)
+    flags.DEFINE_string("workdir", None, "trained methods and the outputs", flag_values=fv)
+    flags.DEFINE_integer("iterations", None, "override the config's iterations",
+                         lower_bound=1, flag_values=fv)
+    flags.DEFINE_integer("top", 10, "tasks to report", lower_bound=1, flag_values=fv)
+    flags.DEFINE_string("focus", None, "method to analyse (default: the last)",
+                        flag_values=fv)
+    flags.mark_flag_as_required("workdir", flag_values=fv)
+    return fv
+
+
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m experiments.sinusoid_outliers",
-                                description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--config", default="experiments/configs/sinusoid_paper.py")
-    p.add_argument("--workdir", required=True)
-    p.add_argument("--iterations", type=int, default=None, help="override the config")
-    p.add_argument("--top", type=int, default=10)
-    p.add_argument("--focus", default=None, help="method to analyse (default: the last)")
-    args = p.parse_args(argv)
+    """``python -m experiments.sinusoid_outliers``; returns the exit status (2: bad flags)."""
     from flax import serialization
-    cfg = sinusoid.load_config(args.config)
-    if args.iterations is not None:
-        cfg = dataclasses.replace(cfg, iterations=args.iterations)
-    work = pathlib.Path(args.workdir)
+    full = flag_parsing.program_argv("python -m experiments.sinusoid_outliers", argv)
+    overrides = [a for a in full[1:] if a.startswith(("--config.", "-config."))]
+    fv = define_flags()
+    if flag_parsing.wants_help(full):
+        print(flag_parsing.help_text(__doc__, fv))
+        return 0
+    try:
+        flag_parsing.parse(fv, [a for a in full if a not in overrides])
+    except ConfigError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    cfg = sinusoid.load_config(fv["config"].value, overrides)
+    if fv["iterations"].value is not None:
+        cfg = dataclasses.replace(cfg, iterations=fv["iterations"].value)
+    work = pathlib.Path(fv["workdir"].value)
     work.mkdir(parents=True, exist_ok=True)
     params = {}
     for m in cfg.methods:
@@ -211,10 +231,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{m.name}: trained in {seconds:.0f} s", flush=True)
         f.write_bytes(serialization.msgpack_serialize(jax.device_get(mp)))
         params[m.name] = jax.device_get(mp)
-    res = analyse(cfg, params, top=args.top, focus=args.focus)
+    res = analyse(cfg, params, top=fv["top"].value, focus=fv["focus"].value)
     res.update(date=time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-               command="python -m experiments.sinusoid_outliers " + " ".join(
-                   argv if argv is not None else sys.argv[1:]),
+               command="python -m experiments.sinusoid_outliers " + " ".join(full[1:]),
                iterations=cfg.iterations)
     (work / "outliers.json").write_text(json.dumps(res, indent=1, default=float))
     md = to_markdown(res)

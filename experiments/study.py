@@ -1,6 +1,6 @@
 """The claims of MAML++, measured on trained runs: trajectories, spread, overshoot, seeds.
 
-    python -m experiments.study RUN_DIR [RUN_DIR ...] --out runs/study [--margin 0.05]
+    python -m experiments.study RUN_DIR [RUN_DIR ...] --out=runs/study [--margin=0.05]
 
 Every run (an Omniglot ``experiments.train`` workdir, or a sinusoid run written by
 ``experiments.study_grid``) is evaluated on the same fixed test tasks of its setting, for
@@ -22,7 +22,6 @@ goes on with the others.
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
 import pathlib
@@ -32,6 +31,7 @@ from typing import Any
 
 import jax
 import numpy as np
+from absl import flags
 
 import maml_jax as mj
 
@@ -191,26 +191,26 @@ def _sinusoid_run(workdir: pathlib.Path, info: dict) -> RunEval:
 
 
 def _omniglot_run(workdir: pathlib.Path, cfg: dict, images=None, data_dir=None) -> RunEval:
-    from experiments import common
+    from experiments import checkpoints, datasets, wiring
     if cfg.get("num_seeds", 1) > 1:
         # One RunEval per workdir and seed is what the study groups; a population holds
         # several seeds in one workdir. Train the grid's seeds as separate cells instead.
         raise RunFailed(f"{workdir} is a population run ({cfg['num_seeds']} seeds); the study "
                         "reads single-seed runs only")
-    all_images, splits = images if images is not None else common.load_images(cfg, data_dir)
-    common.check_task_requests(cfg, splits, all_images)
-    setup = common.get_setup(cfg)
-    mngr = common.checkpoint_manager(workdir, cfg["keep_best"], read_only=True)
+    all_images, splits = images if images is not None else datasets.load_images(cfg, data_dir)
+    datasets.check_task_requests(cfg, splits, all_images)
+    setup = wiring.get_setup(cfg)
+    mngr = checkpoints.checkpoint_manager(workdir, cfg["keep_best"], read_only=True)
     try:
-        ranked = common.ranked_checkpoints(mngr)
+        ranked = checkpoints.ranked_checkpoints(mngr)
         if not ranked:
             raise RunFailed(f"no checkpoint with a validation accuracy in {workdir}")
-        template = common.init_state(cfg, setup)
-        best, _ = common.restore_checkpoint(mngr, ranked[0][0], template)
+        template = wiring.init_state(cfg, setup)
+        best, _ = checkpoints.restore_checkpoint(mngr, ranked[0][0], template)
         # The rates at every retained checkpoint (best-k and the latest) + the initial ones.
         snaps = {0: jax.device_get(template.meta_params["inner_lrs"])}
         for step in sorted(mngr.all_steps()):
-            state = best if step == ranked[0][0] else common.restore_checkpoint(
+            state = best if step == ranked[0][0] else checkpoints.restore_checkpoint(
                 mngr, step, template)[0]
             snaps[int(step)] = jax.device_get(state.meta_params["inner_lrs"])
     finally:
@@ -225,12 +225,12 @@ def _omniglot_run(workdir: pathlib.Path, cfg: dict, images=None, data_dir=None) 
     if cached is not None and json.loads(str(cached["key"])) == key:
         losses, accuracy = cached["losses"], cached["accuracy"]
     else:
-        tasks = common.fixed_eval_tasks(
-            jax.device_put(common.select_classes(all_images, splits["test"])), cfg, "test")
+        tasks = datasets.fixed_eval_tasks(
+            jax.device_put(datasets.select_classes(all_images, splits["test"])), cfg, "test")
         mp = best.meta_params
         losses, aux = mj.jit_evaluate_tasks(setup.eval_loss_fn, mp["params"], mp["inner_lrs"],
                                             tasks, num_steps=2 * n,
-                                            batch_size=common.eval_batch_size(cfg))
+                                            batch_size=wiring.eval_batch_size(cfg))
         losses, accuracy = np.asarray(losses), np.asarray(aux["accuracy"])
         np.savez(cache, losses=losses, accuracy=accuracy, key=json.dumps(key))
     return RunEval(str(workdir), "omniglot", cfg["name"], f"{cfg['num_ways']}w{cfg['k_shot']}s",
@@ -249,8 +249,8 @@ def evaluate_run(workdir: str | pathlib.Path, *, images=None, data_dir=None) -> 
         if not info.get("finished"):
             raise RunFailed(f"{workdir}: training did not finish")
         return _sinusoid_run(workdir, info)
-    from experiments import common
-    cfg = common.read_workdir_config(workdir)
+    from experiments import checkpoints
+    cfg = checkpoints.read_workdir_config(workdir)
     if cfg is None:
         raise RunFailed(f"{workdir} is neither a sinusoid run (run.json) nor a training "
                         "workdir (config.json)")
@@ -334,8 +334,8 @@ def markdown_table(summary: dict[str, Any]) -> str:
 def _tree_rows(lrs: Any) -> tuple[list[str], np.ndarray]:
     """Learned rates as a (tensors, steps) matrix; per-parameter rates by their mean |alpha|."""
     names, rows = [], []
-    for path, leaf in jax.tree_util.tree_flatten_with_path(lrs)[0]:
-        leaf = np.asarray(leaf, np.float64)
+    for path, value in jax.tree_util.tree_flatten_with_path(lrs)[0]:
+        leaf = np.asarray(value, np.float64)
         if leaf.ndim == 0:
             continue  # a fixed scalar rate: nothing learned to show
         names.append("/".join(str(getattr(p, "key", p)) for p in path))
@@ -359,7 +359,7 @@ def make_plots(runs: list[RunEval], out: pathlib.Path) -> list[str]:
                                  sharey=True, squeeze=False)
         finite = np.concatenate([r.losses[np.isfinite(r.losses)] for _, r in members])
         lo, hi = max(float(np.percentile(finite, 0.5)), 1e-6), float(np.percentile(finite, 99.9))
-        for ax, (method, r) in zip(axes[0], members):
+        for ax, (method, r) in zip(axes[0], members, strict=True):
             steps = np.arange(r.losses.shape[1])
             for row in r.losses[:: max(1, len(r.losses) // 100)]:
                 ax.plot(steps, row, color="0.6", lw=0.3, alpha=0.5)
@@ -398,16 +398,16 @@ def make_plots(runs: list[RunEval], out: pathlib.Path) -> list[str]:
             snaps = sorted(r.inner_lr_snapshots)
             if not snaps or not _tree_rows(r.inner_lr_snapshots[snaps[-1]])[0]:
                 continue
-            pick = sorted({snaps[int(round(i))] for i in np.linspace(0, len(snaps) - 1, 4)})
+            pick = sorted({snaps[round(i)] for i in np.linspace(0, len(snaps) - 1, 4)})
             mats = [_tree_rows(r.inner_lr_snapshots[i]) for i in pick]
             vmax = max(float(m.max()) for _, m in mats)
             positive = [float(m[m > 0].min()) for _, m in mats if (m > 0).any()]
             # Log colours: rates of one model often span two or more decades.
             norm = matplotlib.colors.LogNorm(vmin=max(min(positive, default=vmax / 1e3),
                                                       vmax / 1e4), vmax=vmax)
-            fig, axes = plt.subplots(1, len(pick), figsize=(2.6 * len(pick) + 1.5, 0.35 * len(mats[0][0]) + 1.6),
-                                     squeeze=False)
-            for ax, it, (names, mat) in zip(axes[0], pick, mats):
+            fig, axes = plt.subplots(1, len(pick), squeeze=False,
+                                     figsize=(2.6 * len(pick) + 1.5, 0.35 * len(mats[0][0]) + 1.6))
+            for ax, it, (names, mat) in zip(axes[0], pick, mats, strict=True):
                 im = ax.imshow(mat, aspect="auto", cmap="viridis", norm=norm)
                 ax.set(title=f"iteration {it}", xlabel="inner step",
                        xticks=range(mat.shape[1]), xticklabels=range(1, mat.shape[1] + 1))
@@ -424,7 +424,7 @@ def make_plots(runs: list[RunEval], out: pathlib.Path) -> list[str]:
     shapes = sorted({(r.trained_steps, r.msl_epochs, r.num_epochs) for r in runs if r.msl})
     if shapes:
         fig, axes = plt.subplots(1, len(shapes), figsize=(4.2 * len(shapes), 3.2), squeeze=False)
-        for ax, (n, me, ne) in zip(axes[0], shapes):
+        for ax, (n, me, ne) in zip(axes[0], shapes, strict=True):
             epochs = np.arange(0, max(ne, me + 1))
             w = np.stack([np.asarray(mj.msl_weights(e, n, me)) for e in epochs])
             for i in range(n):
@@ -469,22 +469,44 @@ def run_study(workdirs: list[str | pathlib.Path], out: str | pathlib.Path, *,
     return result
 
 
+def define_flags() -> flags.FlagValues:
+    """The script's flags on a fresh ``FlagValues``; the run directories are positional."""
+    fv = flags.FlagValues()
+    flags.DEFINE_string("out", None, "directory for study.json, study.md, plots",
+                        flag_values=fv)
+    flags.DEFINE_float("margin", OVERSHOOT_MARGIN, "relative rise that counts as "
+                       "overshooting", lower_bound=0.0, flag_values=fv)
+    flags.DEFINE_string("data-dir", None, "Omniglot archives (Omniglot runs only)",
+                        flag_values=fv)
+    flags.mark_flag_as_required("out", flag_values=fv)
+    return fv
+
+
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m experiments.study", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("workdirs", nargs="+", help="run directories")
-    p.add_argument("--out", required=True, help="directory for study.json, study.md, plots")
-    p.add_argument("--margin", type=float, default=OVERSHOOT_MARGIN,
-                   help="relative rise that counts as overshooting (default 0.05)")
-    p.add_argument("--data-dir", default=None, help="Omniglot archives (Omniglot runs only)")
-    args = p.parse_args(argv)
-    if args.margin < 0:
-        print("error: --margin must be >= 0", file=sys.stderr)
+    """``python -m experiments.study RUN_DIR ... --out=DIR``; 0 if any run was evaluated.
+
+    Example:
+        >>> main(["runs/a", "runs/b", "--out=runs/study"])  # doctest: +SKIP
+        0
+    """
+    from experiments import flag_parsing
+    from experiments.config_lib import ConfigError
+    full = flag_parsing.program_argv("python -m experiments.study", argv)
+    fv = define_flags()
+    if flag_parsing.wants_help(full):
+        print(flag_parsing.help_text(__doc__, fv))
+        return 0
+    try:
+        workdirs = flag_parsing.parse(fv, full)[1:]
+        if not workdirs:
+            raise ConfigError("name at least one run directory")
+    except ConfigError as err:
+        print(f"error: {err}", file=sys.stderr)
         return 2
-    res = run_study(args.workdirs, args.out, margin=args.margin, data_dir=args.data_dir,
-                    command="python -m experiments.study " + " ".join(
-                        argv if argv is not None else sys.argv[1:]))
-    print((pathlib.Path(args.out) / "study.md").read_text())
+    out = fv["out"].value
+    res = run_study(workdirs, out, margin=fv["margin"].value, data_dir=fv["data-dir"].value,
+                    command="python -m experiments.study " + " ".join(full[1:]))
+    print((pathlib.Path(out) / "study.md").read_text())
     return 0 if res["groups"] else 1
 
 

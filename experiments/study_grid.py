@@ -1,7 +1,7 @@
 """Trains a whole study grid from one config, then runs the study on it (one command).
 
-    python -m experiments.study_grid --grid experiments/configs/study_sinusoid.py \
-        --root runs/study_sinusoid [--smoke] [--only NAME ...] [--no-study]
+    python -m experiments.study_grid --grid=experiments/configs/study_sinusoid.py \\
+        --root=runs/study_sinusoid [--smoke] [--only=PATTERN ...] [--no-study]
 
 A grid config's ``get_config()`` returns a ``SinusoidGrid`` (methods x support sizes x
 seeds) or an ``OmniglotGrid`` (named ``experiments.train`` configs x seeds). Every cell
@@ -15,7 +15,6 @@ on; it is not retried on the next call (training is deterministic) unless
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import fnmatch
 import json
@@ -26,10 +25,11 @@ import traceback
 from typing import Any
 
 import jax
+from absl import flags
 
 import maml_jax as mj
-from experiments import sinusoid, study
-from experiments.config_lib import ConfigError, call_get_config, validate_config
+from experiments import flag_parsing, sinusoid, study
+from experiments.config_lib import ConfigError, validate_config
 
 __all__ = ["SinusoidGrid", "OmniglotGrid", "cells", "train_cell", "main"]
 
@@ -62,9 +62,10 @@ def cells(grid: SinusoidGrid | OmniglotGrid, smoke: bool = False) -> list[tuple[
     if isinstance(grid, SinusoidGrid):
         base = dataclasses.replace(grid.base, **grid.smoke) if smoke else grid.base
         for k in grid.shots:
-            for m in grid.methods:
+            for method in grid.methods:
+                m = method
                 if smoke:
-                    m = dataclasses.replace(m, msl_epochs=min(m.msl_epochs, 1))
+                    m = dataclasses.replace(method, msl_epochs=min(method.msl_epochs, 1))
                 for seed in grid.seeds:
                     cfg = dataclasses.replace(base, methods=(m,), k_train=k, seed=seed,
                                               eval_shots=(k,))
@@ -132,7 +133,7 @@ def train_cell(cfg: Any, workdir: pathlib.Path, *, snapshots: int = 8, progress:
             _train_sinusoid(cfg, workdir, snapshots, progress)
         else:
             from experiments import train
-            train.run_training(cfg, workdir, data_dir=data_dir, progress=progress)
+            train.train_and_evaluate(cfg, workdir, data_dir=data_dir, progress=progress)
     except mj.NonFiniteLossError as err:
         workdir.mkdir(parents=True, exist_ok=True)
         (workdir / "failed.json").write_text(json.dumps(
@@ -142,41 +143,69 @@ def train_cell(cfg: Any, workdir: pathlib.Path, *, snapshots: int = 8, progress:
     return "trained"
 
 
+def define_flags() -> flags.FlagValues:
+    """The script's flags on a fresh ``FlagValues`` (see ``experiments.flag_parsing``).
+
+    ``--only`` is repeated for several patterns (``--only='*_K5_*' --only='MAML_*'``).
+    """
+    fv = flags.FlagValues()
+    flags.DEFINE_string("grid", None, "experiments/configs/study_*.py", flag_values=fv)
+    flags.DEFINE_string("root", None, "one directory per cell, and study/", flag_values=fv)
+    flags.DEFINE_bool("smoke", False, "the grid's tiny CPU variant", flag_values=fv)
+    flags.DEFINE_multi_string("only", [], "train only cells whose name matches this shell "
+                              "pattern (repeatable, e.g. '*_K5_*'); the study still covers "
+                              "every finished cell", flag_values=fv)
+    flags.DEFINE_bool("no-study", False, "train only", flag_values=fv)
+    flags.DEFINE_bool("retry-failed", False, "train cells again that failed before (e.g. "
+                      "after changing the code)", flag_values=fv)
+    flags.DEFINE_string("data-dir", None, "Omniglot archives (Omniglot grids)", flag_values=fv)
+    flags.DEFINE_bool("progress", False, "tqdm progress bars", flag_values=fv)
+    for name in ("grid", "root"):
+        flags.mark_flag_as_required(name, flag_values=fv)
+    return fv
+
+
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m experiments.study_grid", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--grid", required=True, help="experiments/configs/study_*.py")
-    p.add_argument("--root", required=True, help="one directory per cell, and study/")
-    p.add_argument("--smoke", action="store_true", help="the grid's tiny CPU variant")
-    p.add_argument("--only", nargs="*", default=None, metavar="PATTERN",
-                   help="train only cells whose name matches one of these shell patterns "
-                        "(e.g. '*_K5_*'); the study still covers every finished cell")
-    p.add_argument("--no-study", action="store_true", help="train only")
-    p.add_argument("--retry-failed", action="store_true",
-                   help="train cells again that failed before (e.g. after changing the code)")
-    p.add_argument("--data-dir", default=None, help="Omniglot archives (Omniglot grids)")
-    p.add_argument("--progress", action="store_true")
-    args = p.parse_args(argv)
+    """``python -m experiments.study_grid``; returns the exit status (2: bad flags or grid).
+
+    Example:
+        >>> main(["--grid=experiments/configs/study_sinusoid.py", "--root=/tmp/g",
+        ...       "--smoke", "--only=MAML_K5_*"])  # doctest: +SKIP
+        0
+    """
+    full = flag_parsing.program_argv("python -m experiments.study_grid", argv)
+    fv = define_flags()
+    if flag_parsing.wants_help(full):
+        print(flag_parsing.help_text(__doc__, fv))
+        return 0
     try:
-        grid = call_get_config(args.grid)
-        todo = cells(grid, args.smoke)
+        rest = flag_parsing.parse(fv, full)
+        if len(rest) > 1:
+            raise ConfigError(f"unexpected arguments {rest[1:]} (several --only patterns: "
+                              "repeat the flag)")
+        grid = flag_parsing.config_from_flags([f"--config={fv['grid'].value}"],
+                                              (SinusoidGrid, OmniglotGrid))
+        todo = cells(grid, fv["smoke"].value)
     except ConfigError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    root = pathlib.Path(args.root)
+    only = fv["only"].value
+    root = pathlib.Path(fv["root"].value)
     snapshots = getattr(grid, "snapshots", 0)
     for name, cfg in todo:
-        if args.only and not any(fnmatch.fnmatchcase(name, o) for o in args.only):
+        if only and not any(fnmatch.fnmatchcase(name, o) for o in only):
             continue
         start = time.perf_counter()
-        status = train_cell(cfg, root / name, snapshots=snapshots, progress=args.progress,
-                            data_dir=args.data_dir, retry_failed=args.retry_failed)
+        status = train_cell(cfg, root / name, snapshots=snapshots,
+                            progress=fv["progress"].value, data_dir=fv["data-dir"].value,
+                            retry_failed=fv["retry-failed"].value)
         print(f"{name}: {status} ({time.perf_counter() - start:.0f} s)", flush=True)
-    if args.no_study:
+    if fv["no-study"].value:
         return 0
     command = "python -m experiments.study_grid " + " ".join(
         argv if argv is not None else sys.argv[1:])
-    res = study.run_study([root / name for name, _ in todo], root / "study", data_dir=args.data_dir,
+    res = study.run_study([root / name for name, _ in todo], root / "study",
+                          data_dir=fv["data-dir"].value,
                           command=command)
     print((root / "study" / "study.md").read_text())
     return 0 if res["groups"] else 1
@@ -185,5 +214,5 @@ def main(argv: list[str] | None = None) -> int:
 if __name__ == "__main__":
     # Run the importable module's main, so grid configs (which import
     # experiments.study_grid) and this script share one SinusoidGrid class.
-    from experiments import study_grid as _self
+    from experiments import study_grid as _self  # noqa: PLW0406 - deliberate, see above
     sys.exit(_self.main())

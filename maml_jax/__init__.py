@@ -4,26 +4,63 @@ The public API is flat: ``from maml_jax import adapt, task_loss, outer_step, Con
 Importing it never imports torch or tensorflow.
 """
 
-from maml_jax.core import (GRANULARITIES, adapt, extend_inner_lrs, final_step_weights,
-                           init_inner_lrs, inner_step, msl_weights, task_loss)
-from maml_jax.facade import ModelAgnosticMetaLearning
-from maml_jax.losses import LOSSES, accuracy, make_loss_fn
-from maml_jax.meta import (TASK_BATCHING, MetaConfig, MetaState, NonFiniteLossError,
-                           check_finite, evaluate_tasks, init_meta_state, jit_evaluate_tasks,
-                           jit_outer_step, jit_train_steps, make_meta_optimizer, mean_ci95,
-                           meta_gradient, meta_lr_schedule, outer_step, phase, train_steps,
-                           validate_tasks)
-from maml_jax.models import (CONV_IMPLS, MLP, POOL_IMPLS, Conv3x3, Conv4, StepBatchNorm,
-                             conv3x3_patches, inner_loop_mask, max_pool_2x2, resolve_conv_impl)
 from maml_jax import parallel
+from maml_jax.core import (
+    GRANULARITIES,
+    adapt,
+    check_same_structure,
+    extend_inner_lrs,
+    final_step_weights,
+    init_inner_lrs,
+    inner_step,
+    msl_weights,
+    split_loss_output,
+    task_loss,
+)
 from maml_jax.data.sinusoid import SinusoidFamily, sample_sinusoid_tasks, sinusoid_eval_tasks
+from maml_jax.facade import ModelAgnosticMetaLearning
+from maml_jax.losses import LOSSES, accuracy, check_labels, make_loss_fn, prediction_loss
+from maml_jax.meta import (
+    TASK_BATCHING,
+    MetaConfig,
+    MetaState,
+    NonFiniteLossError,
+    check_finite,
+    evaluate_tasks,
+    init_meta_state,
+    jit_evaluate_tasks,
+    jit_outer_step,
+    jit_train_steps,
+    make_meta_optimizer,
+    mean_ci95,
+    meta_gradient,
+    meta_lr_schedule,
+    outer_step,
+    phase,
+    train_steps,
+    validate_tasks,
+)
+from maml_jax.model_adapters import ModelParts, apply_loss_fn, linen_loss_fn, nnx_model
+from maml_jax.models import (
+    CONV_IMPLS,
+    MLP,
+    POOL_IMPLS,
+    Conv3x3,
+    Conv4,
+    StepBatchNorm,
+    conv3x3_patches,
+    inner_loop_mask,
+    max_pool_2x2,
+    resolve_conv_impl,
+)
 
 __version__ = "0.1.0"
 
 __all__ = [
     # core maths
     "GRANULARITIES", "init_inner_lrs", "extend_inner_lrs", "inner_step", "adapt",
-    "task_loss", "msl_weights", "final_step_weights",
+    "task_loss", "msl_weights", "final_step_weights", "split_loss_output",
+    "check_same_structure",
     # outer loop
     "TASK_BATCHING", "MetaConfig", "MetaState", "init_meta_state", "meta_lr_schedule",
     "make_meta_optimizer", "phase", "meta_gradient", "outer_step", "jit_outer_step",
@@ -32,6 +69,9 @@ __all__ = [
     # models and losses
     "CONV_IMPLS", "POOL_IMPLS", "Conv3x3", "StepBatchNorm", "Conv4", "MLP", "inner_loop_mask",
     "conv3x3_patches", "max_pool_2x2", "resolve_conv_impl", "LOSSES", "make_loss_fn", "accuracy",
+    "prediction_loss", "check_labels",
+    # your own model: Flax NNX, Flax linen, a plain apply function
+    "ModelParts", "nnx_model", "linen_loss_fn", "apply_loss_fn",
     # tasks
     "SinusoidFamily", "sample_sinusoid_tasks", "sinusoid_eval_tasks",
     # facade

@@ -4,6 +4,10 @@ Everything here is a pure function of pytrees. ``loss_fn(params, batch, step)`` 
 user's model loss; ``step`` is the inner-step index (an int32 scalar, traced inside
 ``lax.scan``) so that a model can select per-step batch-norm weights (MAML++ BNWB).
 
+The loss contract is one thing everywhere (``adapt``, ``task_loss``, ``outer_step``,
+``evaluate_tasks``): ``loss_fn`` returns either a scalar loss or a ``(scalar loss,
+aux dict)`` pair; ``split_loss_output`` normalises both at trace time.
+
 Indexing convention (the MAML++ reference code's): the support loss at inner step ``i``
 and the query loss *after* update ``i`` both use ``step=i``; there are ``num_steps``
 indices, ``0 .. num_steps - 1``.
@@ -11,16 +15,22 @@ indices, ``0 .. num_steps - 1``.
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable, Mapping
+from typing import Any
 
+import chex
 import jax
 import jax.numpy as jnp
 
-PyTree = Any
-LossFn = Callable[[PyTree, Any, jax.Array], Any]
+# chex's names for what the signatures take: nested containers of arrays (params, inner
+# learning rates, batches) and arrays.
+PyTree = chex.ArrayTree
+LossFn = Callable[[PyTree, Any, chex.Array], Any]
 
 __all__ = [
     "GRANULARITIES",
+    "split_loss_output",
+    "check_same_structure",
     "init_inner_lrs",
     "extend_inner_lrs",
     "inner_step",
@@ -37,9 +47,85 @@ def _is_none(x: Any) -> bool:
     return x is None
 
 
+def split_loss_output(out: Any) -> tuple[jax.Array, dict]:
+    """Normalises what a ``loss_fn`` returned to ``(scalar loss, aux dict)``.
+
+    Accepted: a scalar (aux is then ``{}``) or a ``(scalar, dict)`` pair. Checked on
+    static shapes, so a wrong return value fails at trace time, before anything compiles.
+
+    Raises:
+      TypeError: naming what was returned otherwise (e.g. a per-example loss vector).
+
+    Example:
+      >>> split_loss_output(jnp.float32(1.0))
+      (Array(1., dtype=float32), {})
+    """
+    if isinstance(out, (tuple, list)):
+        if len(out) != 2 or not isinstance(out[1], Mapping):
+            raise TypeError(
+                "loss_fn must return a scalar loss or a (scalar loss, aux dict) pair; got a "
+                f"{type(out).__name__} of {len(out)} items "
+                f"({', '.join(type(o).__name__ for o in out)})")
+        loss, aux = out
+        aux = dict(aux)  # a fresh dict: callers pop entries (e.g. "bn_stats")
+    else:
+        loss, aux = out, {}
+    if not hasattr(loss, "shape") and not isinstance(loss, (int, float)):
+        raise TypeError(f"loss_fn must return a scalar loss (or (loss, aux dict)); got {loss!r}")
+    if jnp.shape(loss) != ():
+        raise TypeError(
+            f"loss_fn must return a scalar loss, got an array of shape {jnp.shape(loss)}: "
+            "reduce it over the batch (e.g. jnp.mean)")
+    return loss, aux
+
+
+def _loss_only(loss_fn: LossFn) -> LossFn:
+    """``loss_fn`` reduced to its scalar loss (what ``jax.grad`` differentiates)."""
+    return lambda params, batch, step: split_loss_output(loss_fn(params, batch, step))[0]
+
+
+def _key_name(k: Any) -> str:
+    for attr in ("key", "idx", "name"):
+        if hasattr(k, attr):
+            return str(getattr(k, attr))
+    return str(k)
+
+
+def check_same_structure(tree: PyTree, reference: PyTree, what: str, reference_what: str,
+                         *, none_is_leaf: bool = False) -> None:
+    """Raises a ``ValueError`` naming the first path where ``tree`` and ``reference`` differ.
+
+    Args:
+      tree, reference: the pytrees to compare (only their structure counts).
+      what, reference_what: their names in the message (e.g. ``"mask"``, ``"params"``).
+      none_is_leaf: treat ``None`` as a leaf (inner learning rates of parameters that are
+        not adapted) instead of an empty subtree.
+
+    Example:
+      >>> check_same_structure({"w": True}, {"w": jnp.zeros(2)}, "mask", "params")
+    """
+    is_leaf = _is_none if none_is_leaf else None
+    if jax.tree.structure(tree, is_leaf=is_leaf) == jax.tree.structure(reference, is_leaf=is_leaf):
+        return
+    paths = lambda t: ["/".join(_key_name(k) for k in path) for path, _ in
+                       jax.tree_util.tree_flatten_with_path(t, is_leaf=is_leaf)[0]]
+    mine, theirs = paths(tree), paths(reference)
+    only_mine = [p for p in mine if p not in set(theirs)]
+    only_theirs = [p for p in theirs if p not in set(mine)]
+    if only_theirs:
+        detail = f"{reference_what} has {only_theirs[0]!r} which {what} lacks"
+    elif only_mine:
+        detail = f"{what} has {only_mine[0]!r} which {reference_what} lacks"
+    else:
+        detail = "the same paths in different container types"
+    raise ValueError(f"{what} must have the structure of {reference_what}: {detail} "
+                     f"({len(only_theirs)} missing, {len(only_mine)} extra)")
+
+
 def _check_num_steps(num_steps: Any) -> int:
     if isinstance(num_steps, bool) or not isinstance(num_steps, int):
-        raise TypeError(f"num_steps must be a Python int (it fixes the scan length), got {num_steps!r}")
+        raise TypeError("num_steps must be a Python int (it fixes the scan length), "
+                        f"got {num_steps!r}")
     if num_steps < 1:
         raise ValueError(f"num_steps must be >= 1, got {num_steps}")
     return num_steps
@@ -95,6 +181,7 @@ def init_inner_lrs(
 
     if mask is None:
         return jax.tree.map(make, params)
+    check_same_structure(mask, params, "mask", "params")
     return jax.tree.map(lambda p, m: make(p) if m else None, params, mask)
 
 
@@ -124,12 +211,10 @@ def extend_inner_lrs(inner_lrs: PyTree, num_steps: int) -> PyTree:
 def _per_step_lrs(params: PyTree, inner_lrs: PyTree, num_steps: int) -> PyTree:
     """Gives every rate a leading step axis of length ``num_steps`` (for ``lax.scan``)."""
     try:
-        jax.tree.map(lambda lr, p: None, inner_lrs, params, is_leaf=_is_none)
+        check_same_structure(inner_lrs, params, "inner_lrs", "params", none_is_leaf=True)
     except ValueError as e:
-        raise ValueError(
-            "inner_lrs must mirror params (same pytree structure, None allowed for "
-            f"parameters that are not adapted): {e}"
-        ) from None
+        raise ValueError(f"{e}; inner_lrs must mirror params, with None for parameters "
+                         "that are not adapted") from None
 
     def stack(lr, p):
         if lr is None:
@@ -141,7 +226,8 @@ def _per_step_lrs(params: PyTree, inner_lrs: PyTree, num_steps: int) -> PyTree:
         if lr.shape[0] != num_steps:
             raise ValueError(
                 f"inner learning rate of shape {lr.shape} has {lr.shape[0]} steps but "
-                f"num_steps={num_steps}; use extend_inner_lrs to adapt with a different number of steps"
+                f"num_steps={num_steps}; use extend_inner_lrs to adapt with a different "
+                "number of steps"
             )
         if lr.ndim > 1 and lr.shape[1:] != p.shape:
             raise ValueError(
@@ -176,7 +262,7 @@ def inner_step(
     """One inner SGD step on the support set: ``params - lr_t * grad``.
 
     Args:
-      loss_fn: ``loss_fn(params, batch, step) -> scalar``.
+      loss_fn: ``loss_fn(params, batch, step) -> scalar`` or ``(scalar, aux dict)``.
       params: current (fast) parameters.
       lrs_t: this step's rates: a pytree mirroring params with leaves of shape ``()`` or
         ``p.shape`` (or ``None`` for parameters not adapted).
@@ -192,7 +278,7 @@ def inner_step(
       >>> loss = lambda p, b, s: jnp.sum((p["w"] * b) ** 2)
       >>> new, l = inner_step(loss, {"w": jnp.ones(2)}, {"w": 0.1}, jnp.ones(2), 0)
     """
-    loss, grads = jax.value_and_grad(loss_fn)(params, support, step)
+    loss, grads = jax.value_and_grad(_loss_only(loss_fn))(params, support, step)
     if first_order:
         grads = jax.lax.stop_gradient(grads)
     return _sgd_update(params, grads, lrs_t), loss
@@ -218,7 +304,7 @@ def adapt(
     """Runs ``num_steps`` inner SGD steps on ``support`` (a ``lax.scan``).
 
     Args:
-      loss_fn: ``loss_fn(params, batch, step) -> scalar``.
+      loss_fn: ``loss_fn(params, batch, step) -> scalar`` or ``(scalar, aux dict)``.
       params: initial parameters (the meta-parameters).
       inner_lrs: rates from ``init_inner_lrs`` (leaves ``()``, ``(num_steps,)`` or
         ``(num_steps, *p.shape)``; ``None`` leaves are not adapted).
@@ -271,8 +357,7 @@ def task_loss(
     multi-step loss uses ``msl_weights``; plain MAML is ``final_step_weights``.
 
     Args:
-      loss_fn: ``loss_fn(params, batch, step) -> scalar`` (or ``(scalar, aux)`` if
-        ``has_aux``).
+      loss_fn: ``loss_fn(params, batch, step) -> scalar`` or ``(scalar, aux dict)``.
       params: the meta-parameters.
       inner_lrs: inner learning rates mirroring params (see ``adapt``).
       support: support batch.
@@ -280,8 +365,9 @@ def task_loss(
       num_steps: number of inner steps (static).
       step_weights: ``(num_steps,)`` weights of the per-step query losses.
       first_order: stop gradients through the inner-loop gradients.
-      has_aux: ``loss_fn`` returns ``(loss, aux)``; the query aux of every step is
-        returned stacked along a leading step axis.
+      has_aux: also return the query aux of every step, stacked along a leading step
+        axis (``{}`` for a ``loss_fn`` returning a scalar). It selects the *output* form
+        only: either kind of ``loss_fn`` works with either value.
       remat: rematerialise each inner step (saves memory in second-order MAML).
       unroll: ``lax.scan`` unroll factor.
 
@@ -304,17 +390,11 @@ def task_loss(
             f"got {step_weights.shape}"
         )
 
-    def query_eval(p, t):
-        out = loss_fn(p, query, t)
-        return out if has_aux else (out, None)
-
-    support_loss_fn = (lambda q, b, s: loss_fn(q, b, s)[0]) if has_aux else loss_fn
-
     def body(p, xs):
         t, lrs_t = xs
-        p, _ = inner_step(support_loss_fn, p, lrs_t, support, t, first_order=first_order)
-        q_loss, aux = query_eval(p, t)
-        return p, (q_loss, aux)
+        p, _ = inner_step(loss_fn, p, lrs_t, support, t, first_order=first_order)
+        q_loss, aux = split_loss_output(loss_fn(p, query, t))
+        return p, (q_loss, aux if has_aux else None)
 
     body = _maybe_remat(body, remat)
     steps = jnp.arange(num_steps, dtype=jnp.int32)

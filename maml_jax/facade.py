@@ -27,6 +27,14 @@ class ModelAgnosticMetaLearning:
     the meta learning rate over ``total_epochs``. Plain MAML uses a fixed scalar alpha, the
     final-step loss, shared batch norm and a constant meta learning rate.
 
+    Any linen model works, also with a standard ``nn.BatchNorm`` (built with
+    ``use_running_average=False``): it normalises with each batch's statistics (as the
+    reference), its weights are left out of the inner loop, and its running statistics keep
+    their initial values (``StepBatchNorm`` reports its statistics and gets them updated).
+    For an NNX model or a plain function use the functional API with ``nnx_model`` /
+    ``apply_loss_fn``. On CPU, a model whose forward pass has a convolution is batched over
+    tasks with ``lax.map`` (``task_batching="auto"``, see ``MetaConfig``).
+
     Example:
       >>> maml = ModelAgnosticMetaLearning(Conv4(num_classes=5), inner_lr=0.1)
       >>> loss = maml.meta_train_step(xs, ys, xq, yq)   # arrays with a leading task axis
@@ -52,6 +60,11 @@ class ModelAgnosticMetaLearning:
         task_batching: str = "auto",
         seed: int = 0,
     ):
+        if not isinstance(model, nn.Module):
+            raise TypeError(
+                f"ModelAgnosticMetaLearning wraps a flax.linen module, got {type(model).__name__}; "
+                "for an NNX module or a plain function use the functional API with "
+                "maml_jax.nnx_model / maml_jax.apply_loss_fn (README: 'Your own model')")
         if loss not in losses.LOSSES:
             raise ValueError(f"unknown loss {loss!r}; expected one of {losses.LOSSES}")
         granularity = lr_granularity or ("layer_step" if plus_plus else "scalar")
@@ -60,6 +73,7 @@ class ModelAgnosticMetaLearning:
         if hasattr(model, "num_steps") and hasattr(model, "per_step_bn"):
             model = model.clone(num_steps=inner_steps, per_step_bn=plus_plus)
         self.model = model
+        self.loss = loss
         self.plus_plus = plus_plus
         self.inner_lr = inner_lr
         self.granularity = granularity
@@ -76,15 +90,22 @@ class ModelAgnosticMetaLearning:
         self._rng = jax.random.PRNGKey(seed)
         self.state: meta.MetaState | None = None
         self.last_metrics: dict[str, Any] = {}
+        self._example_ndim: int | None = None  # rank of one task's inputs, set by init
+        self._num_outputs: int | None = None
 
     # -- state -------------------------------------------------------------------------
     def init(self, example_input: Any) -> meta.MetaState:
         """Initialises parameters from one task's example inputs (called lazily)."""
         init_key, run_key = jax.random.split(self._rng)
         # One compiled init instead of the forward pass op by op.
-        variables = jax.jit(self.model.init)(init_key, jnp.asarray(example_input))
+        example_input = jnp.asarray(example_input)
+        variables = jax.jit(self.model.init)(init_key, example_input)
         params = variables["params"]
-        mask = models.inner_loop_mask(params)
+        outputs = jax.eval_shape(lambda v, x: self.model.apply(v, x, mutable=True)[0],
+                                 variables, example_input)
+        self._example_ndim = example_input.ndim
+        self._num_outputs = outputs.shape[-1] if outputs.ndim else 1
+        mask = models.inner_loop_mask(variables)
         lrs = core.init_inner_lrs(params, self.config.num_inner_steps, self.inner_lr,
                                   self.granularity, mask=mask)
         self.state = meta.init_meta_state(params, lrs, self.optimizer, run_key,
@@ -125,6 +146,7 @@ class ModelAgnosticMetaLearning:
         meta.validate_tasks(tasks)
         if self.state is None:
             self.init(tasks[0][0][0])
+        self._check_labels(support_labels, query_labels)
         first_order, msl = meta.phase(self.config, self.epoch)
         step = self.step
         self.state, metrics = meta.jit_outer_step(
@@ -136,13 +158,31 @@ class ModelAgnosticMetaLearning:
 
     # -- inference ---------------------------------------------------------------------
     def adapt(self, support_data, support_labels, num_steps: int | None = None) -> Any:
-        """Adapted parameters for one task (no task axis)."""
+        """Adapted parameters for one task, or for each task of a batch of tasks.
+
+        Args:
+          support_data, support_labels: one task's support set, e.g. ``(N*K, 28, 28, 1)``,
+            or a batch of tasks with a leading task axis (then every leaf of the result
+            has that task axis too: each task is adapted on its own).
+          num_steps: inner steps (default: those of meta-training).
+        """
         self._require_state()
         n = num_steps or self.config.num_inner_steps
         lrs = core.extend_inner_lrs(self.inner_lrs, n)
-        return core.adapt(lambda p, b, t: self.loss_fn(p, b, t)[0], self.params, lrs,
-                          (jnp.asarray(support_data), jnp.asarray(support_labels)),
-                          num_steps=n, first_order=True)
+        support = (jnp.asarray(support_data), jnp.asarray(support_labels))
+        self._check_labels(support_labels)
+        one_task = lambda s: core.adapt(self.loss_fn, self.params, lrs, s, num_steps=n,
+                                        first_order=True)
+        rank = support[0].ndim
+        if self._example_ndim is None or rank == self._example_ndim:  # None: state set by hand
+            return one_task(support)
+        if rank == self._example_ndim + 1:
+            meta.validate_tasks((support, support))
+            return jax.vmap(one_task)(support)
+        raise ValueError(
+            f"support_data of rank {rank} is neither one task (rank {self._example_ndim}, "
+            f"as the examples meta-training started with) nor a batch of tasks (rank "
+            f"{self._example_ndim + 1})")
 
     def evaluate(self, support_data, support_labels, query_data, query_labels,
                  num_steps: int | None = None) -> dict[str, np.ndarray]:
@@ -151,12 +191,21 @@ class ModelAgnosticMetaLearning:
         tasks = ((jnp.asarray(support_data), jnp.asarray(support_labels)),
                  (jnp.asarray(query_data), jnp.asarray(query_labels)))
         meta.validate_tasks(tasks)
+        self._check_labels(support_labels, query_labels)
         losses_, aux = meta.jit_evaluate_tasks(
             self.loss_fn, self.params, self.inner_lrs, tasks,
             num_steps=num_steps or self.config.num_inner_steps)
         out = {"loss": np.asarray(losses_)}
         out.update({k: np.asarray(v) for k, v in aux.items()})
         return out
+
+    def _check_labels(self, support_labels, query_labels=None):
+        """Class labels on the host: integers below the model's number of outputs."""
+        if self.loss != "cross_entropy" or self._num_outputs is None:  # state set by hand
+            return
+        losses.check_labels(support_labels, self._num_outputs, what="support labels")
+        if query_labels is not None:
+            losses.check_labels(query_labels, self._num_outputs, what="query labels")
 
     def _require_state(self):
         if self.state is None:

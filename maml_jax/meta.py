@@ -10,10 +10,11 @@ the state donated. ``train_steps`` runs several outer steps per host call
 from __future__ import annotations
 
 import dataclasses
-import functools
 import math
-from typing import Any, Callable, NamedTuple
+from collections.abc import Callable, Mapping
+from typing import Any, NamedTuple
 
+import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -21,7 +22,7 @@ import optax
 
 from maml_jax import core
 
-PyTree = Any
+PyTree = chex.ArrayTree
 
 __all__ = [
     "TASK_BATCHING",
@@ -64,11 +65,14 @@ class MetaConfig:
       learn_inner_lrs: meta-learn the inner learning rates (LSLR / Meta-SGD).
       iterations_per_epoch: outer steps per epoch (the reference's 500).
       task_batching: ``"vmap"`` over tasks, ``"map"`` (``lax.map``: one task after
-        another), or ``"auto"`` (= ``"vmap"``). On CPU, ``vmap`` turns ``lax.conv`` with
-        per-task weights into grouped convolutions that XLA:CPU runs >30x slower; Conv4's
-        default ``conv_impl="auto"`` avoids them there (im2col + batched matmul), which
-        makes ``vmap`` the fastest choice on every backend (benchmarks/RESULTS.md). With a
-        model of your own that calls ``lax.conv``/``nn.Conv`` on CPU, use ``"map"``.
+        another), or ``"auto"``: ``"map"`` on the CPU backend when the model's forward pass
+        contains a convolution (``lax.conv_general_dilated``, e.g. ``nn.Conv``), else
+        ``"vmap"``. On CPU, ``vmap`` turns convolutions with per-task weights into grouped
+        convolutions that XLA:CPU runs >30x slower (a user's convnet meta-trains about 4x
+        faster there with ``"map"``); Conv4's default ``conv_impl="auto"`` avoids them
+        (im2col + batched matmul), so ``"auto"`` keeps ``vmap`` for it, the fastest choice
+        on every backend (benchmarks/RESULTS.md). The check traces the forward pass once
+        more at compile time; it costs nothing in the compiled step.
       remat: rematerialise each inner step (``jax.checkpoint``) to save memory.
       unroll: ``lax.scan`` unroll factor of the inner loop (an int, or True for a full
         unroll), or ``"auto"``: ``min(num_inner_steps, 5)`` on CPU (the second-order Conv4
@@ -103,7 +107,8 @@ class MetaConfig:
         if isinstance(self.unroll, str) and self.unroll != "auto":
             raise ValueError(f"unroll must be an int, a bool or 'auto', got {self.unroll!r}")
         if self.task_batching not in TASK_BATCHING:
-            raise ValueError(f"unknown task_batching {self.task_batching!r}; expected {TASK_BATCHING}")
+            raise ValueError(f"unknown task_batching {self.task_batching!r}; "
+                             f"expected {TASK_BATCHING}")
 
 
 class MetaState(NamedTuple):
@@ -121,7 +126,7 @@ class MetaState(NamedTuple):
     meta_params: PyTree
     opt_state: PyTree
     model_state: PyTree
-    rng: jax.Array
+    rng: chex.PRNGKey
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -132,7 +137,7 @@ def init_meta_state(
     params: PyTree,
     inner_lrs: PyTree,
     optimizer: optax.GradientTransformation,
-    rng: jax.Array,
+    rng: chex.PRNGKey,
     model_state: PyTree | None = None,
 ) -> MetaState:
     """Builds the initial ``MetaState``.
@@ -233,12 +238,33 @@ def phase(config: MetaConfig, epoch: int) -> tuple[bool, bool]:
     return bool(first_order), bool(msl)
 
 
-def _batching(config: MetaConfig) -> str:
+def _has_convolution(jaxpr: Any) -> bool:
+    """Whether a (closed) jaxpr, or any jaxpr nested in its equations, has a convolution."""
+    jaxpr = getattr(jaxpr, "jaxpr", jaxpr)
+    for eqn in jaxpr.eqns:
+        if eqn.primitive.name == "conv_general_dilated":
+            return True
+        for value in eqn.params.values():
+            nested = value if isinstance(value, (tuple, list)) else (value,)
+            if any(hasattr(getattr(v, "jaxpr", v), "eqns") and _has_convolution(v)
+                   for v in nested):
+                return True
+    return False
+
+
+def _batching(config: MetaConfig, loss_fn: Callable | None = None, params: PyTree = None,
+              example_batch: Any = None) -> str:
     if config.task_batching != "auto":
         return config.task_batching
-    # vmap everywhere: on CPU it is fast only with convolutions written as matmuls, which
-    # is what Conv4 does there by default (see MetaConfig.task_batching).
-    return "vmap"
+    if jax.default_backend() != "cpu" or loss_fn is None:
+        return "vmap"
+    # On CPU, vmap turns per-task convolutions into grouped ones that XLA:CPU runs slowly;
+    # lax.map keeps them plain. Convolutions written as matmuls (Conv4's CPU default)
+    # vmap well. One abstract trace of the forward pass tells them apart.
+    abstract = lambda t: jax.tree.map(lambda a: jax.ShapeDtypeStruct(jnp.shape(a), a.dtype), t)
+    jaxpr = jax.make_jaxpr(loss_fn)(abstract(params), abstract(example_batch),
+                                    jax.ShapeDtypeStruct((), jnp.int32))
+    return "map" if _has_convolution(jaxpr) else "vmap"
 
 
 def _unroll(config: MetaConfig) -> int | bool:
@@ -290,14 +316,18 @@ def validate_tasks(tasks: Any) -> int:
         raise ValueError("empty task batch")
     shapes = [tuple(np.shape(x)) for x in s_leaves + q_leaves]
     if any(len(s) < 2 for s in shapes):
-        raise ValueError(f"every task array needs a task axis and an example axis, got shapes {shapes}")
-    if len({s[0] for s in shapes}) != 1:
-        raise ValueError(f"support and query disagree on the number of tasks (leading axis): {shapes}")
+        raise ValueError("every task array needs a task axis and an example axis, "
+                         f"got shapes {shapes}")
+    try:
+        chex.assert_equal_shape_prefix(s_leaves + q_leaves, 1)
+    except AssertionError:
+        raise ValueError("support and query disagree on the number of tasks (leading "
+                         f"axis): {shapes}") from None
     for name, leaves in (("support", s_leaves), ("query", q_leaves)):
         if len({np.shape(x)[1] for x in leaves}) != 1:
             raise ValueError(f"{name} arrays disagree on the number of examples: "
                              f"{[np.shape(x) for x in leaves]}")
-    for i, (a, b) in enumerate(zip(s_leaves, q_leaves)):
+    for i, (a, b) in enumerate(zip(s_leaves, q_leaves, strict=True)):
         if np.shape(a)[2:] != np.shape(b)[2:]:
             raise ValueError(f"support and query example shapes differ for array {i}: "
                              f"support {np.shape(a)} vs query {np.shape(b)}")
@@ -327,7 +357,8 @@ def meta_gradient(
       tasks: ``(support, query)``: batches (pytrees) with a leading task axis.
       step: the outer step number (may be traced); its epoch
         ``step // config.iterations_per_epoch`` sets the MSL weights.
-      loss_fn: ``loss_fn(params, batch, step) -> (loss, aux)`` (see ``outer_step``).
+      loss_fn: ``loss_fn(params, batch, step) -> loss`` or ``(loss, aux dict)`` (see
+        ``outer_step``).
       config: static ``MetaConfig``.
       first_order: static; first-order meta-gradient (see ``phase``).
       msl: static; multi-step loss with annealed weights, else final-step loss only.
@@ -364,16 +395,19 @@ def meta_gradient(
             aux = jax.tree.map(lambda a: a[-1], aux)  # report the final step's metrics
             return loss, (per_step, aux, bn)
         adapted = core.adapt(
-            lambda p, b, t: loss_fn(p, b, t)[0], params, lrs, s, num_steps=n,
+            loss_fn, params, lrs, s, num_steps=n,
             first_order=first_order, remat=config.remat, unroll=_unroll(config))
-        loss, aux = loss_fn(adapted, q, jnp.int32(n - 1))
+        loss, aux = core.split_loss_output(loss_fn(adapted, q, jnp.int32(n - 1)))
         per_step = jnp.zeros((n,), loss.dtype).at[-1].set(loss)
         bn = aux.pop("bn_stats", None)
         return loss, (per_step, aux, bn)
 
+    one_task_support = jax.tree.map(lambda a: a[0], support)
+    batching = _batching(config, loss_fn, meta_params["params"], one_task_support)
+
     def batch_loss(meta_params):
         losses, (per_step, aux, bn) = _map_tasks(
-            lambda s, q: per_task(meta_params, s, q), _batching(config), task_sharding,
+            lambda s, q: per_task(meta_params, s, q), batching, task_sharding,
             support, query)
         return jnp.mean(losses), (per_step, aux, bn)
 
@@ -398,10 +432,10 @@ def outer_step(
     Args:
       state: the current ``MetaState``.
       tasks: ``(support, query)``: batches (pytrees) with a leading task axis.
-      loss_fn: ``loss_fn(params, batch, step) -> (loss, aux)``; ``aux`` is a dict whose
-        scalar entries are averaged into the metrics, and whose optional ``"bn_stats"``
-        entry (a pytree mirroring ``state.model_state`` minus the step axis) updates the
-        per-step running statistics.
+      loss_fn: ``loss_fn(params, batch, step) -> loss`` or ``(loss, aux)``; ``aux`` is a
+        dict whose scalar entries are averaged into the metrics, and whose optional
+        ``"bn_stats"`` entry (batch statistics of the layers that report them, a subtree of
+        ``state.model_state`` minus the step axis) updates those running statistics.
       optimizer: an optax transformation of ``state.meta_params``.
       config: static ``MetaConfig``.
       first_order: static; first-order meta-gradient (see ``phase``).
@@ -453,11 +487,28 @@ def _update_running_stats(model_state, bn, msl: bool, momentum: float):
     (batch statistics, the reference's and our default) never read them; only
     non-transductive evaluation (``use_running_average=True``) does, and its numbers are
     therefore not comparable one-to-one with the reference's.
+
+    Only layers that report their batch statistics (``StepBatchNorm`` via the ``bn_obs``
+    collection, NNX ``BatchNorm`` through ``nnx_model``) are updated; the running
+    statistics of other layers (a linen ``nn.BatchNorm``) keep their values.
     """
     if bn is None or not model_state:
         return model_state
+
+    def observed(path):
+        node = bn
+        for key in path:
+            name = getattr(key, "key", None)
+            if not isinstance(node, Mapping) or name not in node:
+                return None
+            node = node[name]
+        return node
+
     # bn leaves: (tasks, n, C) with MSL (one entry per step), (tasks, C) without.
-    def upd(running, obs):
+    def upd(path, running):
+        obs = observed(path)
+        if obs is None:  # a layer that reports no statistics keeps its running ones
+            return running
         obs = jnp.mean(obs, axis=0)
         if running.ndim == obs.ndim:  # per-step stats and observations, or shared and one
             return (1 - momentum) * running + momentum * obs
@@ -466,7 +517,7 @@ def _update_running_stats(model_state, bn, msl: bool, momentum: float):
         # per-step statistics, final-step observation only
         return running.at[-1].set((1 - momentum) * running[-1] + momentum * obs)
 
-    return jax.tree.map(upd, model_state, bn)
+    return jax.tree_util.tree_map_with_path(upd, model_state)
 
 
 _STATIC = ("loss_fn", "optimizer", "config", "first_order", "msl", "task_sharding")
@@ -507,7 +558,7 @@ def train_steps(
 
 
 jit_train_steps = jax.jit(
-    train_steps, static_argnames=_STATIC + ("sample_tasks", "num_steps"),
+    train_steps, static_argnames=(*_STATIC, "sample_tasks", "num_steps"),
     donate_argnames=("state",))
 
 
@@ -523,7 +574,7 @@ def evaluate_tasks(
     """Adapts to every task and reports the query loss after 0..num_steps inner steps.
 
     Args:
-      loss_fn: ``loss_fn(params, batch, step) -> (loss, aux)``.
+      loss_fn: ``loss_fn(params, batch, step) -> loss`` or ``(loss, aux dict)``.
       params, inner_lrs: the meta-parameters (rates are extended with
         ``extend_inner_lrs`` when ``num_steps`` exceeds their step count).
       tasks: ``(support, query)`` with a leading task axis.
@@ -534,11 +585,12 @@ def evaluate_tasks(
       ``(losses, aux)``: ``losses`` has shape ``(tasks, num_steps + 1)`` (index 0 is before
       adaptation), each aux entry likewise.
     """
+    validate_tasks(tasks)
     inner_lrs = core.extend_inner_lrs(inner_lrs, num_steps)
     n_steps = num_steps
 
     def one(s, q):
-        l0, a0 = loss_fn(params, q, jnp.int32(0))
+        l0, a0 = core.split_loss_output(loss_fn(params, q, jnp.int32(0)))
         a0 = {k: v for k, v in a0.items() if k != "bn_stats"}
         _, (per_step, aux) = core.task_loss(
             loss_fn, params, inner_lrs, s, q, num_steps=n_steps,

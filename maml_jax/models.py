@@ -7,7 +7,8 @@ BNWB / BNRS). Models without batch norm ignore it.
 
 from __future__ import annotations
 
-from typing import Any, Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 import flax.linen as nn
 import jax
@@ -127,7 +128,7 @@ class Conv3x3(nn.Module):
         impl = resolve_conv_impl(self.impl)
         if impl not in CONV_IMPLS:
             raise ValueError(f"unknown conv impl {self.impl!r}; expected one of "
-                             f"{CONV_IMPLS + ('auto',)}")
+                             f"{(*CONV_IMPLS, 'auto')}")
         cin = x.shape[-1]
         kernel = self.param("kernel", _kernel_init, (3, 3, cin, self.features))
         bias = self.param("bias", nn.initializers.zeros, (self.features,))
@@ -239,7 +240,8 @@ class Conv4(nn.Module):
     @nn.compact
     def __call__(self, x: jax.Array, step: Any = 0, use_running_average: bool = False):
         if self.activation not in _ACTIVATIONS:
-            raise ValueError(f"unknown activation {self.activation!r}; expected {sorted(_ACTIVATIONS)}")
+            raise ValueError(f"unknown activation {self.activation!r}; "
+                             f"expected {sorted(_ACTIVATIONS)}")
         if self.pool_impl not in POOL_IMPLS:
             raise ValueError(f"unknown pool impl {self.pool_impl!r}; expected one of {POOL_IMPLS}")
         if x.ndim != 4:
@@ -281,13 +283,70 @@ class MLP(nn.Module):
         return nn.Dense(self.out, name="head")(x)
 
 
-def inner_loop_mask(params: Any) -> Any:
+def _owns_batch_stats(batch_stats: Any, module_path: tuple) -> bool:
+    """Whether the module at ``module_path`` holds arrays of its own in ``batch_stats``."""
+    node = batch_stats
+    for key in module_path:
+        name = getattr(key, "key", getattr(key, "idx", key))
+        if not isinstance(node, Mapping) or name not in node:
+            return False
+        node = node[name]
+    return isinstance(node, Mapping) and any(not isinstance(v, Mapping) for v in node.values())
+
+
+def _looks_like_norm(path: tuple, params: Any) -> bool:
+    node = params
+    for key in path[:-1]:
+        node = node[getattr(key, "key", getattr(key, "idx", key))]
+    return isinstance(node, Mapping) and set(node) == {"scale", "bias"}
+
+
+def inner_loop_mask(params: Any, batch_stats: Any = None) -> Any:
     """True for parameters the inner loop adapts: everything but batch-norm weights.
 
     The MAML++ reference meta-learns BN weights but leaves them out of the inner loop
-    (``enable_inner_loop_optimizable_bn_params=False``).
+    (``enable_inner_loop_optimizable_bn_params=False``). A parameter is a batch-norm weight
+    when its module also owns batch statistics: an entry of the ``batch_stats`` collection
+    at the same module path (``StepBatchNorm``, shared or per step, and a standard
+    ``nn.BatchNorm``, whatever their names). Other normalisations (``LayerNorm``,
+    ``GroupNorm``) have no batch statistics and are adapted.
+
+    Args:
+      params: the ``params`` collection, or the whole ``variables`` dict of ``model.init``
+        (then its ``batch_stats`` collection is used).
+      batch_stats: the model's ``batch_stats`` collection. Without it (and without a
+        ``variables`` dict) the mask falls back to Conv4's names (``norm*`` modules) and
+        raises if another module looks like a normalisation layer (a ``scale`` and a
+        ``bias``), rather than adapt batch-norm weights silently.
+
+    Returns:
+      A pytree of bools mirroring the params (for ``init_inner_lrs(mask=...)``).
+
+    Raises:
+      ValueError: names only, and an unrecognised ``scale``/``bias`` module.
+
+    Example:
+      >>> variables = Conv4(num_classes=5).init(jax.random.PRNGKey(0), jnp.zeros((1, 28, 28, 1)))
+      >>> mask = inner_loop_mask(variables)
+      >>> bool(mask["norm0"]["scale"]), bool(mask["conv0"]["kernel"])
+      (False, True)
     """
+    if batch_stats is None and isinstance(params, Mapping) and "params" in params:
+        params, batch_stats = params["params"], params.get("batch_stats", {})
+    if batch_stats is not None:
+        return jax.tree_util.tree_map_with_path(
+            lambda path, _: not _owns_batch_stats(batch_stats, path[:-1]), params)
+
+    # Names only (the call of earlier versions): Conv4's batch norms are its norm* modules.
     def is_adapted(path, _):
-        return not any(getattr(k, "key", "").startswith("norm") for k in path)
+        if any(str(getattr(k, "key", "")).startswith("norm") for k in path):
+            return False
+        if _looks_like_norm(path, params):
+            raise ValueError(
+                "inner_loop_mask cannot tell whether the scale/bias of module "
+                f"{'/'.join(str(getattr(k, 'key', k)) for k in path[:-1])!r} belong to a batch "
+                "norm (not adapted) or another normalisation (adapted): pass the model's "
+                "batch_stats, or the whole variables dict of model.init")
+        return True
 
     return jax.tree_util.tree_map_with_path(is_adapted, params)

@@ -29,19 +29,22 @@ Example:
   >>> mesh = make_mesh()                       # all devices on the "tasks" axis
   >>> check_meta_batch(8, mesh)
   >>> state = replicate(state, mesh)           # doctest: +SKIP
-  >>> state, metrics = jit_train_steps(state, data, mesh=mesh, sample_tasks=..., ...)  # doctest: +SKIP
+  >>> state, metrics = jit_train_steps(state, data, mesh=mesh,
+  ...                                  sample_tasks=..., ...)  # doctest: +SKIP
 """
 
 from __future__ import annotations
 
 import functools
 import math
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+from jax.sharding import Mesh, NamedSharding
+from jax.sharding import PartitionSpec as P
 
 from maml_jax import meta
 
@@ -264,11 +267,11 @@ def map_tasks(fn: Callable, tasks: Any, *, sharding: NamedSharding | None,
     def split(x):
         if per * d > n:
             x = jnp.concatenate([x, jnp.repeat(x[:1], per * d - n, axis=0)])
-        return jax.lax.with_sharding_constraint(x.reshape((d, per) + x.shape[1:]), sharding)
+        return jax.lax.with_sharding_constraint(x.reshape((d, per, *x.shape[1:])), sharding)
 
     bs = None if batch_size is None else min(batch_size, per)
     out = jax.vmap(lambda t: jax.lax.map(fn, t, batch_size=bs))(jax.tree.map(split, tasks))
-    return jax.tree.map(lambda x: x.reshape((d * per,) + x.shape[2:])[:n], out)
+    return jax.tree.map(lambda x: x.reshape((d * per, *x.shape[2:]))[:n], out)
 
 
 @functools.partial(jax.jit, static_argnames=("loss_fn", "num_steps", "sharding", "batch_size"))

@@ -64,7 +64,7 @@ def _floats(tree):
 
 def max_abs_diff(a, b) -> float:
     """Largest difference over the float leaves (parameters, rates, optimiser state)."""
-    return max(float(np.max(np.abs(x - y))) for x, y in zip(_floats(a), _floats(b)))
+    return max(float(np.max(np.abs(x - y))) for x, y in zip(_floats(a), _floats(b), strict=True))
 
 
 def max_abs(tree) -> float:

@@ -42,7 +42,7 @@ def test_conv3x3_patches_matches_lax_conv(shape):
 
     g_p = jax.grad(loss(models.conv3x3_patches), argnums=(0, 1))(x, k)
     g_x = jax.grad(loss(_lax_conv), argnums=(0, 1))(x, k)
-    for a, b in zip(g_p, g_x):
+    for a, b in zip(g_p, g_x, strict=True):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
 
     # Second order (what MAML differentiates): Hessian-vector products agree.
@@ -52,7 +52,7 @@ def test_conv3x3_patches_matches_lax_conv(shape):
         g = jax.grad(loss(conv), argnums=(0, 1))
         return jax.jvp(g, (x, k), (vx, vk))[1]
 
-    for a, b in zip(hvp(models.conv3x3_patches), hvp(_lax_conv)):
+    for a, b in zip(hvp(models.conv3x3_patches), hvp(_lax_conv), strict=True):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-3)
 
     # Under vmap over per-task kernels as well.
@@ -79,9 +79,8 @@ def test_conv4_impls_agree_and_auto_resolves():
 
 @pytest.fixture(scope="module")
 def tiny():
-    import torch  # a test requirement: fail loudly if it is missing
-
     import jax_setup
+    import torch  # a test requirement: fail loudly if it is missing
     import torch_maml
 
     # 36x36 images end in 2x2x8 features, so the head's HWC -> CHW permutation is tested.

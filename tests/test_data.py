@@ -8,8 +8,8 @@ exactly the standard layouts (split CSV files + ``images/``; ``train/val/test/<c
 from __future__ import annotations
 
 import csv
-import sys
 import pathlib
+import sys
 
 import jax
 import jax.numpy as jnp
@@ -106,7 +106,7 @@ def test_miniimagenet_layouts_agree_and_cache(mini_csv, tmp_path):
 
 
 def test_miniimagenet_errors_name_the_layout_and_path(mini_csv, tmp_path):
-    with pytest.raises(DatasetError, match="does not exist.*train,val,test"):
+    with pytest.raises(DatasetError, match=r"does not exist.*train,val,test"):
         miniimagenet.load_miniimagenet(tmp_path / "nothing", image_size=SIZE)
     (tmp_path / "empty").mkdir()
     with pytest.raises(DatasetError, match="neither split files nor"):
@@ -122,7 +122,7 @@ def test_miniimagenet_errors_name_the_layout_and_path(mini_csv, tmp_path):
     with pytest.raises(DatasetError, match="header 'filename,label'"):
         miniimagenet.load_miniimagenet(broken, image_size=SIZE, strict=False)
     (broken / "test.csv").write_text("filename,label\nmissing.jpg,n09\n")
-    with pytest.raises(DatasetError, match="missing.jpg is listed"):
+    with pytest.raises(DatasetError, match=r"missing\.jpg is listed"):
         miniimagenet.load_miniimagenet(broken, image_size=SIZE, strict=False)
     # unreadable image, and an image of another size without resize
     bad = make_miniimagenet_csv(tmp_path / "bad", per_class=2)
@@ -197,9 +197,9 @@ def test_uint8_episodes_equal_the_float_path_balanced_and_within_counts():
     key = jax.random.PRNGKey(5)
     a = episodes.sample_tasks(key, jax.device_put(data), 64, 3, 1, 2)
     b = episodes.sample_tasks(key, jax.device_put(as_float), 64, 3, 1, 2)
-    for x, y in zip(a, b):
+    for x, y in zip(a, b, strict=True):
         np.testing.assert_allclose(np.asarray(x), np.asarray(y), rtol=1e-5, atol=1e-5)
-    xs, ys, xq, yq = a
+    xs, _ys, xq, yq = a
     assert xs.shape == (64, 3, SIZE, SIZE, 3) and xq.shape == (64, 6, SIZE, SIZE, 3)
     assert (np.asarray(yq) == np.repeat(np.arange(3), 2)).all()
     # every drawn image is a real one (never the zero padding): match each back
@@ -215,7 +215,7 @@ def test_uint8_episodes_equal_the_float_path_balanced_and_within_counts():
     assert abs(big.mean()) < 0.1 and abs(big.std() - 1) < 0.1
     with pytest.raises(ValueError, match="the 'train' split has only 3 drawings per class"):
         episodes.sample_tasks(key, data, 2, 3, 2, 2, split_name="train")
-    with pytest.raises(ValueError, match="ClassImages.mean and .std need 3 entries"):
+    with pytest.raises(ValueError, match=r"ClassImages\.mean and \.std need 3 entries"):
         episodes.sample_task(key, data._replace(mean=np.zeros(1)), 3, 1, 1)
 
 
@@ -243,7 +243,7 @@ def test_miniimagenet_trains_in_the_experiments(mini_csv):
     """The experiments' data path on the synthetic mini-ImageNet: load (uint8 ClassImages
     with the training split's statistics), the training split on the device, the config's
     sampler inside two jitted training steps; then the fixed validation tasks."""
-    from experiments import common, config_lib
+    from experiments import config_lib, datasets, wiring
     from maml_jax import meta
     cfg = config_lib.validate_config(config_lib.miniimagenet_config(
         3, 1, "mamlpp", name="tiny_mini", image_size=SIZE, num_filters=4, q_query=2,
@@ -251,26 +251,27 @@ def test_miniimagenet_trains_in_the_experiments(mini_csv):
         iterations_per_epoch=2, steps_per_call=2, num_val_tasks=4, num_test_tasks=4,
         dataset_strict=False, first_order=True, msl=False))  # the data path is under test
     assert cfg["clip_value"] == 10.0 and not cfg["rotate_train"] and cfg["image_channels"] == 3
-    images, splits = common.load_images(cfg, str(mini_csv))
-    common.check_task_requests(cfg, splits, images)
-    train_images = jax.device_put(common.device_images(common.select_classes(images, splits["train"])))
+    images, splits = datasets.load_images(cfg, str(mini_csv))
+    datasets.check_task_requests(cfg, splits, images)
+    train_images = jax.device_put(
+        datasets.device_images(datasets.select_classes(images, splits["train"])))
     assert train_images.images.dtype == jnp.uint8       # CPU: no memory limit, stays uint8
-    setup = common.get_setup(cfg)
-    state = common.init_state(cfg, setup)
+    setup = wiring.get_setup(cfg)
+    state = wiring.init_state(cfg, setup)
     assert state.meta_params["params"]["conv0"]["kernel"].shape[2] == 3   # RGB input
     state, metrics = meta.jit_train_steps(
         state, train_images, sample_tasks=setup.sample_fn, num_steps=2,
         loss_fn=setup.train_loss_fn, optimizer=setup.optimizer, config=setup.meta_config,
         first_order=True, msl=False)
     assert int(state.step) == 2 and np.isfinite(np.asarray(metrics["loss"])).all()
-    (xs, ys), (xq, yq) = common.fixed_eval_tasks(
-        jax.device_put(common.select_classes(images, splits["val"])), cfg, "val")
+    (xs, _ys), (xq, _yq) = datasets.fixed_eval_tasks(
+        jax.device_put(datasets.select_classes(images, splits["val"])), cfg, "val")
     assert xs.shape == (4, 3, SIZE, SIZE, 3) and xq.shape == (4, 6, SIZE, SIZE, 3)
     # errors before anything compiles: no --data-dir, a split too small for the request
-    with pytest.raises(common.DataError, match="cannot be downloaded: pass --data-dir"):
-        common.load_images(cfg, None)
-    with pytest.raises(common.DataError, match="class .* of the 'train' split has 6 images"):
-        common.load_images({**cfg, "q_query": 6}, str(mini_csv))
+    with pytest.raises(datasets.DataError, match="cannot be downloaded: pass --data-dir"):
+        datasets.load_images(cfg, None)
+    with pytest.raises(datasets.DataError, match=r"class .* of the 'train' split has 6 images"):
+        datasets.load_images({**cfg, "q_query": 6}, str(mini_csv))
     with pytest.raises(config_lib.ConfigError, match="image_channels must be 3"):
         config_lib.validate_config({**cfg, "image_channels": 1})
     presets = config_lib.MINIIMAGENET_INNER_LR_PRESETS
@@ -328,6 +329,7 @@ def _write_tfds_omniglot(tfds, zips: pathlib.Path, data_dir: pathlib.Path) -> No
 def test_tfds_omniglot_matches_the_zip_loader(tmp_path):
     tfds = pytest.importorskip("tensorflow_datasets")  # the optional extra ".[tfds]"
     from test_omniglot import TINY_COUNTS, TINY_LAYOUT, make_archive
+
     from maml_jax.data import omniglot, tfds_omniglot
     zips = tmp_path / "zips"
     zips.mkdir()
@@ -339,8 +341,8 @@ def test_tfds_omniglot_matches_the_zip_loader(tmp_path):
                                       expected_counts=TINY_COUNTS, cache_dir=tmp_path / "c")
         got = tfds_omniglot.load_tfds_omniglot(tmp_path / "tfds", image_size=size)
         assert got.class_names == want.class_names and got.images.shape == want.images.shape
-        for g, w in zip(got.images, want.images):   # each class: the same 20 drawings
-            key = lambda d: d.tobytes()  # noqa: E731 - TFDS keeps no drawer order
+        for g, w in zip(got.images, want.images, strict=True):   # each class: the same 20 drawings
+            key = lambda d: d.tobytes()  # TFDS keeps no drawer order
             np.testing.assert_array_equal(np.stack(sorted(g, key=key)),
                                           np.stack(sorted(w, key=key)))
     with pytest.raises(tfds_omniglot.TfdsOmniglotError, match="no prepared TFDS omniglot"):
@@ -350,22 +352,26 @@ def test_tfds_omniglot_matches_the_zip_loader(tmp_path):
 def test_tfds_source_errors_name_the_extra_and_the_folder(tmp_path, monkeypatch):
     """data="tfds" without TFDS installed, or without a prepared dataset: a message that says
     what to install or prepare, before anything is compiled."""
-    from experiments import common, config_lib
+    from experiments import config_lib, datasets
     cfg = config_lib.validate_config({**config_lib.mamlpp_config(5, 1), "data": "tfds"})
     monkeypatch.setitem(sys.modules, "tensorflow_datasets", None)   # not installed
-    with pytest.raises(common.DataError, match=r"needs TensorFlow Datasets: pip install .*\[tfds\]"):
-        common.load_images(cfg, str(tmp_path))
+    with pytest.raises(datasets.DataError,
+                       match=r"needs TensorFlow Datasets: pip install .*\[tfds\]"):
+        datasets.load_images(cfg, str(tmp_path))
     with pytest.raises(config_lib.ConfigError, match="data='tfds' is grey"):
         config_lib.validate_config({**cfg, "image_channels": 3})
 
 
 @pytest.mark.parametrize("name", ["miniimagenet_5w1s_mamlpp", "miniimagenet_5w5s_mamlpp",
                                   "miniimagenet_5w1s_maml", "miniimagenet_5w5s_maml",
-                                  "miniimagenet_5w1s_mamlpp_smoke"])
+                                  "miniimagenet_5w1s_mamlpp:smoke"])
 def test_miniimagenet_config_files(name):
-    from experiments import config_lib
-    path = pathlib.Path(__file__).resolve().parents[1] / "experiments" / "configs" / f"{name}.py"
-    cfg = config_lib.validate_config(config_lib.load_config(path))
+    from experiments import config_lib, flag_parsing
+    file = name.split(":")[0]
+    path = pathlib.Path(__file__).resolve().parents[1] / "experiments" / "configs" / f"{file}.py"
+    cfg = config_lib.validate_config(flag_parsing.config_from_flags(
+        [f"--config={path}" + name[len(file):]]))
+    name = name.replace(":", "_")
     doc = path.read_text()
     assert cfg["name"] == name and "python -m experiments.train" in doc and "runtime" in doc
     assert cfg["data"] == "miniimagenet" and cfg["image_channels"] == 3 and cfg["image_resize"]
@@ -377,13 +383,16 @@ def test_miniimagenet_config_files(name):
     shots = int(name.split("_")[1][2])
     if name.endswith("mamlpp"):
         assert (cfg["num_filters"], cfg["meta_batch_size"], cfg["num_inner_steps"],
-                cfg["num_inner_steps_eval"], cfg["msl_epochs"], cfg["clip_value"]) == (48, 2, 5, 5, 15, 10.0)
+                cfg["num_inner_steps_eval"], cfg["msl_epochs"],
+                cfg["clip_value"]) == (48, 2, 5, 5, 15, 10.0)
         assert cfg["inner_lr"] == 0.1 and cfg["lr_granularity"] == "layer_step" and cfg["msl"]
-        assert (cfg["num_epochs"], cfg["iterations_per_epoch"], cfg["lr_schedule"]) == (100, 500, "cosine")
+        assert (cfg["num_epochs"], cfg["iterations_per_epoch"],
+                cfg["lr_schedule"]) == (100, 500, "cosine")
         assert cfg["paper_test_accuracy"] == ((52.15, 0.26) if shots == 1 else (68.32, 0.44))
     else:
         assert (cfg["num_filters"], cfg["meta_batch_size"]) == (32, 4 if shots == 1 else 2)
-        assert (cfg["num_inner_steps"], cfg["num_inner_steps_eval"], cfg["inner_lr"]) == (5, 10, 0.01)
+        assert (cfg["num_inner_steps"], cfg["num_inner_steps_eval"],
+                cfg["inner_lr"]) == (5, 10, 0.01)
         assert cfg["lr_granularity"] == "scalar" and not cfg["msl"] and not cfg["per_step_bn"]
         assert cfg["num_epochs"] * cfg["iterations_per_epoch"] == 60000
         assert cfg["paper_test_accuracy"] == ((48.70, 1.84) if shots == 1 else (63.11, 0.92))

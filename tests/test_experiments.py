@@ -13,7 +13,6 @@ epoch and resumes it from what it left on disk.
 from __future__ import annotations
 
 import json
-import os
 import pathlib
 import subprocess
 import sys
@@ -23,7 +22,18 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from experiments import common, compare, config_lib, evaluate, study, train
+from experiments import (
+    checkpoints,
+    compare,
+    config_lib,
+    datasets,
+    evaluate,
+    flag_parsing,
+    study,
+    train,
+    wiring,
+)
+from maml_jax import parallel
 from maml_jax.data import episodes
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -40,11 +50,12 @@ def tiny_config(**updates):
 
 
 def final_state(workdir):
-    cfg = common.read_workdir_config(workdir)
-    setup = common.get_setup(cfg)
-    mngr = common.checkpoint_manager(workdir, cfg["keep_best"], read_only=True)
+    cfg = checkpoints.read_workdir_config(workdir)
+    setup = wiring.get_setup(cfg)
+    mngr = checkpoints.checkpoint_manager(workdir, cfg["keep_best"], read_only=True)
     try:
-        state, _ = common.restore_checkpoint(mngr, mngr.latest_step(), common.init_state(cfg, setup))
+        state, _ = checkpoints.restore_checkpoint(mngr, mngr.latest_step(),
+                                                  wiring.init_state(cfg, setup))
     finally:
         mngr.close()
     return state
@@ -59,7 +70,7 @@ def val_records(workdir):
     return _records(workdir, "val")
 
 
-# Tests that train tiny_config() exactly share its compiled functions (common.get_setup's
+# Tests that train tiny_config() exactly share its compiled functions (wiring.get_setup's
 # cache) when they run in one worker: one group, in file order.
 TINY_GROUP = pytest.mark.xdist_group("tiny_config")
 
@@ -73,7 +84,7 @@ def test_train_resume_evaluate_end_to_end(tmp_path, capsys):
     cfg = tiny_config()
     full, resumed = tmp_path / "full", tmp_path / "resumed"
 
-    summary = train.run_training(cfg, full, progress=False)
+    summary = train.train_and_evaluate(cfg, full, progress=False)
     assert summary["finished"] and summary["step"] == 6
     for name in ("config.json", "metrics.jsonl", "metrics.csv", "training_curves.png",
                  "inner_lrs.png", "train_summary.json"):
@@ -89,7 +100,7 @@ def test_train_resume_evaluate_end_to_end(tmp_path, capsys):
     # -- checkpoint: resume must drop that. The stop here is --max-minutes' epoch-end
     # -- stop (a limit passed by the first epoch); --stop-after: test_parallel.py. --------
     capsys.readouterr()
-    first = train.run_training(cfg, resumed, progress=False, max_minutes=1e-5)
+    first = train.train_and_evaluate(cfg, resumed, progress=False, max_minutes=1e-5)
     assert first["epochs_done"] == 1 and not first["finished"]
     assert first["stopped_by"] == "max_minutes"
     assert "stopping after epoch 1: another epoch" in capsys.readouterr().err
@@ -97,18 +108,23 @@ def test_train_resume_evaluate_end_to_end(tmp_path, capsys):
     with (resumed / "metrics.jsonl").open("a") as f:
         f.write(json.dumps({"step": 99, "epoch": 9, "kind": "train", "loss": 0.0}) + "\n{trunc")
     capsys.readouterr()
+    compiled = parallel.jit_train_steps._cache_size()
     assert train.main(["--config", _write_tiny_config(tmp_path), "--workdir", str(resumed),
                        "--no-progress"]) == 0
     assert "resumed from" in capsys.readouterr().err
+    # The restored state hits the step compiled for the fresh one (same avals, shardings
+    # and committedness): resuming in-process does not recompile.
+    assert parallel.jit_train_steps._cache_size() == compiled
     a, b = final_state(full), final_state(resumed)
     la, lb = jax.tree.leaves(a), jax.tree.leaves(b)
     assert jax.tree.structure(a) == jax.tree.structure(b) and len(la) == len(lb)
-    for x, y in zip(la, lb):
+    for x, y in zip(la, lb, strict=True):
         np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
     assert int(a.step) == 6
     assert [r["val_accuracy"] for r in val_records(full)] == \
         [r["val_accuracy"] for r in val_records(resumed)]
-    steps = [r["step"] for r in map(json.loads, (resumed / "metrics.jsonl").read_text().splitlines())]
+    steps = [r["step"] for r in
+             map(json.loads, (resumed / "metrics.jsonl").read_text().splitlines())]
     assert 99 not in steps and steps == sorted(steps)
 
     # -- best-k retention: keep_best=1 plus the latest ------------------------------------
@@ -121,7 +137,7 @@ def test_train_resume_evaluate_end_to_end(tmp_path, capsys):
 
     # -- a changed config is refused in an existing workdir ---------------------------------
     with pytest.raises(config_lib.ConfigError, match="num_filters"):
-        train.run_training(dict(cfg, num_filters=8), full, progress=False)
+        train.train_and_evaluate(dict(cfg, num_filters=8), full, progress=False)
 
     # -- evaluate (best + ensemble) and compare --------------------------------------------
     res = evaluate.run_evaluation(full)
@@ -132,7 +148,7 @@ def test_train_resume_evaluate_end_to_end(tmp_path, capsys):
     assert saved["num_test_tasks"] == 8
     assert res["ensemble"]["size"] == min(2, len(kept))
     best = res["best"]
-    ranked = common.ranked_checkpoints(common.checkpoint_manager(full, 1, read_only=True))
+    ranked = checkpoints.ranked_checkpoints(checkpoints.checkpoint_manager(full, 1, read_only=True))
     assert best["step"] == ranked[0][0]
     assert len(best["per_step_accuracy_pct"]) == 3   # before adaptation + 2 steps
     # the ensemble path (final logits) agrees with the library's per-step evaluation
@@ -173,11 +189,11 @@ def test_train_resume_evaluate_end_to_end(tmp_path, capsys):
 @TINY_GROUP
 def test_nonfinite_loss_stops_without_checkpoint(tmp_path, capsys):
     cfg = tiny_config()
-    images, splits = common.load_images(cfg, None)
+    images, splits = datasets.load_images(cfg, None)
     images = images.copy()
     images[:, :, 3, 3] = np.nan
     with pytest.raises(Exception) as info:
-        train.run_training(cfg, tmp_path / "nan", progress=False, images=(images, splits))
+        train.train_and_evaluate(cfg, tmp_path / "nan", progress=False, images=(images, splits))
     assert type(info.value).__name__ == "NonFiniteLossError"
     assert "non-finite" in str(info.value)
     ckpt = tmp_path / "nan" / "checkpoints"
@@ -201,7 +217,7 @@ def test_validation_and_test_tasks_come_from_their_own_classes(tmp_path, monkeyp
     # pictures are all one is told apart from a real one.
     cfg = tiny_config(num_epochs=4, iterations_per_epoch=5, steps_per_call=5, num_filters=8,
                       keep_best=3, ensemble_size=3, num_val_tasks=6, num_test_tasks=12)
-    images, splits = common.load_images(cfg, None)
+    images, splits = datasets.load_images(cfg, None)
     calls = []
     fixed_tasks = episodes.fixed_tasks
 
@@ -211,7 +227,7 @@ def test_validation_and_test_tasks_come_from_their_own_classes(tmp_path, monkeyp
 
     monkeypatch.setattr(episodes, "fixed_tasks", spy)
     work = tmp_path / "run"
-    train.run_training(cfg, work, progress=False,
+    train.train_and_evaluate(cfg, work, progress=False,
                        images=(_one_picture(images, splits["val"]), splits))
     val = _records(work, "val")
     assert len(val) == 4
@@ -239,14 +255,14 @@ def test_validation_and_test_tasks_come_from_their_own_classes(tmp_path, monkeyp
     # The ensemble is the mean of its members' final-step logits.
     ens = clean["ensemble"]
     assert ens["size"] == 3 and len(set(ens["steps"])) == 3
-    setup = common.get_setup(cfg)
-    (xs, ys), (xq, yq) = common.fixed_eval_tasks(jnp.asarray(images[splits["test"]]), cfg, "test")
-    mngr = common.checkpoint_manager(work, cfg["keep_best"], read_only=True)
-    template = common.init_state(cfg, setup)
+    setup = wiring.get_setup(cfg)
+    (xs, ys), (xq, yq) = datasets.fixed_eval_tasks(jnp.asarray(images[splits["test"]]), cfg, "test")
+    mngr = checkpoints.checkpoint_manager(work, cfg["keep_best"], read_only=True)
+    template = wiring.init_state(cfg, setup)
     member_logits = []
     try:
         for step in ens["steps"]:
-            mp = common.restore_checkpoint(mngr, step, template)[0].meta_params
+            mp = checkpoints.restore_checkpoint(mngr, step, template)[0].meta_params
             member_logits.append(np.asarray(setup.final_logits(mp["params"], mp["inner_lrs"],
                                                                (xs, ys), xq)))
     finally:
@@ -268,7 +284,7 @@ def test_training_rotation_reaches_the_sampler():
     originals = {images[c, d].tobytes() for c in range(12) for d in range(20)}
     seen = {}
     for rotate in (True, False):
-        setup = common.get_setup(tiny_config(rotate_train=rotate, synthetic_counts=(12, 5, 5),
+        setup = wiring.get_setup(tiny_config(rotate_train=rotate, synthetic_counts=(12, 5, 5),
                                              synthetic_num_classes=22))
         (xs, _), (xq, _) = setup.sample_fn(jax.random.PRNGKey(0), jnp.asarray(images))
         pictures = np.concatenate([np.asarray(xs), np.asarray(xq)], axis=1)[..., 0]
@@ -292,21 +308,21 @@ def test_plain_maml_config_trains_and_evaluates(tmp_path, monkeypatch, capsys):
     assert not cfg["msl"] and not cfg["learn_inner_lrs"] and not cfg["per_step_bn"]
     work = tmp_path / "maml"
     with pytest.raises(config_lib.ConfigError, match="max-minutes"):
-        train.run_training(cfg, tmp_path / "bad", progress=False, max_minutes=-1)
+        train.train_and_evaluate(cfg, tmp_path / "bad", progress=False, max_minutes=-1)
     with monkeypatch.context() as m:
         m.setitem(sys.modules, "tensorboardX", None)  # import raises ImportError
-        summary = train.run_training(cfg, work, progress=False, max_minutes=1e-5)
+        summary = train.train_and_evaluate(cfg, work, progress=False, max_minutes=1e-5)
     assert summary["stopped_by"] == "max_minutes" and summary["step"] == 2
     assert not summary["finished"] and [r["step"] for r in val_records(work)] == [2]
     assert not (work / "tensorboard").exists() and (work / "metrics.csv").is_file()
     err = capsys.readouterr().err
     assert "tensorboardX is not installed" in err and "mid-epoch 1" in err
     assert final_state(work).step == 2  # the checkpoint evaluate reads
-    summary = train.run_training(cfg, work, progress=False)   # resumes mid-epoch
+    summary = train.train_and_evaluate(cfg, work, progress=False)   # resumes mid-epoch
     assert summary["finished"] and summary["stopped_by"] is None
     assert [r["step"] for r in val_records(work)] == [2, 4, 8]
     state = final_state(work)
-    init = common.init_state(cfg, common.get_setup(cfg))
+    init = wiring.init_state(cfg, wiring.get_setup(cfg))
     # alpha stays the configured scalar; BN weights are shared across steps; weights moved.
     for lr in jax.tree.leaves(state.meta_params["inner_lrs"]):
         assert lr.shape == () and float(lr) == pytest.approx(cfg["inner_lr"])
@@ -323,62 +339,96 @@ def test_plain_maml_config_trains_and_evaluates(tmp_path, monkeypatch, capsys):
 # configs and command-line errors (nothing is compiled)
 # ---------------------------------------------------------------------------------------
 
-CELLS = [f"omniglot_{c}_{m}" for c in ("5w1s", "5w5s", "20w1s", "20w5s") for m in ("maml", "mamlpp")]
+CELLS = [f"omniglot_{c}_{m}" for c in ("5w1s", "5w5s", "20w1s", "20w5s")
+         for m in ("maml", "mamlpp")]
 
 
-@pytest.mark.parametrize("name", CELLS + ["omniglot_5w1s_mamlpp_smoke", "omniglot_5w1s_maml_smoke",
-                                          "omniglot_5w1s_mamlpp_gpu_short"])
-def test_config_files_load(name):
-    path = CONFIG_DIR / f"{name}.py"
-    cfg = config_lib.validate_config(config_lib.load_config(path))
-    assert cfg["name"] == name
+VARIANTS = {"omniglot_5w1s_mamlpp:smoke": "omniglot_5w1s_mamlpp_smoke",
+            "omniglot_5w1s_maml:smoke": "omniglot_5w1s_maml_smoke",
+            "omniglot_5w1s_mamlpp:gpu_short": "omniglot_5w1s_mamlpp_gpu_short",
+            "omniglot_20w5s_mamlpp:smoke": "omniglot_20w5s_mamlpp_smoke"}
+
+
+@pytest.mark.parametrize("spec", CELLS + list(VARIANTS))
+def test_config_files_load(spec):
+    file, _, variant = spec.partition(":")
+    path = CONFIG_DIR / f"{file}.py"
+    cfg = config_lib.validate_config(flag_parsing.config_from_flags(
+        [f"--config={path}" + (f":{variant}" if variant else "")]))
+    assert cfg["name"] == VARIANTS.get(spec, file)
     doc = path.read_text()
-    assert "python -m experiments.train" in doc and "runtime" in doc and "aper" in doc
+    assert "python -m experiments.train --config=" in doc and "runtime" in doc and "aper" in doc
+    assert f"{file}.py:smoke" in doc   # every paper config documents its CPU smoke variant
     assert cfg["paper_test_accuracy"] is not None
-    ways, shots = (int(x) for x in name.split("_")[1].replace("s", "").split("w"))
+    ways, shots = (int(x) for x in file.split("_")[1].replace("s", "").split("w"))
     assert (cfg["num_ways"], cfg["k_shot"]) == (ways, shots)
-    if name.endswith("mamlpp"):
-        assert (cfg["meta_batch_size"], cfg["num_inner_steps"], cfg["num_inner_steps_eval"]) == (8, 5, 5)
-        assert cfg["lr_granularity"] == "layer_step" and cfg["learn_inner_lrs"] and cfg["per_step_bn"]
+    if variant == "smoke":
+        assert (cfg["num_filters"], cfg["num_epochs"], cfg["iterations_per_epoch"]) == (16, 3, 100)
+    elif variant == "gpu_short":
+        assert (cfg["num_epochs"], cfg["msl_epochs"]) == (20, 2)
+    elif file.endswith("mamlpp"):
+        assert (cfg["meta_batch_size"], cfg["num_inner_steps"],
+                cfg["num_inner_steps_eval"]) == (8, 5, 5)
+        assert (cfg["lr_granularity"] == "layer_step" and cfg["learn_inner_lrs"]
+                and cfg["per_step_bn"])
         assert cfg["msl"] and cfg["msl_epochs"] == 10 and cfg["first_order_epochs"] == 0
-        assert (cfg["num_epochs"], cfg["iterations_per_epoch"], cfg["num_filters"]) == (100, 500, 64)
+        assert (cfg["num_epochs"], cfg["iterations_per_epoch"],
+                cfg["num_filters"]) == (100, 500, 64)
         assert cfg["split"] == "reference" and cfg["q_query"] == 1 and cfg["inner_lr"] == 0.1
-    elif name.endswith("maml"):
+    else:
         assert cfg["split"] == "maml" and not cfg["msl"] and not cfg["per_step_bn"]
         assert cfg["lr_schedule"] == "constant" and cfg["lr_granularity"] == "scalar"
         assert cfg["inner_lr"] == (0.4 if ways == 5 else 0.1)
         assert cfg["meta_batch_size"] == (32 if ways == 5 else 16)
-        assert (cfg["num_inner_steps"], cfg["num_inner_steps_eval"]) == ((1, 3) if ways == 5 else (5, 5))
+        assert (cfg["num_inner_steps"], cfg["num_inner_steps_eval"]) == (
+            (1, 3) if ways == 5 else (5, 5))
 
 
 def test_overrides():
-    cfg = config_lib.load_config(CONFIG_DIR / "omniglot_5w1s_mamlpp.py")
-    cfg = config_lib.apply_overrides(cfg, ["num_filters=8", "meta_lr=inf", "msl=false",
-                                           "clip_value=10", "synthetic_counts=(1,2,3)",
-                                           "name=x=y", "num_epochs=2.0"])
+    """``--config.KEY=VALUE`` (config_flags): typed by the default, placeholders included."""
+    path = CONFIG_DIR / "omniglot_5w1s_mamlpp.py"
+    cfg = flag_parsing.config_from_flags(
+        [f"--config={path}", "--config.num_filters=8", "--config.meta_lr=inf",
+         "--config.msl=false", "--config.clip_value=10", "--config.synthetic_counts=(1,2,3)",
+         "--config.split_counts=(64,16,20)", "--config.name=x=y", "--config.num_epochs=2"])
     assert cfg["num_filters"] == 8 and cfg["meta_lr"] == float("inf") and cfg["msl"] is False
-    assert cfg["clip_value"] == 10 and cfg["synthetic_counts"] == (1, 2, 3)
+    assert cfg["clip_value"] == 10.0 and isinstance(cfg["clip_value"], float)
+    assert cfg["synthetic_counts"] == (1, 2, 3) and cfg["split_counts"] == (64, 16, 20)
     assert cfg["name"] == "x=y" and cfg["num_epochs"] == 2
-    for bad in (["nope=1"], ["num_filters"], ["num_filters=abc"], ["msl=maybe"]):
-        with pytest.raises(config_lib.ConfigError):
-            config_lib.apply_overrides(cfg, bad)
+    for bad, message in ((["--config.nope=1"], "unknown config key 'nope'"),
+                         (["--config.num_filters=abc"], "num_filters"),
+                         (["--config.msl=maybe"], "msl")):
+        with pytest.raises(config_lib.ConfigError, match=message):
+            flag_parsing.config_from_flags([f"--config={path}", *bad])
     with pytest.raises(config_lib.ConfigError, match="num_filters"):
-        config_lib.validate_config(config_lib.apply_overrides(cfg, ["num_filters=0"]))
+        config_lib.validate_config(flag_parsing.config_from_flags(
+            [f"--config={path}", "--config.num_filters=0"]))
+    with pytest.raises(config_lib.ConfigError, match="unknown config variant 'huge'"):
+        flag_parsing.config_from_flags([f"--config={path}:huge"])
 
 
 def test_config_file_errors(tmp_path):
     bad = tmp_path / "bad.py"
-    bad.write_text("def get_config():\n    return {'num_waze': 5}\n")
+    bad.write_text("from ml_collections import ConfigDict\n"
+                   "def get_config():\n    return ConfigDict({'num_waze': 5})\n")
     with pytest.raises(config_lib.ConfigError, match="unknown keys"):
-        config_lib.load_config(bad)
+        config_lib.validate_config(flag_parsing.config_from_flags([f"--config={bad}"]))
+    plain = tmp_path / "plain.py"
+    plain.write_text("def get_config():\n    return {'num_ways': 5}\n")
+    with pytest.raises(config_lib.ConfigError, match="must return ConfigDict"):
+        flag_parsing.config_from_flags([f"--config={plain}"])
     with pytest.raises(config_lib.ConfigError, match="not found"):
-        config_lib.load_config(tmp_path / "missing.py")
+        flag_parsing.config_from_flags([f"--config={tmp_path / 'missing.py'}"])
+    # the saved config.json round-trips, tuples included (the resume check compares them)
+    cfg = config_lib.validate_config(config_lib.mamlpp_config(
+        5, 1, data="image_folder", split_counts=(1, 2, 3), clip_value=float("inf")))
+    assert config_lib.config_from_json(config_lib.config_to_json(cfg)) == cfg
 
 
 def _write_tiny_config(tmp_path):
     path = tmp_path / "tiny_cfg.py"
     path.write_text("from experiments.config_lib import mamlpp_config\n"
-                    f"def get_config():\n    return mamlpp_config(5, 1, **{TINY!r})\n")
+                    f"def get_config(arg=None):\n    return mamlpp_config(5, 1, **{TINY!r})\n")
     return str(path)
 
 
@@ -389,7 +439,7 @@ def _write_tiny_config(tmp_path):
 ])
 def test_bad_requests_fail_before_compiling(tmp_path, capsys, overrides, message):
     argv = ["--config", _write_tiny_config(tmp_path), "--workdir", str(tmp_path / "w"),
-            "--no-progress"] + sum((["--set", o] for o in overrides), [])
+            "--no-progress"] + [f"--config.{o}" for o in overrides]
     assert train.main(argv) == 2
     err = capsys.readouterr().err
     assert "error:" in err and message in err
@@ -398,7 +448,7 @@ def test_bad_requests_fail_before_compiling(tmp_path, capsys, overrides, message
 
 def test_missing_data_dir_message(tmp_path, capsys):
     argv = ["--config", _write_tiny_config(tmp_path), "--workdir", str(tmp_path / "w"),
-            "--set", "data=omniglot", "--data-dir", str(tmp_path / "no_such_dir")]
+            "--config.data=omniglot", "--data-dir", str(tmp_path / "no_such_dir")]
     assert train.main(argv) == 2
     err = capsys.readouterr().err
     assert "--data-dir" in err and "MAML_JAX_DATA_DIR" in err and "no_such_dir" in err
@@ -413,11 +463,11 @@ def test_resume_flag_without_checkpoint(tmp_path, capsys):
 def test_cli_subprocess_error_exit_code(tmp_path):
     proc = subprocess.run(
         [sys.executable, "-m", "experiments.train", "--config", _write_tiny_config(tmp_path),
-         "--workdir", str(tmp_path / "w"), "--set", "num_ways=40"],
-        cwd=ROOT, capture_output=True, text=True, timeout=120)
+         "--workdir", str(tmp_path / "w"), "--config.num_ways=40"],
+        cwd=ROOT, capture_output=True, text=True, timeout=120, check=False)
     assert proc.returncode == 2 and "40-way" in proc.stderr
 
 
 def test_steps_per_call_divides_epoch():
-    assert common.steps_per_call(tiny_config(iterations_per_epoch=500, steps_per_call=48)) == 25
-    assert common.steps_per_call(tiny_config(iterations_per_epoch=7, steps_per_call=50)) == 7
+    assert wiring.steps_per_call(tiny_config(iterations_per_epoch=500, steps_per_call=48)) == 25
+    assert wiring.steps_per_call(tiny_config(iterations_per_epoch=7, steps_per_call=50)) == 7

@@ -22,13 +22,12 @@ from __future__ import annotations
 import os
 import sys
 
-import numpy as np
 import pytest
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
                                 "benchmarks"))
 
-import grad_check  # noqa: E402
+import grad_check
 
 pytestmark = pytest.mark.slow
 DEFAULT_GROUP = pytest.mark.xdist_group("full_size_default")

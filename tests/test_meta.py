@@ -2,6 +2,7 @@
 
 import functools
 
+import chex
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -12,6 +13,8 @@ import pytest
 import maml_jax as mj
 
 MLP_LOSS = mj.make_loss_fn(mj.MLP(hidden=(16, 16)), "mse")
+# A static argument of the jitted steps: one instance, so that tests share compiles.
+_SHARED_ADAM = optax.adam(1e-3)
 
 
 def _sinusoid_state(num_steps=2, granularity="layer_step", seed=0, lr=1e-3):
@@ -30,8 +33,7 @@ def _grad_kw(config, first_order=False, msl=True, loss_fn=MLP_LOSS):
 
 
 def _assert_trees_close(a, b, rtol=1e-5, atol=1e-7):
-    assert jax.tree.structure(a) == jax.tree.structure(b)
-    jax.tree.map(lambda x, y: np.testing.assert_allclose(x, y, rtol=rtol, atol=atol), a, b)
+    chex.assert_trees_all_close(a, b, rtol=rtol, atol=atol)  # structure, then values
 
 
 def _assert_conv4_grads_close(a, b, rtol=1e-4, atol=1e-6):
@@ -68,7 +70,7 @@ def test_jit_and_no_jit_agree_and_no_recompile():
     np.testing.assert_allclose(m1["grad_norm"], optax.tree.norm(grads), rtol=1e-5)
     _assert_trees_close(jax.device_get(s1.meta_params), ref_state.meta_params, rtol=1e-4,
                         atol=1e-6)
-    s2, m2 = mj.jit_outer_step(s1, _sin_tasks(jax.random.PRNGKey(4)), **kw)
+    s2, _m2 = mj.jit_outer_step(s1, _sin_tasks(jax.random.PRNGKey(4)), **kw)
     assert mj.jit_outer_step._cache_size() == after_first == before + 1  # no recompile
     assert s1.step.is_deleted()  # the state was donated
     assert int(s2.step) == 2
@@ -110,10 +112,12 @@ def test_meta_gradient_is_mean_of_task_gradients():
 def test_outer_step_weights_losses_by_the_epoch_of_its_step(step, epoch):
     """The MSL weights follow ``state.step // iterations_per_epoch`` (not the step)."""
     config = mj.MetaConfig(num_inner_steps=3, msl_epochs=10, iterations_per_epoch=10)
-    state, opt = _sinusoid_state(num_steps=3)
+    state, _ = _sinusoid_state(num_steps=3)
     state = state._replace(step=jnp.int32(step))
-    _, metrics = mj.outer_step(state, _sin_tasks(jax.random.PRNGKey(11)), loss_fn=MLP_LOSS,
-                               optimizer=opt, config=config, first_order=False, msl=True)
+    # One compile for every case: the step is traced, the static arguments are shared.
+    _, metrics = mj.jit_outer_step(state, _sin_tasks(jax.random.PRNGKey(11)), loss_fn=MLP_LOSS,
+                                   optimizer=_SHARED_ADAM, config=config, first_order=False,
+                                   msl=True)
     w = np.asarray(mj.msl_weights(epoch, 3, 10))
     np.testing.assert_allclose(metrics["loss"], np.sum(w * metrics["per_step_loss"]), rtol=1e-5)
     per_step = np.asarray(metrics["per_step_loss"])
@@ -165,19 +169,20 @@ def test_train_steps_draw_tasks_from_step_number():
     one_call, _ = run(state, 4)
     two_calls, _ = run(state, 2)
     two_calls, _ = run(two_calls, 2)
-    jax.tree.map(lambda a, b: np.testing.assert_array_equal(a, b), one_call, two_calls)
+    chex.assert_trees_all_equal(one_call, two_calls)
 
 
 def test_learn_inner_lrs_false_keeps_rates_fixed():
-    state, opt = _sinusoid_state()
+    state, _ = _sinusoid_state()
     tasks = _sin_tasks(jax.random.PRNGKey(7))
     for learn in (False, True):
         config = mj.MetaConfig(num_inner_steps=2, learn_inner_lrs=learn)
-        new, _ = mj.outer_step(state, tasks, loss_fn=MLP_LOSS, optimizer=opt, config=config,
-                               first_order=False, msl=True)
+        new, _ = mj.jit_outer_step(jax.tree.map(jnp.copy, state), tasks, loss_fn=MLP_LOSS,
+                                   optimizer=_SHARED_ADAM, config=config, first_order=False,
+                                   msl=True)
         changed = [not np.allclose(a, b) for a, b in zip(
             jax.tree.leaves(state.meta_params["inner_lrs"]),
-            jax.tree.leaves(new.meta_params["inner_lrs"]))]
+            jax.tree.leaves(new.meta_params["inner_lrs"]), strict=True)]
         assert any(changed) == learn
 
 
@@ -202,17 +207,17 @@ def test_meta_lr_schedule_is_cosine_per_epoch():
 # -- non-finite and shape errors ----------------------------------------------------------
 
 def test_non_finite_loss_keeps_state_and_raises_clear_error():
-    state, opt = _sinusoid_state()
+    state, _ = _sinusoid_state()
     (xs, ys), (xq, yq) = _sin_tasks(jax.random.PRNGKey(8))
     yq = yq.at[0, 0, 0].set(jnp.nan)
-    config = mj.MetaConfig(num_inner_steps=2)
-    new, metrics = mj.outer_step(state, ((xs, ys), (xq, yq)), loss_fn=MLP_LOSS, optimizer=opt,
-                                 config=config, first_order=False, msl=True)
+    config = mj.MetaConfig(num_inner_steps=2)  # the step learn_inner_lrs=True compiles
+    new, metrics = mj.jit_outer_step(jax.tree.map(jnp.copy, state), ((xs, ys), (xq, yq)),
+                                     loss_fn=MLP_LOSS, optimizer=_SHARED_ADAM, config=config,
+                                     first_order=False, msl=True)
     assert not bool(metrics["finite"])
-    jax.tree.map(lambda a, b: np.testing.assert_array_equal(a, b),
-                 state.meta_params, new.meta_params)
+    chex.assert_trees_all_equal(state.meta_params, new.meta_params)
     assert all(np.all(np.isfinite(x)) for x in jax.tree.leaves(new.meta_params))
-    with pytest.raises(mj.NonFiniteLossError, match="non-finite meta loss .* outer step 41"):
+    with pytest.raises(mj.NonFiniteLossError, match=r"non-finite meta loss .* outer step 41"):
         mj.check_finite(jax.device_get(metrics), 41)
 
 
@@ -281,12 +286,32 @@ def test_per_step_batch_norm_selects_step():
     assert not np.allclose(with_ra, out[0])
 
 
-def test_inner_loop_mask_excludes_batch_norm():
-    params = mj.Conv4(num_classes=2, num_filters=4).init(
-        jax.random.PRNGKey(0), jnp.zeros((1, 28, 28, 1)))["params"]
-    mask = mj.inner_loop_mask(params)
+@pytest.mark.parametrize("per_step_bn", [True, False])
+def test_inner_loop_mask_excludes_batch_norm(per_step_bn):
+    variables = jax.eval_shape(
+        mj.Conv4(num_classes=2, num_filters=4, per_step_bn=per_step_bn).init,
+        jax.random.PRNGKey(0), jnp.zeros((1, 28, 28, 1)))
+    mask = mj.inner_loop_mask(variables)
     assert mask["conv0"]["kernel"] and mask["head"]["bias"]
     assert not mask["norm0"]["scale"] and not mask["norm3"]["bias"]
+    # By batch statistics, by Conv4's names (params only): the same mask.
+    assert mj.inner_loop_mask(variables["params"]) == mask
+    assert mj.inner_loop_mask(variables["params"], variables["batch_stats"]) == mask
+
+
+def test_inner_loop_mask_recognises_batch_norm_by_its_statistics():
+    class Net(nn.Module):
+        @nn.compact
+        def __call__(self, x):
+            x = nn.BatchNorm(use_running_average=False, name="bn")(nn.Dense(3)(x))
+            return nn.Dense(2)(nn.LayerNorm()(x))
+
+    variables = jax.eval_shape(Net().init, jax.random.PRNGKey(0), jnp.zeros((1, 2)))
+    mask = mj.inner_loop_mask(variables)
+    assert not mask["bn"]["scale"] and not mask["bn"]["bias"]
+    assert mask["LayerNorm_0"]["scale"] and mask["Dense_0"]["kernel"]  # no batch statistics
+    with pytest.raises(ValueError, match="cannot tell whether the scale/bias of module"):
+        mj.inner_loop_mask(variables["params"])
 
 
 # -- per-step indexing with per-step-distinct values ---------------------------------------

@@ -217,7 +217,7 @@ def test_cache_rebuilt_on_image_size_or_archive_change(tiny_dir, tmp_path, monke
 def test_truncated_archive(tiny_dir):
     bg = tiny_dir / "images_background.zip"
     bg.write_bytes(bg.read_bytes()[:-200])
-    with pytest.raises(om.OmniglotArchiveError, match="images_background.zip"):
+    with pytest.raises(om.OmniglotArchiveError, match=r"images_background\.zip"):
         load_tiny(tiny_dir)
 
 
@@ -239,7 +239,7 @@ def test_corrupt_member_crc_detected(tiny_dir, tmp_path):
     assert start > 0
     blob[start + len(member) // 2] ^= 0xFF
     ev.write_bytes(bytes(blob))
-    with pytest.raises(om.OmniglotArchiveError, match="images_evaluation.zip"):
+    with pytest.raises(om.OmniglotArchiveError, match=r"images_evaluation\.zip"):
         load_tiny(tiny_dir, cache_dir=tmp_path / "cache")
     # The explicit CRC pass catches it without decoding.
     with pytest.raises(om.OmniglotArchiveError, match="corrupt"):
@@ -248,7 +248,8 @@ def test_corrupt_member_crc_detected(tiny_dir, tmp_path):
 
 def test_wrong_counts(tiny_dir):
     # Default expectation is the full archive: the tiny one must be rejected.
-    with pytest.raises(om.OmniglotArchiveError, match=r"964 .*images_background|images_background.*964"):
+    with pytest.raises(om.OmniglotArchiveError,
+                       match=r"964 .*images_background|images_background.*964"):
         om.load_omniglot(tiny_dir, download=False)
     bad = dict(TINY_COUNTS, images_evaluation=(1, 3, 60))
     with pytest.raises(om.OmniglotArchiveError, match="2 characters"):
@@ -327,7 +328,8 @@ def test_download_success_and_checksum(tmp_path, monkeypatch):
     for stem, p in paths.items():
         assert p == tmp_path / "dl2" / f"{stem}.zip"
         assert p.read_bytes() == blobs[stem]
-    assert sorted(os.listdir(tmp_path / "dl2")) == ["images_background.zip", "images_evaluation.zip"]
+    assert sorted(os.listdir(tmp_path / "dl2")) == ["images_background.zip",
+                                                    "images_evaluation.zip"]
 
 
 # -------------------------------------------------------------------------- splits
@@ -367,7 +369,7 @@ def test_split_custom_and_errors():
     s = om.split_classes(5, preset="custom", counts=(3, 1, 1), seed=3)
     assert sorted(np.concatenate(list(s.values())).tolist()) == [0, 1, 2, 3, 4]
     assert [len(s[k]) for k in ("train", "val", "test")] == [3, 1, 1]
-    with pytest.raises(ValueError, match="reference.*maml.*custom"):
+    with pytest.raises(ValueError, match=r"reference.*maml.*custom"):
         om.split_classes(preset="vinyals")
     with pytest.raises(ValueError, match="1623"):
         om.split_classes(5, preset="reference")
@@ -431,7 +433,7 @@ def test_sample_task_shapes_labels_and_exact_copies(synth):
     _check_task(task, lookup, 5, 2, 3, rotate=False)
     # NumPy input works too.
     task_np = om.sample_task(jax.random.PRNGKey(0), imgs, 5, 2, 3)
-    for a, b in zip(task, task_np):
+    for a, b in zip(task, task_np, strict=True):
         np.testing.assert_array_equal(a, b)
 
 
@@ -440,7 +442,7 @@ def test_sample_task_deterministic_and_key_dependent(synth):
     a = om.sample_task(jax.random.PRNGKey(7), imgs, 5, 1, 5, rotate=True)
     b = om.sample_task(jax.random.PRNGKey(7), imgs, 5, 1, 5, rotate=True)
     c = om.sample_task(jax.random.PRNGKey(8), imgs, 5, 1, 5, rotate=True)
-    for x, y in zip(a, b):
+    for x, y in zip(a, b, strict=True):
         np.testing.assert_array_equal(x, y)
     assert not np.array_equal(a[0], c[0])
 
@@ -462,7 +464,7 @@ def test_sample_under_jit_and_vmap(synth):
     key = jax.random.PRNGKey(3)
     jitted = jax.jit(lambda k, im: om.sample_task(k, im, 3, 2, 2, rotate=True))
     eager = om.sample_task(key, imgs, 3, 2, 2, rotate=True)
-    for a, b in zip(jitted(key, jnp.asarray(imgs)), eager):
+    for a, b in zip(jitted(key, jnp.asarray(imgs)), eager, strict=True):
         np.testing.assert_array_equal(a, b)
 
     keys = jax.random.split(key, 6)
@@ -473,20 +475,21 @@ def test_sample_under_jit_and_vmap(synth):
 
     many = om.sample_tasks(key, imgs, 6, 3, 2, 2, rotate=True)
     assert many[0].shape == (6, 6, H, H, 1) and many[3].shape == (6, 6)
-    for a, b in zip(many, batch):  # task i uses jax.random.split(key, B)[i]
+    for a, b in zip(many, batch, strict=True):  # task i uses jax.random.split(key, B)[i]
         np.testing.assert_array_equal(a, b)
 
 
 def test_task_spec_errors(synth):
     imgs, _ = synth
     key = jax.random.PRNGKey(0)
-    with pytest.raises(ValueError, match="asked for 20-way tasks but the 'val' split has only 5 classes"):
+    with pytest.raises(ValueError,
+                       match="asked for 20-way tasks but the 'val' split has only 5 classes"):
         om.validate_task_spec(5, 20, 1, 1, split_name="val")
-    with pytest.raises(ValueError, match="13-way.*only 12 classes"):
+    with pytest.raises(ValueError, match=r"13-way.*only 12 classes"):
         om.sample_task(key, imgs, 13, 1, 1)
     with pytest.raises(ValueError, match="'train' split has only 12 classes"):
         om.sample_tasks(key, imgs, 2, 20, 1, 1, split_name="train")
-    with pytest.raises(ValueError, match="21 distinct drawings.*only 20 drawings"):
+    with pytest.raises(ValueError, match=r"21 distinct drawings.*only 20 drawings"):
         om.sample_task(key, imgs, 5, 5, 16)
     with pytest.raises(ValueError, match="k_shot"):
         om.sample_task(key, imgs, 5, 0, 1)
@@ -500,7 +503,7 @@ def test_fixed_tasks_deterministic(synth):
     b = om.fixed_tasks(jnp.asarray(imgs), num_ways=5, k_shot=1, q_query=3, num_tasks=20, seed=0)
     c = om.fixed_tasks(imgs, num_ways=5, k_shot=1, q_query=3, num_tasks=20, seed=1)
     assert a[0].shape == (20, 5, H, H, 1) and a[2].shape == (20, 15, H, H, 1)
-    for x, y in zip(a, b):
+    for x, y in zip(a, b, strict=True):
         np.testing.assert_array_equal(x, y)
     assert not np.array_equal(a[0], c[0])
     for i in range(20):
@@ -538,7 +541,8 @@ def test_class_expansion(synth):
 
 
 def _real_data_dir() -> pathlib.Path | None:
-    candidates = [pathlib.Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "omniglot"]
+    candidates = [pathlib.Path(__file__).resolve().parents[1] / ".." / "shared" / "data"
+                  / "omniglot"]
     if os.environ.get(om.DATA_DIR_ENV_VAR):
         candidates.append(pathlib.Path(os.environ[om.DATA_DIR_ENV_VAR]))
     candidates.append(pathlib.Path("/work/shared/data/omniglot"))
@@ -583,7 +587,7 @@ def test_real_omniglot(tmp_path_factory, record_property):
     np.testing.assert_array_equal(again.images, data.images)
 
     splits = om.split_classes(len(data.class_names), preset="reference")
-    xs, ys, xq, yq = om.sample_task(
+    xs, _ys, xq, _yq = om.sample_task(
         jax.random.PRNGKey(0), data.images[splits["train"]], 20, 5, 15, rotate=True
     )
     assert xs.shape == (100, 28, 28, 1) and xq.shape == (300, 28, 28, 1)

@@ -18,10 +18,9 @@ import types
 import numpy as np
 import pytest
 
-from maml_jax import parallel
-
-from experiments import train
+from experiments import flag_parsing, train
 from experiments.config_lib import ConfigError, mamlpp_config, validate_config
+from maml_jax import parallel
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
@@ -38,7 +37,8 @@ def _env(devices: int) -> dict:
 
 def _run_worker() -> dict:
     out = subprocess.run([sys.executable, str(ROOT / "tests" / "parallel_worker.py")],
-                         env=_env(4), capture_output=True, text=True, timeout=600, cwd=ROOT)
+                         env=_env(4), capture_output=True, text=True, timeout=600, cwd=ROOT,
+                         check=False)
     assert out.returncode == 0, out.stderr[-3000:]
     return json.loads(out.stdout.strip().splitlines()[-1])
 
@@ -65,7 +65,8 @@ def test_sharded_steps_and_populations_match_single_device():
     assert worker["population_spec"] == "P('seeds',)"
     assert worker["population_loss_shape"] == [2, 3]   # seeds x steps
     for s in (0, 1):
-        assert worker[f"population_seed{s}_diff"] <= 1e-6 * max(1.0, worker[f"population_seed{s}_scale"])
+        assert worker[f"population_seed{s}_diff"] <= 1e-6 * max(
+            1.0, worker[f"population_seed{s}_scale"])
     assert worker["population_nomesh_diff"] <= 1e-6
 
 
@@ -94,7 +95,12 @@ def test_population_config_and_distributed_flags_are_checked(monkeypatch):
         monkeypatch.delenv(var, raising=False)
     with pytest.raises(ConfigError, match=r"num_seeds \(3\) must be a multiple of seed_shards"):
         validate_config(mamlpp_config(5, 1, num_seeds=3, seed_shards=2))
-    parse = train.build_parser().parse_args
+    def parse(argv):
+        full = ["train", *argv]
+        fv = train.define_flags(full)
+        flag_parsing.parse(fv, full)
+        return train.distributed_flags(fv)
+
     base = ["--config", "x.py"]
     assert train.distributed_settings(parse(base)) is None
     monkeypatch.setenv("JAX_NUM_PROCESSES", "2")
@@ -104,10 +110,10 @@ def test_population_config_and_distributed_flags_are_checked(monkeypatch):
         "coordinator_address": "localhost:1234", "num_processes": 2, "process_id": 1}
     monkeypatch.delenv("JAX_COORDINATOR_ADDRESS")
     with pytest.raises(ConfigError, match="missing"):
-        train.distributed_settings(parse(base + ["--num-processes", "2"]))
+        train.distributed_settings(parse([*base, "--num-processes", "2"]))
     with pytest.raises(ConfigError, match=r"--process-id must be in \[0, 2\)"):
-        train.distributed_settings(parse(base + ["--coordinator-address", "localhost:1",
-                                                 "--num-processes", "2", "--process-id", "2"]))
+        train.distributed_settings(parse([*base, "--coordinator-address", "localhost:1",
+                                          "--num-processes", "2", "--process-id", "2"]))
 
 
 TINY = """
@@ -132,12 +138,12 @@ def _train_processes(config, workdir, n, extra=(), env=None):
     port = _free_port()
     cmd = [sys.executable, "-m", "experiments.train", "--config", str(config), "--workdir",
            str(workdir), "--no-progress", *extra]
-    procs = [subprocess.Popen(cmd + ["--coordinator-address", f"localhost:{port}",
-                                     "--num-processes", str(n), "--process-id", str(i)],
+    procs = [subprocess.Popen([*cmd, "--coordinator-address", f"localhost:{port}",
+                               "--num-processes", str(n), "--process-id", str(i)],
                               env=env or _env(1), cwd=ROOT, stdout=subprocess.PIPE,
                               stderr=subprocess.PIPE, text=True) for i in range(n)]
     outs = [p.communicate(timeout=600) for p in procs]
-    for p, (so, se) in zip(procs, outs):
+    for p, (_so, se) in zip(procs, outs, strict=True):
         assert p.returncode == 0, se[-3000:]
     return [json.loads(so.strip().splitlines()[-1]) for so, _ in outs]
 
@@ -158,13 +164,15 @@ def test_two_processes_train_stop_and_resume(tmp_path):
            "JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES": "0"}
     first = _train_processes(config, tmp_path / "mp", 2, ["--stop-after", "1"], env)
     assert [r["finished"] for r in first] == [False, False]
-    assert [(r["num_processes"], r["num_devices"], r["num_seeds"]) for r in first] == [(2, 2, 2)] * 2
+    assert [(r["num_processes"], r["num_devices"], r["num_seeds"])
+            for r in first] == [(2, 2, 2)] * 2
     resumed = _train_processes(config, tmp_path / "mp", 2, env=env)
     assert [r["finished"] for r in resumed] == [True, True]
     assert resumed[0]["meta_params_sha256"] == resumed[1]["meta_params_sha256"]
     assert resumed[0]["meta_params_sha256"] != first[0]["meta_params_sha256"]  # it trained on
     # Only process 0 wrote the logs: one record per logged step, with both seeds' losses.
-    records = [json.loads(l) for l in (tmp_path / "mp" / "metrics.jsonl").read_text().splitlines()]
+    records = [json.loads(line)
+               for line in (tmp_path / "mp" / "metrics.jsonl").read_text().splitlines()]
     train_records = [r for r in records if r["kind"] == "train"]
     assert [r["step"] for r in train_records] == [2, 4]
     assert all(len(r["loss_per_seed"]) == 2 for r in train_records)
@@ -176,10 +184,10 @@ def test_two_processes_train_stop_and_resume(tmp_path):
     accs = res["over_seeds"]["best"]["per_seed_pct"]
     assert res["over_seeds"]["best"]["mean_pct"] == pytest.approx(np.mean(accs))
     # Resuming with another population size is refused before anything runs.
-    from experiments import common
-    cfg = common.read_workdir_config(tmp_path / "mp")
+    from experiments import checkpoints
+    cfg = checkpoints.read_workdir_config(tmp_path / "mp")
     with pytest.raises(ConfigError, match="num_seeds: 2 -> 3"):
-        train.run_training({**cfg, "num_seeds": 3}, tmp_path / "mp")
+        train.train_and_evaluate({**cfg, "num_seeds": 3}, tmp_path / "mp")
 
 
 def test_process_count_must_match_the_coordinator():
@@ -187,11 +195,11 @@ def test_process_count_must_match_the_coordinator():
     port = _free_port()
     code = ("import sys; from experiments import train\n"
             "try:\n"
-            "    train.init_distributed({'coordinator_address': 'localhost:%d',"
+            f"    train.init_distributed({{'coordinator_address': 'localhost:{port}',"
             " 'num_processes': int(sys.argv[1]), 'process_id': int(sys.argv[2])})\n"
             "    print('ok')\n"
             "except train.ConfigError as err:\n"
-            "    print('error:', err)\n" % port)
+            "    print('error:', err)\n")
     procs = [subprocess.Popen([sys.executable, "-c", code, n, i], env=_env(1), cwd=ROOT,
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
              for n, i in (("2", "0"), ("3", "1"))]

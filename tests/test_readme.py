@@ -16,6 +16,8 @@ assert np.isfinite(float(metrics["loss"]))
 assert int(state.step) == 1
 assert np.isfinite(loss)
 assert maml.inner_lrs["conv0"]["kernel"].shape == (5,)
+assert int(my_state.step) == 1 and np.isfinite(float(my_metrics["loss"]))
+assert my_lrs["bn"]["scale"] is None and my_lrs["conv"]["kernel"].shape == (1,)
 print("README examples ok")
 """
 
@@ -28,6 +30,6 @@ def test_readme_python_examples_run():
     env = {**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{os.environ.get('PYTHONPATH', '')}",
            "XLA_FLAGS": f"{os.environ.get('XLA_FLAGS', '')} --xla_backend_optimization_level=0"}
     out = subprocess.run([sys.executable, "-c", "\n".join(blocks) + CHECKS], env=env, cwd=ROOT,
-                         capture_output=True, text=True, timeout=900)
+                         capture_output=True, text=True, timeout=900, check=False)
     assert out.returncode == 0, out.stderr[-3000:]
     assert "README examples ok" in out.stdout

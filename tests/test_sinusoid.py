@@ -42,7 +42,7 @@ def test_eval_tasks_are_fixed():
 
 
 def test_demo_script_smoke(tmp_path):
-    result = sinusoid.main(["--config", "experiments/configs/sinusoid_smoke.py",
+    result = sinusoid.main(["--config", "experiments/configs/sinusoid_paper.py:smoke",
                             "--workdir", str(tmp_path), "--no-progress"])
     for name in ("results.json", "results.md", "trajectory.png", "final_loss_spread.png",
                  "learned_inner_lrs.png"):
@@ -71,4 +71,5 @@ def test_demo_script_rejects_bad_arguments(tmp_path):
     with pytest.raises(SystemExit, match="config file not found"):
         sinusoid.main(["--config", str(tmp_path / "nope.py")])
     with pytest.raises(SystemExit, match="--iterations must be >= 1"):
-        sinusoid.main(["--config", "experiments/configs/sinusoid_smoke.py", "--iterations", "0"])
+        sinusoid.main(["--config", "experiments/configs/sinusoid_paper.py:smoke",
+                       "--iterations", "0"])

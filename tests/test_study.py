@@ -16,7 +16,6 @@ import pytest
 from experiments import sinusoid, study, study_grid
 from experiments.configs import study_sinusoid
 
-
 # -- statistics --------------------------------------------------------------------------
 
 LOSSES = np.array([
@@ -106,7 +105,8 @@ def test_sinusoid_grid_and_study_end_to_end(tmp_path, monkeypatch):
     statuses = {n: study_grid.train_cell(cfg, tmp_path / n, snapshots=grid.snapshots)
                 for n, cfg in todo}
     assert statuses == {**{n: "trained" for n, _ in todo[:4]}, "Diverges_K5_s0": "failed"}
-    assert "non-finite" in json.loads((tmp_path / "Diverges_K5_s0" / "failed.json").read_text())["error"]
+    failed = json.loads((tmp_path / "Diverges_K5_s0" / "failed.json").read_text())
+    assert "non-finite" in failed["error"]
     # Resumable: finished cells are skipped, and so are failed ones unless asked.
     assert study_grid.train_cell(todo[0][1], tmp_path / todo[0][0]) == "skipped"
     assert study_grid.train_cell(todo[4][1], tmp_path / todo[4][0]) == "skipped (failed before)"

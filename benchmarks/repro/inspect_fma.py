@@ -33,8 +33,8 @@ def main():
         extra += " --xla_backend_optimization_level=0"
     dump = keep or tempfile.mkdtemp(prefix="maxpool_dump_")
     shutil.rmtree(dump, ignore_errors=True)
-    code = ("import sys; sys.path.insert(0, %r); import maxpool_second_order as m, "
-            "jax.numpy as jnp; " % HERE
+    code = (f"import sys; sys.path.insert(0, {HERE!r}); import maxpool_second_order as m, "
+            "jax.numpy as jnp; "
             + ("m.core_grad('max', jnp.float32)" if which == "core"
                else "m.maml_grad('max', m.STEPS, jnp.float32)"))
     env = dict(os.environ, XLA_FLAGS=f"--xla_dump_to={dump} --xla_dump_hlo_as_text" + extra)
@@ -71,11 +71,11 @@ def main():
         obj = os.path.join(dump, f"{prefix}obj-file.{name}_kernel_module.o")
         if objdump and os.path.exists(obj):
             asm = subprocess.run([objdump, "-d", "--no-show-raw-insn", obj],
-                                 capture_output=True, text=True).stdout
+                                 capture_output=True, text=True, check=False).stdout
             c = collections.Counter(fp.findall(asm))
             counts = " ".join(f"{k}:{v}" for k, v in sorted(c.items()))
         if has_max or has_eq:
-            print(f"{name:34s} {str(has_max):10s} {str(has_eq):10s} "
+            print(f"{name:34s} {has_max!s:10s} {has_eq!s:10s} "
                   f"{','.join(mean_sub) or '-':17s} {counts}")
     if not keep:
         shutil.rmtree(dump, ignore_errors=True)

@@ -1,5 +1,9 @@
-"""The smallest form of the bug (paste-able into an issue); see maxpool_second_order.py and README.md."""
-import numpy as np, jax, jax.numpy as jnp
+"""The smallest form of the bug (paste-able into an issue); see maxpool_second_order.py and
+README.md."""
+import jax
+import jax.numpy as jnp
+import numpy as np
+
 
 def loss(x, w, pool):
     mean = x.mean(axis=(0, 1, 2))

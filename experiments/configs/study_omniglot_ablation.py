@@ -7,20 +7,20 @@ Settings: Omniglot 20-way 1-shot and 20-way 5-shot; 2 seeds per row (the paper r
 Run (GPU; resumable, finished cells are skipped):
     python -m experiments.study_grid --grid experiments/configs/study_omniglot_ablation.py \\
         --root runs/study_omniglot_ablation --data-dir ../shared/data/omniglot
-    ... --only 'MAML++_20w1s_*'      # one row; any shell pattern of the cell names
+    ... --only='MAML++_20w1s_*'      # one row; any shell pattern (repeat --only for more)
 One row alone, without the grid runner (the same config, e.g. MAML + LSLR, 20-way 1-shot):
-    python -m experiments.train --config experiments/configs/omniglot_20w1s_mamlpp.py \\
-        --set per_step_bn=False --set lr_schedule=constant --set msl=False \\
+    python -m experiments.train --config=experiments/configs/omniglot_20w1s_mamlpp.py \\
+        --config.per_step_bn=False --config.lr_schedule=constant --config.msl=False \\
         --workdir runs/ablation_lslr --data-dir ../shared/data/omniglot
   (``rows()`` below is the source of truth for which keys each row changes.)
 CPU smoke (synthetic glyphs, tiny network, seconds per cell): add ``--smoke``.
 
 Expected runtime: not measured on a GPU yet (no GPU was lent to the session that wrote
-this): 7 rows x 2 settings x 2 seeds = 28 cells of 50,000 iterations; at the project's GPU targets (>= 100
-meta-steps/s for 20-way 1-shot) under 10 minutes per cell, several hours in all. On a
-2-core CPU a full-size cell takes days. A reduced version (5-way 1-shot, 16 filters, 3,000
-iterations) is ``study_omniglot_ablation_cpu.py``, measured in the README's "MAML++ claims"
-section.
+this): 7 rows x 2 settings x 2 seeds = 28 cells of 50,000 iterations; at the project's GPU
+targets (>= 100 meta-steps/s for 20-way 1-shot) under 10 minutes per cell, several hours
+in all. On a 2-core CPU a full-size cell takes days. A reduced version (5-way 1-shot, 16
+filters, 3,000 iterations) is ``study_omniglot_ablation_cpu.py``, measured in the README's
+"MAML++ claims" section.
 
 Base: every row is the MAML++ reference configuration (``mamlpp_config``: Conv4 with 64
 filters, 5 inner steps, meta-batch 8, 1 query image per class in training, reference class

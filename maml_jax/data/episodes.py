@@ -63,11 +63,11 @@ class ClassImages(NamedTuple):
     mean: jax.Array | np.ndarray
     std: jax.Array | np.ndarray
 
-    def take(self, classes) -> "ClassImages":
+    def take(self, classes) -> ClassImages:
         """The classes ``classes`` (indices), statistics unchanged."""
         return self._replace(images=self.images[classes], counts=self.counts[classes])
 
-    def as_float(self) -> "ClassImages":
+    def as_float(self) -> ClassImages:
         """The same episodes from normalised float32 images (mean 0, std 1 stored): for
         datasets that fit the device as float32, which then skip the per-episode scaling."""
         x = np.asarray(self.images, np.float32)
@@ -145,7 +145,8 @@ def validate_task_spec(
         ValueError: asked for 20-way tasks but the 'val' split has only 5 classes
     """
     where = f"the {split_name!r} split" if split_name else "the split"
-    for label, value, low in (("num_ways", num_ways, 1), ("k_shot", k_shot, 1), ("q_query", q_query, 0)):
+    for label, value, low in (("num_ways", num_ways, 1), ("k_shot", k_shot, 1),
+                              ("q_query", q_query, 0)):
         if isinstance(value, bool) or int(value) != value or value < low:
             raise ValueError(f"{label} must be an integer >= {low}, got {value!r}")
     if num_ways > num_classes_in_split:
@@ -398,6 +399,7 @@ def class_expansion(images: jax.Array | np.ndarray) -> jax.Array | np.ndarray:
         (12, 20, 28, 28)
     """
     if images.ndim != 4 or images.shape[2] != images.shape[3]:
-        raise ValueError(f"class_expansion needs [C, D, H, H] images, got shape {tuple(images.shape)}")
+        raise ValueError("class_expansion needs [C, D, H, H] images, got shape "
+                         f"{tuple(images.shape)}")
     xp = np if isinstance(images, np.ndarray) else jnp
     return xp.concatenate([xp.rot90(images, k, axes=(2, 3)) for k in range(4)], axis=0)

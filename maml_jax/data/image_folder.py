@@ -25,7 +25,8 @@ Example:
     >>> ds = load_image_folder("/data/cub", image_size=84, resize=True,
     ...                        split_fractions=(0.5, 0.25, 0.25))   # doctest: +SKIP
     >>> train = ds.data.take(ds.splits["train"])                     # doctest: +SKIP
-    >>> xs, ys, xq, yq = episodes.sample_task(jax.random.PRNGKey(0), train, 5, 1, 15)  # doctest: +SKIP
+    >>> xs, ys, xq, yq = episodes.sample_task(jax.random.PRNGKey(0), train,
+    ...                                       5, 1, 15)                 # doctest: +SKIP
 """
 
 from __future__ import annotations
@@ -134,10 +135,10 @@ def split_class_names(names: Sequence[str], *, fractions: Sequence[float] | None
         counts = (n - val - test, val, test)
     counts = [int(c) for c in counts]
     if len(counts) != 3 or min(counts) < 1 or sum(counts) > n:
-        raise DatasetError(f"split counts {tuple(counts)} need 3 positive counts summing to at most "
-                           f"the {n} classes found")
+        raise DatasetError(f"split counts {tuple(counts)} need 3 positive counts summing to "
+                           f"at most the {n} classes found")
     order = np.random.default_rng(seed).permutation(n)
-    bounds = np.cumsum([0] + counts)
+    bounds = np.cumsum([0, *counts])
     return {s: [names[i] for i in sorted(order[bounds[j]:bounds[j + 1]])]
             for j, s in enumerate(SPLITS)}
 
@@ -150,8 +151,8 @@ def decode_image(path: pathlib.Path, image_size: int, channels: int, resize: boo
             ``resize`` is False.
     """
     try:
-        with Image.open(path) as im:
-            im = im.convert("RGB" if channels == 3 else "L")
+        with Image.open(path) as opened:
+            im = opened.convert("RGB" if channels == 3 else "L")
             if im.size != (image_size, image_size):
                 if not resize:
                     raise DatasetError(
@@ -162,7 +163,7 @@ def decode_image(path: pathlib.Path, image_size: int, channels: int, resize: boo
             arr = np.asarray(im, np.uint8)
     except DatasetError:
         raise
-    except Exception as err:  # noqa: BLE001 - Pillow raises many types for bad files
+    except Exception as err:  # Pillow raises many types for bad files
         raise DatasetError(f"cannot read image {path}: {err}") from None
     return arr.reshape(image_size, image_size, channels)
 
@@ -239,7 +240,7 @@ def load_classes(classes: Mapping[str, Sequence[pathlib.Path]], splits: Mapping[
         workers = workers or min(32, 2 * (os.cpu_count() or 1))
         with concurrent.futures.ThreadPoolExecutor(workers) as pool:
             decoded = pool.map(lambda job: decode_image(job[2], image_size, channels, resize), jobs)
-            for (i, j, _), arr in zip(jobs, decoded):
+            for (i, j, _), arr in zip(jobs, decoded, strict=True):
                 images[i, j] = arr
         if cache_dir is not None:
             disk_cache.atomic_write(npy, lambda f: np.save(f, images, allow_pickle=False))
@@ -322,5 +323,5 @@ def check_split_request(dataset: ImageDataset, split: str, num_ways: int, k_shot
     if counts[small] < k_shot + q_query:
         c = idx[small]
         raise DatasetError(
-            f"class {dataset.class_names[c]!r} ({dataset.class_dirs[c]}) of the {split!r} split has "
-            f"{counts[small]} images, fewer than k_shot + q_query = {k_shot + q_query}")
+            f"class {dataset.class_names[c]!r} ({dataset.class_dirs[c]}) of the {split!r} split "
+            f"has {counts[small]} images, fewer than k_shot + q_query = {k_shot + q_query}")

@@ -37,8 +37,13 @@ from maml_jax.data import disk_cache
 
 # The episode samplers live in episodes (shared by every image dataset); re-exported so
 # that omniglot.sample_task & co. keep working.
-from maml_jax.data.episodes import (class_expansion, fixed_tasks, sample_task, sample_tasks,
-                                    validate_task_spec)
+from maml_jax.data.episodes import (
+    class_expansion,
+    fixed_tasks,
+    sample_task,
+    sample_tasks,
+    validate_task_spec,
+)
 
 __all__ = [
     "ARCHIVE_NAMES",
@@ -262,7 +267,7 @@ def ensure_archives(
             # Deliberately broad: URLError, HTTPError and timeouts are OSErrors, but
             # http.client.IncompleteRead and friends are not, and any of them simply
             # means "the archive is still missing".
-            except Exception as err:  # noqa: BLE001
+            except Exception as err:
                 raise OmniglotNotFoundError(
                     _not_found_message(missing_paths, f"download failed: {err!r}")
                 ) from err
@@ -395,7 +400,8 @@ def _decode_png(data: bytes, image_size: int) -> np.ndarray:
         return _grey_drawing(img.convert("L"), image_size)
 
 
-def _decode_archive(path: pathlib.Path, prefix: str, image_size: int) -> tuple[np.ndarray, list[str]]:
+def _decode_archive(path: pathlib.Path, prefix: str,
+                    image_size: int) -> tuple[np.ndarray, list[str]]:
     """Decodes one archive to uint8 ``[C, 20, S, S]`` plus its class names."""
     with _open_zip(path) as zf:
         groups = _scan(zf)
@@ -524,7 +530,8 @@ def load_omniglot(
             disk_cache.atomic_write(
                 meta,
                 lambda f: f.write(
-                    json.dumps({"key": key, "image_size": image_size, "class_names": names}).encode()
+                    json.dumps({"key": key, "image_size": image_size,
+                                "class_names": names}).encode()
                 ),
             )
         except OSError as err:
@@ -578,7 +585,8 @@ def split_classes(
         [1100, 100, 423]
     """
     if preset not in SPLIT_PRESETS:
-        raise ValueError(f"unknown split preset {preset!r}; valid presets: {', '.join(SPLIT_PRESETS)}")
+        raise ValueError(f"unknown split preset {preset!r}; "
+                         f"valid presets: {', '.join(SPLIT_PRESETS)}")
     if preset == "custom":
         if counts is None:
             raise ValueError("preset 'custom' needs counts=(n_train, n_val, n_test)")
@@ -587,7 +595,7 @@ def split_classes(
                 f"counts={tuple(counts)} must be three non-negative sizes summing to "
                 f"num_classes={num_classes}"
             )
-        n_train, n_val, n_test = (int(c) for c in counts)
+        n_train, n_val, _n_test = (int(c) for c in counts)
     else:
         if counts is not None:
             raise ValueError(f"counts= is only valid with preset='custom', not {preset!r}")
@@ -596,7 +604,7 @@ def split_classes(
                 f"preset {preset!r} is defined for the full {NUM_CLASSES}-class Omniglot, got "
                 f"num_classes={num_classes}; use preset='custom' with counts=(...)"
             )
-        n_train, n_val, n_test = _PRESET_COUNTS[preset]
+        n_train, n_val, _n_test = _PRESET_COUNTS[preset]
 
     if preset == "maml":
         order = np.arange(num_classes)
@@ -604,4 +612,5 @@ def split_classes(
         order = np.random.RandomState(seed).permutation(num_classes)
     bounds = np.cumsum([n_train, n_val])
     parts = np.split(order, bounds)
-    return {name: np.sort(part).astype(np.int64) for name, part in zip(("train", "val", "test"), parts)}
+    return {name: np.sort(part).astype(np.int64)
+            for name, part in zip(("train", "val", "test"), parts, strict=True)}

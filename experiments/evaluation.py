@@ -1,0 +1,72 @@
+"""Evaluation of meta-parameters on fixed tasks (validation during training, test after).
+
+``evaluate_params`` returns per-task query loss and accuracy after 0..N inner steps, on one
+device or split over a mesh's ``tasks`` axis; ``validate`` / ``validate_population`` reduce
+them to the validation metrics that training logs and ranks its checkpoints by.
+
+Example:
+    >>> res = evaluate_params(setup, cfg, state.meta_params, tasks)  # doctest: +SKIP
+    >>> res["accuracy"].shape  # (tasks, N + 1)  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import numpy as np
+
+from experiments.wiring import Setup, eval_batch_size, seed_state
+from maml_jax import meta, parallel
+
+__all__ = ["evaluate_params", "validate", "validate_population", "tree_all_finite"]
+
+
+def evaluate_params(setup: Setup, cfg: dict, meta_params: dict, tasks, mesh=None) -> dict[str, Any]:
+    """Per-task query loss / accuracy after 0..N inner steps on fixed tasks (host arrays).
+
+    With a ``mesh`` the tasks are split over its ``tasks`` axis (``parallel``).
+    """
+    if mesh is None:
+        task_losses, aux = meta.jit_evaluate_tasks(
+            setup.eval_loss_fn, meta_params["params"], meta_params["inner_lrs"], tasks,
+            num_steps=cfg["num_inner_steps_eval"], batch_size=eval_batch_size(cfg))
+    else:
+        meta_params, tasks = parallel.replicate((meta_params, tasks), mesh)
+        task_losses, aux = parallel.evaluate_tasks_sharded(
+            setup.eval_loss_fn, meta_params["params"], meta_params["inner_lrs"], tasks,
+            num_steps=cfg["num_inner_steps_eval"], mesh=mesh, batch_size=eval_batch_size(cfg))
+    return {"loss": parallel.host_array(task_losses),
+            "accuracy": parallel.host_array(aux["accuracy"])}
+
+
+def validate(setup: Setup, cfg: dict, meta_params: dict, tasks, mesh=None) -> dict[str, Any]:
+    """Validation metrics of one set of meta-parameters: loss, accuracy (mean, 95% CI)
+    after the last inner step, and the accuracy after every step."""
+    res = evaluate_params(setup, cfg, meta_params, tasks, mesh)
+    acc, ci = meta.mean_ci95(res["accuracy"][:, -1]) if res["accuracy"].shape[0] > 1 else (
+        res["accuracy"][:, -1].mean(), 0.0)
+    return {"val_loss": float(res["loss"][:, -1].mean()), "val_accuracy": float(acc),
+            "val_accuracy_ci95": float(ci),
+            "val_accuracy_per_step": [float(a) for a in res["accuracy"].mean(axis=0)]}
+
+
+def validate_population(setup: Setup, cfg: dict, state, tasks, mesh=None) -> dict[str, Any]:
+    """``validate`` per seed; a population's val_accuracy is the mean over its seeds (which
+    ranks its checkpoints), with the per-seed values alongside."""
+    if cfg["num_seeds"] == 1:
+        return validate(setup, cfg, state.meta_params, tasks, mesh)
+    per = [validate(setup, cfg, seed_state(state, cfg, i).meta_params, tasks, mesh)
+           for i in range(cfg["num_seeds"])]
+    out = {k: float(np.mean([v[k] for v in per])) for k in ("val_loss", "val_accuracy",
+                                                              "val_accuracy_ci95")}
+    out["val_accuracy_per_step"] = [float(a) for a in
+                                    np.mean([v["val_accuracy_per_step"] for v in per], axis=0)]
+    out["val_accuracy_per_seed"] = [v["val_accuracy"] for v in per]
+    out["val_loss_per_seed"] = [v["val_loss"] for v in per]
+    return out
+
+
+def tree_all_finite(tree) -> bool:
+    """Whether every array of a pytree (a state, on any device) is finite."""
+    return all(bool(np.all(np.isfinite(parallel.host_array(x)))) for x in jax.tree.leaves(tree))
