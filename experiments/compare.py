@@ -64,13 +64,11 @@ def main(argv: list[str] | None = None) -> int:
     """
     full = flag_parsing.program_argv("python -m experiments.compare", argv)
     fv = define_flags()
-    if flag_parsing.wants_help(full):
-        print(flag_parsing.help_text(__doc__, fv))
-        return 0
     try:
-        workdirs = flag_parsing.parse(fv, full)[1:]
-        if not workdirs:
-            raise ConfigError("name at least one run directory")
+        rest = flag_parsing.parse_or_help(fv, full, __doc__)
+        if rest is None:
+            return 0
+        workdirs = flag_parsing.run_dirs(rest)
     except ConfigError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

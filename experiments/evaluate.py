@@ -222,13 +222,11 @@ def main(argv: list[str] | None = None) -> int:
     """
     argv = flag_parsing.program_argv("python -m experiments.evaluate", argv)
     fv = define_flags()
-    if flag_parsing.wants_help(argv):
-        print(flag_parsing.help_text(__doc__, fv))
-        return 0
     try:
-        rest = flag_parsing.parse(fv, argv)
-        if len(rest) > 1:
-            raise ConfigError(f"unexpected arguments {rest[1:]}")
+        rest = flag_parsing.parse_or_help(fv, argv, __doc__)
+        if rest is None:
+            return 0
+        flag_parsing.check_no_arguments(rest)
         results = run_evaluation(fv["workdir"].value, data_dir=fv["data-dir"].value,
                                  num_tasks=fv["num-tasks"].value,
                                  ensemble_size=fv["ensemble-size"].value)

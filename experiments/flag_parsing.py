@@ -10,7 +10,7 @@ Example:
     >>> fv = flags.FlagValues()
     >>> _ = flags.DEFINE_string("workdir", None, "run directory", flag_values=fv)
     >>> parse(fv, program_argv("prog", ["--workdir", "runs/x", "extra"]))
-    ['extra']
+    ['prog', 'extra']
     >>> fv["workdir"].value
     'runs/x'
 """
@@ -28,8 +28,8 @@ from ml_collections import config_dict, config_flags
 
 from experiments.config_lib import ConfigError
 
-__all__ = ["program_argv", "define_config_flag", "parse", "config_from_flags", "wants_help",
-           "help_text"]
+__all__ = ["program_argv", "define_config_flag", "parse", "parse_or_help",
+           "check_no_arguments", "run_dirs", "config_from_flags", "wants_help", "help_text"]
 
 
 def program_argv(prog: str, argv: Sequence[str] | None) -> list[str]:
@@ -145,10 +145,41 @@ def config_from_flags(argv: Sequence[str],
     full = program_argv("config", argv)
     fv = flags.FlagValues()
     define_config_flag(fv, full)
-    rest = parse(fv, full, config_flag="config", config_types=config_types)
-    if len(rest) > 1:
-        raise ConfigError(f"unexpected arguments {rest[1:]}")
+    check_no_arguments(parse(fv, full, config_flag="config", config_types=config_types))
     return fv["config"].value
+
+
+def parse_or_help(flag_values: flags.FlagValues, argv: Sequence[str], doc: str,
+                  **parse_kwargs: Any) -> list[str] | None:
+    """What every script's ``main`` does first: :func:`parse`, or, when the command line
+    asks for help, print the script's docstring and flags and return None (the script
+    then exits with status 0).
+
+    Example:
+        >>> fv = flags.FlagValues()
+        >>> parse_or_help(fv, ["prog", "--help"], "A script.")  # doctest: +ELLIPSIS
+        A script.
+        ...
+    """
+    if wants_help(argv):
+        print(help_text(doc, flag_values))
+        return None
+    return parse(flag_values, argv, **parse_kwargs)
+
+
+def check_no_arguments(rest: Sequence[str], hint: str = "") -> None:
+    """Raises ``ConfigError`` if :func:`parse` left positional arguments besides the
+    program name (``hint`` is appended to the message)."""
+    if len(rest) > 1:
+        raise ConfigError(f"unexpected arguments {list(rest[1:])}{hint}")
+
+
+def run_dirs(rest: Sequence[str]) -> list[str]:
+    """The run directories named as positional arguments (at least one, else
+    ``ConfigError``)."""
+    if len(rest) < 2:
+        raise ConfigError("name at least one run directory")
+    return list(rest[1:])
 
 
 def wants_help(argv: Sequence[str]) -> bool:

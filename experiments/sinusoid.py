@@ -317,11 +317,10 @@ def main(argv: list[str] | None = None) -> dict:
     # --config.KEY=VALUE go to the config (load_config); the other flags are parsed here.
     overrides = [a for a in full[1:] if a.startswith(("--config.", "-config."))]
     fv = define_flags()
-    if flag_parsing.wants_help(full):
-        print(flag_parsing.help_text(__doc__, fv))
-        return {}
     try:
-        flag_parsing.parse(fv, [a for a in full if a not in overrides])
+        if flag_parsing.parse_or_help(fv, [a for a in full if a not in overrides],
+                                      __doc__) is None:
+            return {}
     except ConfigError as err:
         raise SystemExit(f"error: {err}") from None
     cfg = load_config(fv["config"].value, overrides)

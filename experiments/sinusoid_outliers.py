@@ -208,11 +208,10 @@ def main(argv: list[str] | None = None) -> int:
     full = flag_parsing.program_argv("python -m experiments.sinusoid_outliers", argv)
     overrides = [a for a in full[1:] if a.startswith(("--config.", "-config."))]
     fv = define_flags()
-    if flag_parsing.wants_help(full):
-        print(flag_parsing.help_text(__doc__, fv))
-        return 0
     try:
-        flag_parsing.parse(fv, [a for a in full if a not in overrides])
+        if flag_parsing.parse_or_help(fv, [a for a in full if a not in overrides],
+                                      __doc__) is None:
+            return 0
     except ConfigError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

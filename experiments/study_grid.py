@@ -175,14 +175,11 @@ def main(argv: list[str] | None = None) -> int:
     """
     full = flag_parsing.program_argv("python -m experiments.study_grid", argv)
     fv = define_flags()
-    if flag_parsing.wants_help(full):
-        print(flag_parsing.help_text(__doc__, fv))
-        return 0
     try:
-        rest = flag_parsing.parse(fv, full)
-        if len(rest) > 1:
-            raise ConfigError(f"unexpected arguments {rest[1:]} (several --only patterns: "
-                              "repeat the flag)")
+        rest = flag_parsing.parse_or_help(fv, full, __doc__)
+        if rest is None:
+            return 0
+        flag_parsing.check_no_arguments(rest, " (several --only patterns: repeat the flag)")
         grid = flag_parsing.config_from_flags([f"--config={fv['grid'].value}"],
                                               (SinusoidGrid, OmniglotGrid))
         todo = cells(grid, fv["smoke"].value)

@@ -438,13 +438,11 @@ def main(argv: list[str] | None = None) -> int:
     """
     argv = flag_parsing.program_argv("python -m experiments.train", argv)
     fv = define_flags(argv)
-    if flag_parsing.wants_help(argv):
-        print(flag_parsing.help_text(__doc__, fv))
-        return 0
     try:
-        rest = flag_parsing.parse(fv, argv, config_flag="config")
-        if len(rest) > 1:
-            raise ConfigError(f"unexpected arguments {rest[1:]}")
+        rest = flag_parsing.parse_or_help(fv, argv, __doc__, config_flag="config")
+        if rest is None:
+            return 0
+        flag_parsing.check_no_arguments(rest)
         init_distributed(distributed_settings(distributed_flags(fv)))
         config = fv["config"].value
         if fv["num-seeds"].value is not None:

@@ -65,8 +65,7 @@ class ModelAgnosticMetaLearning:
                 f"ModelAgnosticMetaLearning wraps a flax.linen module, got {type(model).__name__}; "
                 "for an NNX module or a plain function use the functional API with "
                 "maml_jax.nnx_model / maml_jax.apply_loss_fn (README: 'Your own model')")
-        if loss not in losses.LOSSES:
-            raise ValueError(f"unknown loss {loss!r}; expected one of {losses.LOSSES}")
+        losses.check_loss_name(loss)
         granularity = lr_granularity or ("layer_step" if plus_plus else "scalar")
         if granularity not in core.GRANULARITIES:
             raise ValueError(f"unknown granularity {granularity!r}; expected {core.GRANULARITIES}")

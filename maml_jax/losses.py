@@ -12,9 +12,20 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-__all__ = ["LOSSES", "make_loss_fn", "accuracy", "prediction_loss", "check_labels"]
+__all__ = ["LOSSES", "make_loss_fn", "accuracy", "prediction_loss", "check_labels",
+           "check_loss_name", "takes_argument"]
 
 LOSSES = ("cross_entropy", "mse")
+
+
+def check_loss_name(loss: str) -> None:
+    """Raises ``ValueError`` unless ``loss`` is one of ``LOSSES`` (before any tracing).
+
+    Example:
+      >>> check_loss_name("mse")
+    """
+    if loss not in LOSSES:
+        raise ValueError(f"unknown loss {loss!r}; expected one of {LOSSES}")
 
 
 def accuracy(logits: jax.Array, labels: jax.Array) -> jax.Array:
@@ -37,8 +48,7 @@ def prediction_loss(outputs: jax.Array, labels: jax.Array, loss: str) -> tuple[j
       >>> value, aux = prediction_loss(jnp.zeros((4, 3)), jnp.array([0, 1, 2, 0]),
       ...                              "cross_entropy")
     """
-    if loss not in LOSSES:
-        raise ValueError(f"unknown loss {loss!r}; expected one of {LOSSES}")
+    check_loss_name(loss)
     out_shape, y_shape = jnp.shape(outputs), jnp.shape(labels)
     if loss == "cross_entropy":
         if not jnp.issubdtype(jnp.result_type(labels), jnp.integer):
@@ -83,9 +93,18 @@ def check_labels(labels: Any, num_classes: int, *, what: str = "labels") -> None
                          f"{num_classes} outputs, got values in [{arr.min()}, {arr.max()}]")
 
 
-def _accepts(module: nn.Module, name: str) -> bool:
+def takes_argument(fn: Callable, name: str) -> bool:
+    """Whether ``fn``'s signature has a parameter ``name`` (False if it has none to read).
+
+    The model adapters pass ``step=`` / ``use_running_average=`` only to models that take
+    them.
+
+    Example:
+      >>> takes_argument(lambda params, x, step: x, "step")
+      True
+    """
     try:
-        return name in inspect.signature(type(module).__call__).parameters
+        return name in inspect.signature(fn).parameters
     except (TypeError, ValueError):
         return False
 
@@ -128,10 +147,9 @@ def make_loss_fn(
       >>> from maml_jax import MLP
       >>> loss_fn = make_loss_fn(MLP(), "mse", has_aux=False)
     """
-    if loss not in LOSSES:
-        raise ValueError(f"unknown loss {loss!r}; expected one of {LOSSES}")
-    takes_step = _accepts(model, "step")
-    takes_ra = _accepts(model, "use_running_average")
+    check_loss_name(loss)
+    takes_step = takes_argument(type(model).__call__, "step")
+    takes_ra = takes_argument(type(model).__call__, "use_running_average")
     if use_running_average and batch_stats is None:
         raise ValueError("use_running_average=True needs the model's batch_stats")
 

@@ -9,7 +9,6 @@ Batch norm trains with the batch's own statistics (transductive, as the MAML++ r
 
 from __future__ import annotations
 
-import inspect
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
@@ -41,13 +40,6 @@ class ModelParts(NamedTuple):
     loss_fn: Callable
     inner_loop_mask: Any
     model_state: Any
-
-
-def _takes(fn: Callable, name: str) -> bool:
-    try:
-        return name in inspect.signature(fn).parameters
-    except (TypeError, ValueError):
-        return False
 
 
 def nnx_model(
@@ -86,8 +78,7 @@ def nnx_model(
       >>> parts = nnx_model(MyNet(nnx.Rngs(0)))
       >>> lrs = init_inner_lrs(parts.params, 1, 0.1, mask=parts.inner_loop_mask)
     """
-    if loss not in losses.LOSSES:
-        raise ValueError(f"unknown loss {loss!r}; expected one of {losses.LOSSES}")
+    losses.check_loss_name(loss)
     graphdef, param_state, rest = nnx.split(module, nnx.Param, ...)
     params = nnx.to_pure_dict(param_state)
     # The loss function keeps its own copies: it must not hold the arrays it returns, which
@@ -96,7 +87,7 @@ def nnx_model(
     param_template = jax.tree.map(abstract, param_state)
     rest_pure = jax.tree.map(jnp.copy, nnx.to_pure_dict(rest))
     stats = jax.tree.map(jnp.copy, nnx.to_pure_dict(nnx.state(module, nnx.BatchStat)))
-    takes_step = _takes(type(module).__call__, "step")
+    takes_step = losses.takes_argument(type(module).__call__, "step")
 
     def loss_fn(params, batch, step):
         x, y = batch
@@ -143,9 +134,8 @@ def apply_loss_fn(
     Example:
       >>> loss_fn = apply_loss_fn(lambda p, x: x @ p["w"] + p["b"], "mse")
     """
-    if loss not in losses.LOSSES:
-        raise ValueError(f"unknown loss {loss!r}; expected one of {losses.LOSSES}")
-    takes_step = _takes(apply_fn, "step")
+    losses.check_loss_name(loss)
+    takes_step = losses.takes_argument(apply_fn, "step")
 
     def loss_fn(params, batch, step):
         x, y = batch
