@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.requirements-installed
 BENCH_STAMP := $(VENV)/.bench-requirements-installed
 
-.PHONY: demo test lint install bench clean
+.PHONY: demo test lint install bench check-full clean
 
 $(STAMP): requirements.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -33,6 +33,14 @@ lint: $(STAMP)
 # CPU benchmark against PyTorch (installs the benchmark-only requirements).
 bench: $(BENCH_STAMP)
 	$(PY) benchmarks/bench.py --quick
+
+# The full-size meta-gradient checks beyond `make test` (~45 min on 2 CPU cores): all 32
+# formulations against PyTorch float64 and finite differences, then every conv_impl x task
+# batching x unroll against the plain formulation and float64 on 12 random instances.
+# Exit status non-zero if any judged comparison fails (README, "Correctness").
+check-full: $(BENCH_STAMP)
+	$(PY) benchmarks/grad_check.py --variants all
+	$(PY) benchmarks/formulation_consistency.py --instances 12
 
 clean:
 	rm -rf runs .pytest_cache

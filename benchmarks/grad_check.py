@@ -150,21 +150,36 @@ def _cast(tree, dtype):
                         is_leaf=lambda a: a is None)
 
 
+def meta_grad_function(variant: str, *, dtype: str = "float32", setting=SETTING,
+                       epoch: int = CHECK_EPOCH):
+    """``fn(meta_params, model_state, tasks) -> (loss, flat grads)`` of one formulation,
+    with parameters, rates, images and computation cast to ``dtype``. One jitted function:
+    call it on several instances to compile once. float64 needs ``jax.enable_x64``
+    around the calls."""
+    dt = jnp.dtype(dtype)
+    with jax.enable_x64(dtype == "float64"):
+        _, _, _, kw = jax_setup.build(setting, dtype=dt, **parse_variant(variant))
+    fn = jax_setup.meta_grad_fn(setting, kw["loss_fn"], kw["config"], epoch=epoch)
+
+    def grads_of(meta_params, model_state, tasks):
+        (xs, ys), (xq, yq) = tasks
+        loss, grads = fn(_cast(meta_params, dt), model_state,
+                         ((jnp.asarray(xs, dt), ys), (jnp.asarray(xq, dt), yq)))
+        return float(loss), flat_grads(grads)
+
+    return grads_of
+
+
 def jax_grads(variant: str, meta_params, model_state, tasks, *, dtype: str = "float32",
               setting=SETTING, epoch: int = CHECK_EPOCH
               ) -> tuple[float, dict[str, np.ndarray], float]:
     """``(loss, flat grads, seconds incl. compile)`` of the outer step's meta-gradient, with
     parameters, rates, images and computation in ``dtype``."""
     with jax.enable_x64(dtype == "float64"):
-        dt = jnp.dtype(dtype)
-        _, _, _, kw = jax_setup.build(setting, dtype=dt, **parse_variant(variant))
-        fn = jax_setup.meta_grad_fn(setting, kw["loss_fn"], kw["config"], epoch=epoch)
-        (xs, ys), (xq, yq) = tasks
+        fn = meta_grad_function(variant, dtype=dtype, setting=setting, epoch=epoch)
         t0 = time.perf_counter()
-        loss, grads = fn(_cast(meta_params, dt), model_state,
-                         ((jnp.asarray(xs, dt), ys), (jnp.asarray(xq, dt), yq)))
-        loss = float(loss)
-        return loss, flat_grads(grads), time.perf_counter() - t0
+        loss, grads = fn(meta_params, model_state, tasks)
+        return loss, grads, time.perf_counter() - t0
 
 
 # ----------------------------------------------------------------------------- torch

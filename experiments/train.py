@@ -320,6 +320,8 @@ def train_and_evaluate(cfg, workdir: str | pathlib.Path, *, data_dir: str | None
 
     summary = {"step": step, "epochs_done": step // ipe, "finished": step >= total,
                "stopped_by": stopped_by,
+               # The checkpoint this call continued from (the latest one), None if fresh.
+               "resumed_from_step": resume_step,
                "wall_seconds_this_run": round(time.time() - t_start, 2),
                "last_val_accuracy": last_val,
                "num_seeds": cfg["num_seeds"], "num_devices": jax.device_count(),

@@ -152,8 +152,11 @@ def init_population(cfg: dict, setup: Setup) -> meta.MetaState:
 
 
 def make_mesh(cfg: dict):
-    """The run's device mesh, or None on one device (the plain single-device path)."""
-    if jax.device_count() == 1:
+    """The run's device mesh, or None on one device (the plain single-device path).
+
+    ``seed_shards`` > 1 on a single device is an error, not silently one shard.
+    """
+    if jax.device_count() == 1 and cfg["seed_shards"] == 1:
         return None
     try:
         mesh = parallel.make_mesh(cfg["seed_shards"])

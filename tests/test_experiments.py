@@ -28,6 +28,7 @@ from experiments import (
     config_lib,
     datasets,
     evaluate,
+    evaluation,
     flag_parsing,
     study,
     train,
@@ -39,10 +40,13 @@ from maml_jax.data import episodes
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 CONFIG_DIR = ROOT / "experiments" / "configs"
 
+# Derivative-order annealing over the first epoch: the tiny runs go through a first-order
+# and a second-order step, and their records show which one ran when.
 TINY = dict(name="tiny", data="synthetic", synthetic_num_classes=30,
             synthetic_counts=(20, 5, 5), num_filters=4, num_inner_steps=2,
             num_inner_steps_eval=2, meta_batch_size=2, num_epochs=3, iterations_per_epoch=2,
-            steps_per_call=2, num_val_tasks=8, num_test_tasks=8, keep_best=1, ensemble_size=2)
+            steps_per_call=2, num_val_tasks=8, num_test_tasks=8, keep_best=1, ensemble_size=2,
+            first_order_epochs=1)
 
 
 def tiny_config(**updates):
@@ -55,7 +59,7 @@ def final_state(workdir):
     mngr = checkpoints.checkpoint_manager(workdir, cfg["keep_best"], read_only=True)
     try:
         state, _ = checkpoints.restore_checkpoint(mngr, mngr.latest_step(),
-                                                  wiring.init_state(cfg, setup))
+                                                  wiring.init_population(cfg, setup))
     finally:
         mngr.close()
     return state
@@ -186,6 +190,92 @@ def test_train_resume_evaluate_end_to_end(tmp_path, capsys):
         g["per_seed"][0]["final_mean"])
 
 
+def _ranked_by_epoch(monkeypatch, accuracies):
+    """Validation reports ``accuracies[e]`` after epoch ``e`` (the real validation runs, its
+    accuracy is replaced), so that the best checkpoint is the one the test chooses."""
+    real = evaluation.validate_population
+
+    def fake(setup, cfg, state, tasks, mesh=None):
+        out = real(setup, cfg, state, tasks, mesh)
+        epoch = int(parallel.host_array(state.step).reshape(-1)[0]) // cfg["iterations_per_epoch"]
+        return {**out, "val_accuracy": accuracies[epoch - 1]}
+
+    monkeypatch.setattr(evaluation, "validate_population", fake)
+
+
+@TINY_GROUP
+def test_resume_continues_from_the_latest_checkpoint_not_the_best(tmp_path, monkeypatch,
+                                                                   capsys):
+    """A stopped run whose best checkpoint (epoch 1) is not its latest (epoch 2) resumes from
+    the latest: it trains only the remaining epoch. The same run checks derivative-order
+    annealing end to end: TINY's ``first_order_epochs=1`` makes epoch 0 first order, the
+    rest second order, in the step that runs (the records log the phase passed to it)."""
+    cfg = tiny_config()
+    assert cfg["first_order_epochs"] == 1
+    work = tmp_path / "run"
+    _ranked_by_epoch(monkeypatch, [0.9, 0.5, 0.1])
+    first = train.train_and_evaluate(cfg, work, progress=False, stop_after=2)
+    assert first["step"] == 4 and not first["finished"] and first["resumed_from_step"] is None
+    mngr = checkpoints.checkpoint_manager(work, cfg["keep_best"], read_only=True)
+    try:
+        assert checkpoints.ranked_checkpoints(mngr)[0] == (2, 0.9)   # best: epoch 1
+        assert mngr.latest_step() == 4
+    finally:
+        mngr.close()
+
+    calls = []
+    real_steps = parallel.jit_train_steps
+
+    def counting(state, *args, **kwargs):
+        calls.append(int(parallel.host_array(state.step).reshape(-1)[0]))
+        return real_steps(state, *args, **kwargs)
+
+    monkeypatch.setattr(parallel, "jit_train_steps", counting)
+    capsys.readouterr()
+    second = train.train_and_evaluate(cfg, work, progress=False)
+    assert "at step 4 (epoch 2)" in capsys.readouterr().err
+    assert second["resumed_from_step"] == 4 and second["finished"] and second["step"] == 6
+    assert calls == [4]   # one host call of 2 steps: epoch 3 only, from the latest state
+    assert [(r["step"], r["val_accuracy"]) for r in val_records(work)] == \
+        [(2, 0.9), (4, 0.5), (6, 0.1)]
+    phases = [(r["epoch"], r["first_order"]) for r in _records(work, "train")]
+    assert phases == [(0, True), (1, False), (2, False)]
+    assert int(final_state(work).step) == 6
+
+
+@TINY_GROUP
+def test_population_members_are_the_single_runs_of_their_seeds(tmp_path):
+    """``num_seeds=2``: member ``i`` of the population is the single run with ``seed + i``
+    (its own initialisation and task stream), and the two members differ."""
+    cfg = tiny_config(seed=3)
+    pop = train.train_and_evaluate({**cfg, "num_seeds": 2}, tmp_path / "pop", progress=False,
+                                   stop_after=1)
+    assert pop["num_seeds"] == 2 and pop["step"] == 2
+    population = final_state(tmp_path / "pop")
+    members = [parallel.unstack_state(population, i) for i in range(2)]
+    # Member 1 against the single run of seed 4: a population that gave every member the
+    # first seed would pass a comparison of member 0 (one single run keeps CI time).
+    train.train_and_evaluate({**cfg, "seed": 4}, tmp_path / "seed4", progress=False,
+                             stop_after=1)
+    single = final_state(tmp_path / "seed4")
+    np.testing.assert_array_equal(np.asarray(members[1].rng), np.asarray(single.rng))
+    for (path, a), b in zip(jax.tree_util.tree_flatten_with_path(members[1])[0],
+                            jax.tree.leaves(single), strict=True):
+        name = jax.tree_util.keystr(path)
+        if "['conv" in name and name.endswith("['bias']"):
+            # A conv bias feeds a batch norm with batch statistics: its gradient is rounding
+            # noise (exactly 0 in exact arithmetic), which Adam scales up to lr-sized
+            # steps, so vmap's rounding moves it differently. Checked: finite.
+            assert np.all(np.isfinite(np.asarray(a))), name
+            continue
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-6,
+                                   err_msg=name)
+    assert not np.array_equal(np.asarray(members[0].rng), np.asarray(members[1].rng))
+    for layer in ("conv0", "conv3", "head"):   # Xavier draws of different init keys
+        assert not np.allclose(members[0].meta_params["params"][layer]["kernel"],
+                               members[1].meta_params["params"][layer]["kernel"]), layer
+
+
 @TINY_GROUP
 def test_nonfinite_loss_stops_without_checkpoint(tmp_path, capsys):
     cfg = tiny_config()
@@ -302,7 +392,8 @@ def test_plain_maml_config_trains_and_evaluates(tmp_path, monkeypatch, capsys):
     test_train_resume_evaluate_end_to_end), and the fallback without tensorboardX (not on
     the GPU image); the second call resumes and finishes, with the same compiled step."""
     cfg = config_lib.validate_config(config_lib.maml_config(
-        5, 1, **{**TINY, "name": "tiny_maml", "meta_batch_size": 2, "num_inner_steps": 1,
+        5, 1, **{**TINY, "name": "tiny_maml", "first_order_epochs": 0,
+                 "meta_batch_size": 2, "num_inner_steps": 1,
                  "num_inner_steps_eval": 3, "split": "reference", "num_epochs": 2,
                  "iterations_per_epoch": 4}))
     assert not cfg["msl"] and not cfg["learn_inner_lrs"] and not cfg["per_step_bn"]

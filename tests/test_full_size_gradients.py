@@ -27,7 +27,9 @@ import pytest
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
                                 "benchmarks"))
 
+import formulation_consistency
 import grad_check
+import jax
 
 pytestmark = pytest.mark.slow
 DEFAULT_GROUP = pytest.mark.xdist_group("full_size_default")
@@ -96,3 +98,19 @@ VARIANTS = [
 def test_other_formulations_match_pytorch_reference(problem, torch_reference, variant):
     _, grads, _ = grad_check.jax_grads(variant, *problem, dtype="float32")
     _assert_close(grad_check.relative_errors(grads, torch_reference[1]), "PyTorch float64")
+
+
+# The default formulation against the plain one (lax.conv, lax.map, unroll 1) with the MSL
+# weights of epoch 0: the setting where a review saw them 2.6e-3 apart in float32 on another
+# instance. In float64 they are the same function; in float32 they agree where no jump of
+# the piecewise-smooth meta-loss intervenes (the check instance). `make check-full` runs
+# every formulation on 12 more instances (benchmarks/formulation_consistency.py).
+@pytest.mark.xdist_group("full_size_plain")
+@pytest.mark.parametrize("dtype, tol", [("float32", TOL),
+                                        ("float64", formulation_consistency.TOLERANCE_F64)])
+def test_default_formulation_matches_the_plain_one(problem, dtype, tol):
+    with jax.enable_x64(dtype == "float64"):
+        default, plain = (grad_check.meta_grad_function(v, dtype=dtype, epoch=0)(*problem)[1]
+                          for v in ("default", formulation_consistency.PLAIN))
+    _assert_close(grad_check.relative_errors(default, plain),
+                  f"the plain formulation ({dtype})", tol)
