@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import pathlib
 import platform
 import statistics
@@ -69,7 +70,11 @@ def run_info() -> dict:
     return {"date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "argv": sys.argv,
             "device": device_name(), "backend": jax.default_backend(),
             "jax": jax.__version__, "python": platform.python_version(),
-            "precision": "float32, default matmul precision"}
+            # The GPU queue varies both through the environment (JAX_DEFAULT_MATMUL_PRECISION,
+            # XLA_FLAGS): each result says which it ran with.
+            "precision": "float32, matmul precision "
+                         f"{jax.config.jax_default_matmul_precision or 'default'}",
+            "xla_flags": os.environ.get("XLA_FLAGS", "")}
 
 
 def write_results(out: str | None, results: dict, table: str) -> None:

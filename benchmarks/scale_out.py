@@ -1,7 +1,7 @@
 """Throughput of the sharded training step against devices, and against seeds in one program.
 
     python benchmarks/scale_out.py [--devices 1,2,4] [--seeds 1,3,8] [--filters 64]
-        [--steps-per-call 5] [--repeats 3] [--out benchmarks/results/scale_out_cpu.json]
+        [--ways 5] [--steps-per-call 5] [--repeats 3] [--out benchmarks/results/scale_out_cpu.json]
 
 Each point runs in a fresh subprocess (``--worker``), because the device count is fixed
 when JAX starts: on a CPU the extra devices are fake (``--xla_force_host_platform_device_count``),
@@ -9,8 +9,8 @@ they share the same cores, and their numbers show that the sharded step runs, no
 (the table says so). On a GPU host the real devices are used (a point asking for more
 devices than exist is skipped).
 
-Step: ``maml_jax.parallel.jit_train_steps`` of MAML++ Omniglot 5-way 1-shot
-(``mamlpp_config(5, 1)``: Conv4, 5 inner steps, MSL, second order, meta-batch 8; synthetic
+Step: ``maml_jax.parallel.jit_train_steps`` of MAML++ Omniglot N-way 1-shot, N = ``--ways``
+(``mamlpp_config(N, 1)``: Conv4, 5 inner steps, MSL, second order, meta-batch 8; synthetic
 images of the real shape, tasks drawn on the device), ``steps_per_call`` meta-steps per
 call. Seeds: a population of S learners (``population=True``) on one device; the figure of
 merit is seed-steps/s (meta-steps/s x S). Compile time and steady state (median over
@@ -42,7 +42,7 @@ def worker(args) -> dict:
     if jax.device_count() < args.num_devices:
         return {"skipped": f"{jax.device_count()} devices available"}
     cfg = validate_config(mamlpp_config(
-        5, 1, name="scale_out", data="synthetic", synthetic_num_classes=1100,
+        args.ways, 1, name="scale_out", data="synthetic", synthetic_num_classes=1100,
         synthetic_counts=(1000, 50, 50), num_filters=args.filters,
         steps_per_call=args.steps_per_call, num_seeds=args.num_seeds))
     setup = wiring.get_setup(cfg)
@@ -81,6 +81,7 @@ def main(argv=None) -> int:
     p.add_argument("--devices", default="1,2,4")
     p.add_argument("--seeds", default="1,3,8")
     p.add_argument("--filters", type=int, default=64)
+    p.add_argument("--ways", type=int, default=5, help="N of N-way 1-shot (5 or 20)")
     p.add_argument("--steps-per-call", type=int, default=5)
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--out", default=None)
@@ -104,8 +105,8 @@ def main(argv=None) -> int:
             env["XLA_FLAGS"] = (f"{env.get('XLA_FLAGS', '')} "
                                 f"--xla_force_host_platform_device_count={d}")
         cmd = [sys.executable, __file__, "--worker", "--num-devices", str(d), "--num-seeds", str(s),
-               "--filters", str(args.filters), "--steps-per-call", str(args.steps_per_call),
-               "--repeats", str(args.repeats)]
+               "--filters", str(args.filters), "--ways", str(args.ways),
+               "--steps-per-call", str(args.steps_per_call), "--repeats", str(args.repeats)]
         out = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
         if out.returncode:
             point = {"devices": d, "seeds": s, "error": out.stderr.strip().splitlines()[-1]}
@@ -115,7 +116,7 @@ def main(argv=None) -> int:
         print(json.dumps(point), flush=True)
     label = " (fake CPU devices sharing the same cores: correctness, not speed)" if cpu else ""
     md = [f"Scale-out throughput ({results['date']}, {results['device']}, {results['backend']}, "
-          f"jax {results['jax']}, {results['precision']}); MAML++ Omniglot 5w1s, Conv4 "
+          f"jax {results['jax']}, {results['precision']}); MAML++ Omniglot {args.ways}w1s, Conv4 "
           f"{args.filters} filters, meta-batch 8, {args.steps_per_call} meta-steps per call", "",
           f"| devices{label} | seeds | compile (s) | call s (median / min, n) | meta-steps/s | "
           "seed-steps/s |", "|---|---|---|---|---|---|"]

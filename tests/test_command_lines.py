@@ -19,6 +19,7 @@ import pytest
 from experiments import (
     compare,
     evaluate,
+    reproduce,
     sinusoid,
     sinusoid_outliers,
     study,
@@ -93,6 +94,15 @@ def _patch_outliers(mp, calls, tmp):
     mp.setattr(sinusoid_outliers, "to_markdown", Recorder(calls, "markdown", ""))
 
 
+def _patch_reproduce(mp, calls, tmp):
+    mp.setattr(reproduce, "run_table", Recorder(calls, "table", {}))
+    mp.setattr(reproduce, "format_table", Recorder(calls, "markdown", ""))
+    # A second table config for --table.
+    (tmp / "table.py").write_text("from experiments.reproduce import PaperTable\n"
+                                  "def get_config(arg=None):\n"
+                                  "    return PaperTable(order=('omniglot_5w1s_maml',))\n")
+
+
 SINUSOID = f"--config={CONFIGS / 'sinusoid_paper.py'}:smoke"
 # script -> (module, how to patch it, base arguments ({tmp} = a fresh directory)).
 SCRIPTS = {
@@ -103,6 +113,7 @@ SCRIPTS = {
     "study_grid": (study_grid, _patch_study_grid,
                    [f"--grid={CONFIGS / 'study_sinusoid.py'}", "--root={tmp}/root"]),
     "compare": (compare, _patch_compare, ["{tmp}/a", "{tmp}/b"]),
+    "reproduce": (reproduce, _patch_reproduce, ["--root={tmp}/root"]),
     "sinusoid": (sinusoid, _patch_sinusoid, [SINUSOID, "--workdir={tmp}/w"]),
     "sinusoid_outliers": (sinusoid_outliers, _patch_outliers, [SINUSOID, "--workdir={tmp}/w"]),
 }
@@ -125,6 +136,12 @@ FLAG_VALUES = {
                    "retry-failed": ["--retry-failed"], "data-dir": ["--data-dir={tmp}/d"],
                    "progress": ["--progress"]},
     "compare": {"out": ["--out={tmp}/c.png"]},
+    "reproduce": {"table": ["--table={tmp}/table.py"], "root": ["--root={tmp}/other"],
+                  "cells": ["--cells=omniglot_5w1s"], "methods": ["--methods=maml"],
+                  "seeds": ["--seeds=2"], "data-dir": ["--data-dir={tmp}/d"],
+                  "max-minutes": ["--max-minutes=9"], "eval-minutes": ["--eval-minutes=1"],
+                  "stop-after": ["--stop-after=1"], "set": ["--set=conv_impl=patches"],
+                  "smoke": ["--smoke"], "progress": ["--progress"]},
     "sinusoid": {"config": [f"--config={CONFIGS / 'sinusoid_demo.py'}"],
                  "workdir": ["--workdir={tmp}/other"], "iterations": ["--iterations=7"],
                  "no-progress": ["--no-progress"]},

@@ -71,7 +71,8 @@ def test_wheel_contents_metadata_and_import(tmp_path):
     assert any("ml-collections" in r and "experiments" in r for r in requires)
     scripts = dict(entry_points["console_scripts"])
     assert scripts == {"maml-jax-train": "experiments.train:main",
-                       "maml-jax-evaluate": "experiments.evaluate:main"}
+                       "maml-jax-evaluate": "experiments.evaluate:main",
+                       "maml-jax-reproduce": "experiments.reproduce:main"}
 
     # Imported from the unpacked wheel only: the checkout is neither the working directory
     # nor on the path. The entry points resolve to callables.
