@@ -168,7 +168,7 @@ def _run_one(name: str, cfg: dict, workdir: pathlib.Path, *, data_dir: str | Non
     """Trains (or continues) and evaluates one run; returns what this call did."""
     summary = _read(workdir / "train_summary.json")
     finished = bool(summary and summary.get("finished"))
-    if finished and (workdir / "test_results.json").is_file():
+    if finished and _evaluated_step(workdir) == summary["step"]:
         return "skipped (finished)"
     if (workdir / "failed.json").is_file():
         return "skipped (failed before; delete failed.json to retry)"
@@ -197,9 +197,19 @@ def _run_one(name: str, cfg: dict, workdir: pathlib.Path, *, data_dir: str | Non
     t1 = time.perf_counter()
     evaluate.run_evaluation(workdir, data_dir=data_dir, compare_siblings=False)
     call["eval_seconds"] = round(time.perf_counter() - t1, 1)
+    # The training step the evaluation saw: a finished run whose last evaluation is of an
+    # earlier step (killed between training and evaluation) is evaluated again.
+    call["evaluated_step"] = summary["step"]
     log["calls"].append(call)
     checkpoints.write_json(workdir / "reproduce_calls.json", log)
     return "trained and evaluated" if "train_seconds" in call else "evaluated"
+
+
+def _evaluated_step(workdir: pathlib.Path) -> int | None:
+    """The training step of the run's latest evaluation by this script (None if none)."""
+    calls = (_read(workdir / "reproduce_calls.json") or {"calls": []})["calls"]
+    done = [c["evaluated_step"] for c in calls if "evaluated_step" in c]
+    return done[-1] if done and (workdir / "test_results.json").is_file() else None
 
 
 def _row(name: str, workdir: pathlib.Path, cfg: dict, has_data: bool) -> dict[str, Any]:
@@ -215,7 +225,7 @@ def _row(name: str, workdir: pathlib.Path, cfg: dict, has_data: bool) -> dict[st
     calls = (_read(workdir / "reproduce_calls.json") or {"calls": []})["calls"]
     if (workdir / "failed.json").is_file():
         row["status"] = "failed: " + _read(workdir / "failed.json")["error"].splitlines()[0]
-    elif summary is not None and results is not None:
+    elif summary is not None and _evaluated_step(workdir) == summary["step"]:
         row["status"] = "finished" if summary["finished"] else "partial"
     elif summary is not None:
         row["status"] = "trained, not evaluated"

@@ -65,6 +65,17 @@ def test_partial_resumed_and_finished_runs(tmp_path, monkeypatch):
         assert [c["epochs_done"] for c in calls] == [1, 2] and row["calls"] == 2
         assert row["schedule"].startswith("2 of 2 epochs run")
 
+    # A run killed between finishing its training and its evaluation (its last evaluation
+    # is of step 2) is evaluated again, not skipped with the partial numbers.
+    calls_file = tmp_path / "root" / RUNS[0] / "reproduce_calls.json"
+    calls = json.loads(calls_file.read_text())
+    calls["calls"][-1]["evaluated_step"] = 2
+    calls_file.write_text(json.dumps(calls))
+    report, logs = _table(tmp_path)
+    assert "evaluated" in logs[0] and "skipped (finished)" in logs[1], logs
+    assert report["rows"][0]["status"] == "finished"
+    assert json.loads(calls_file.read_text())["calls"][-1]["evaluated_step"] == 4
+
     def nothing(*args, **kwargs):
         raise AssertionError("a finished run was trained or evaluated again")
 
