@@ -79,8 +79,13 @@ def base_config() -> config_dict.ConfigDict:
         "num_inner_steps": 5,
         "num_inner_steps_eval": 5,
         "inner_lr": 0.1,
-        "lr_granularity": "layer_step",   # "scalar" | "layer_step" | "parameter"
+        "lr_granularity": "layer_step",   # "scalar" | "layer_step" | "parameter" | "meta_sgd"
         "learn_inner_lrs": True,
+        "rate_update": "auto",       # how the outer step moves the rates: "auto" (log for
+                                     # per-weight rates, else reference) | "reference" |
+                                     # "log" (maml_jax.meta.RATE_UPDATE_PRESETS)
+        "inner_loop": "all",         # what the inner loop adapts: "all" (all but BN
+                                     # weights) | "head" (ANIL: the classifier only)
         # outer loop
         "meta_batch_size": 8,
         "meta_lr": 1e-3,
@@ -308,8 +313,13 @@ def validate_config(config: Mapping[str, Any]) -> dict[str, Any]:
             cfg[key] = tuple(v)
     need(cfg["split"] in ("reference", "maml"),
          f"split must be 'reference' or 'maml', got {cfg['split']!r}")
-    need(cfg["lr_granularity"] in ("scalar", "layer_step", "parameter"),
-         f"lr_granularity must be scalar|layer_step|parameter, got {cfg['lr_granularity']!r}")
+    need(cfg["lr_granularity"] in ("scalar", "layer_step", "parameter", "meta_sgd"),
+         "lr_granularity must be scalar|layer_step|parameter|meta_sgd, got "
+         f"{cfg['lr_granularity']!r}")
+    need(cfg["rate_update"] in ("auto", "reference", "log"),
+         f"rate_update must be auto|reference|log, got {cfg['rate_update']!r}")
+    need(cfg["inner_loop"] in ("all", "head"),
+         f"inner_loop must be all|head, got {cfg['inner_loop']!r}")
     need(cfg["lr_schedule"] in ("cosine", "constant"),
          f"lr_schedule must be cosine|constant, got {cfg['lr_schedule']!r}")
     need(cfg["task_batching"] in ("auto", "vmap", "map"),
@@ -317,6 +327,12 @@ def validate_config(config: Mapping[str, Any]) -> dict[str, Any]:
     for key in ("meta_lr", "min_meta_lr", "inner_lr"):
         need(isinstance(cfg[key], (int, float)) and not isinstance(cfg[key], bool),
              f"{key} must be a number, got {cfg[key]!r}")
+    log_space = cfg["rate_update"] == "log" or (
+        cfg["rate_update"] == "auto" and cfg["lr_granularity"] in ("parameter", "meta_sgd"))
+    need(not log_space or cfg["inner_lr"] > 0,
+         f"inner_lr must be > 0 when the rates are learned in log space (rate_update="
+         f"{cfg['rate_update']!r}, lr_granularity={cfg['lr_granularity']!r}), got "
+         f"{cfg['inner_lr']!r}")
     counts = cfg["synthetic_counts"]
     need(isinstance(counts, (tuple, list)) and len(counts) == 3 and
          sum(int(c) for c in counts) == cfg["synthetic_num_classes"],

@@ -51,6 +51,7 @@ class MethodConfig:
     first_order_epochs: int = 0
     clip_value: float | None = None  # element-wise meta-gradient clipping (optax.clip)
     inner_lr_scale: float | None = None  # meta learning rate of the inner rates, relative
+    inner_lr_update: str = "additive"    # meta.INNER_LR_UPDATES: "additive" (reference) | "log"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -158,7 +159,8 @@ def train_method(cfg: SinusoidConfig, m: MethodConfig, progress: bool = True,
     lr = (mj.meta_lr_schedule(cfg.meta_lr, m.min_meta_lr, total_epochs,
                               cfg.iterations_per_epoch) if m.cosine else cfg.meta_lr)
     optimizer = mj.make_meta_optimizer(lr, clip_value=m.clip_value,
-                                       inner_lr_scale=m.inner_lr_scale)
+                                       inner_lr_scale=m.inner_lr_scale,
+                                       inner_lr_update=m.inner_lr_update)
     config = _meta_config(cfg, m)
     state = mj.init_meta_state(params, lrs, optimizer, run_key)
 

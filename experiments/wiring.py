@@ -53,7 +53,7 @@ _SETUP_KEYS = ("num_ways", "k_shot", "q_query", "num_filters", "activation", "co
                "first_order", "first_order_epochs", "learn_inner_lrs", "iterations_per_epoch",
                "task_batching", "remat", "meta_batch_size", "meta_lr", "min_meta_lr",
                "lr_schedule", "clip_value", "num_epochs", "rotate_train", "steps_per_call",
-               "eval_batch_size")
+               "eval_batch_size", "rate_update", "lr_granularity")
 _SETUP_CACHE: dict[tuple, Setup] = {}
 
 
@@ -91,7 +91,9 @@ def get_setup(cfg: dict) -> Setup:
     else:
         lr = float(cfg["meta_lr"])
         schedule = lambda count: lr
-    optimizer = meta.make_meta_optimizer(lr, clip_value=cfg["clip_value"])
+    optimizer = meta.make_meta_optimizer(
+        lr, clip_value=cfg["clip_value"],
+        **meta.rate_update_preset(cfg["rate_update"], cfg["lr_granularity"]))
     train_loss_fn = losses.make_loss_fn(model, "cross_entropy", collect_bn_stats=True)
     # Transductive evaluation (the reference's): BN uses each batch's own statistics.
     eval_loss_fn = losses.make_loss_fn(model, "cross_entropy")
@@ -126,8 +128,13 @@ def get_setup(cfg: dict) -> Setup:
     return setup
 
 
+# config "inner_loop" -> inner_loop_mask(only=...): ANIL adapts the classifier alone.
+_ADAPTED = {"all": None, "head": "head"}
+
+
 def init_state(cfg: dict, setup: Setup) -> meta.MetaState:
-    """The initial MetaState: Xavier params, inner rates (BN masked out), root PRNG key."""
+    """The initial MetaState: Xavier params, inner rates (BN, and for ANIL the body, masked
+    out), root PRNG key."""
     init_key, run_key = jax.random.split(jax.random.PRNGKey(cfg["seed"]))
     s = cfg["image_size"]
     # One compiled init instead of the forward pass op by op (~120 small compiles).
@@ -135,7 +142,9 @@ def init_state(cfg: dict, setup: Setup) -> meta.MetaState:
                                      jnp.zeros((1, s, s, cfg["image_channels"]), jnp.float32))
     params = variables["params"]
     lrs = core.init_inner_lrs(params, cfg["num_inner_steps"], float(cfg["inner_lr"]),
-                              cfg["lr_granularity"], mask=models.inner_loop_mask(params))
+                              cfg["lr_granularity"],
+                              mask=models.inner_loop_mask(params,
+                                                          only=_ADAPTED[cfg["inner_loop"]]))
     return meta.init_meta_state(params, lrs, setup.optimizer, run_key,
                                 model_state=variables.get("batch_stats", {}))
 

@@ -21,11 +21,14 @@ from maml_jax.data.sinusoid import SinusoidFamily, sample_sinusoid_tasks, sinuso
 from maml_jax.facade import ModelAgnosticMetaLearning
 from maml_jax.losses import LOSSES, accuracy, check_labels, make_loss_fn, prediction_loss
 from maml_jax.meta import (
+    INNER_LR_UPDATES,
+    RATE_UPDATE_PRESETS,
     TASK_BATCHING,
     MetaConfig,
     MetaState,
     NonFiniteLossError,
     check_finite,
+    default_rate_update,
     evaluate_tasks,
     init_meta_state,
     jit_evaluate_tasks,
@@ -37,6 +40,7 @@ from maml_jax.meta import (
     meta_lr_schedule,
     outer_step,
     phase,
+    rate_update_preset,
     train_steps,
     validate_tasks,
 )
@@ -63,7 +67,8 @@ __all__ = [
     "check_same_structure",
     # outer loop
     "TASK_BATCHING", "MetaConfig", "MetaState", "init_meta_state", "meta_lr_schedule",
-    "make_meta_optimizer", "phase", "meta_gradient", "outer_step", "jit_outer_step",
+    "make_meta_optimizer", "INNER_LR_UPDATES", "RATE_UPDATE_PRESETS", "rate_update_preset",
+    "default_rate_update",    "phase", "meta_gradient", "outer_step", "jit_outer_step",
     "train_steps", "jit_train_steps", "evaluate_tasks", "jit_evaluate_tasks", "mean_ci95",
     "validate_tasks", "check_finite", "NonFiniteLossError",
     # models and losses

@@ -40,7 +40,7 @@ __all__ = [
     "final_step_weights",
 ]
 
-GRANULARITIES = ("scalar", "layer_step", "parameter")
+GRANULARITIES = ("scalar", "layer_step", "parameter", "meta_sgd")
 
 
 def _is_none(x: Any) -> bool:
@@ -146,7 +146,9 @@ def init_inner_lrs(
       meta-learned, each tensor's copy is learned separately).
     * ``"layer_step"``: ``(num_steps,)``, one alpha per tensor per step (MAML++ LSLR).
     * ``"parameter"``: ``(num_steps, *p.shape)``, one alpha per parameter per step
-      (Meta-SGD's per-parameter alpha, made per step; Meta-SGD proper is ``num_steps=1``).
+      (Meta-SGD's per-parameter alpha, made per step).
+    * ``"meta_sgd"``: ``(1, *p.shape)``, one alpha per parameter shared by every step
+      (Meta-SGD, Li et al. 2017). A leading axis of 1 means "the same at every step".
 
     Args:
       params: the model parameters (any pytree of arrays).
@@ -175,6 +177,8 @@ def init_inner_lrs(
             shape = ()
         elif granularity == "layer_step":
             shape = (num_steps,)
+        elif granularity == "meta_sgd":
+            shape = (1, *p.shape)
         else:
             shape = (num_steps, *p.shape)
         return jnp.full(shape, init_lr, dtype=jnp.float32)
@@ -223,6 +227,8 @@ def _per_step_lrs(params: PyTree, inner_lrs: PyTree, num_steps: int) -> PyTree:
         p = jnp.asarray(p)
         if lr.ndim == 0:
             return jnp.broadcast_to(lr, (num_steps,))
+        if lr.ndim > 1 and lr.shape[0] == 1:   # "meta_sgd": one rate per weight, every step
+            lr = jnp.broadcast_to(lr, (num_steps, *lr.shape[1:]))
         if lr.shape[0] != num_steps:
             raise ValueError(
                 f"inner learning rate of shape {lr.shape} has {lr.shape[0]} steps but "
@@ -306,8 +312,9 @@ def adapt(
     Args:
       loss_fn: ``loss_fn(params, batch, step) -> scalar`` or ``(scalar, aux dict)``.
       params: initial parameters (the meta-parameters).
-      inner_lrs: rates from ``init_inner_lrs`` (leaves ``()``, ``(num_steps,)`` or
-        ``(num_steps, *p.shape)``; ``None`` leaves are not adapted).
+      inner_lrs: rates from ``init_inner_lrs`` (leaves ``()``, ``(num_steps,)``,
+        ``(num_steps, *p.shape)`` or ``(1, *p.shape)`` for every step; ``None`` leaves are
+        not adapted).
       support: the support batch.
       num_steps: number of inner steps (static Python int >= 1).
       first_order: stop gradients through the inner-loop gradients.

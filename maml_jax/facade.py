@@ -35,6 +35,12 @@ class ModelAgnosticMetaLearning:
     ``apply_loss_fn``. On CPU, a model whose forward pass has a convolution is batched over
     tasks with ``lax.map`` (``task_batching="auto"``, see ``MetaConfig``).
 
+    ``lr_granularity`` (default "layer_step" for MAML++, "scalar" for MAML) is any of
+    ``GRANULARITIES``: "parameter" (per weight and step) and "meta_sgd" (per weight, shared
+    by the steps) learn per-weight rates. ``rate_update`` says how the outer step moves the
+    rates: "reference", "log" (``RATE_UPDATE_PRESETS``) or "auto" (``default_rate_update``:
+    "log" for per-weight rates, "reference" otherwise).
+
     Example:
       >>> maml = ModelAgnosticMetaLearning(Conv4(num_classes=5), inner_lr=0.1)
       >>> loss = maml.meta_train_step(xs, ys, xq, yq)   # arrays with a leading task axis
@@ -57,6 +63,7 @@ class ModelAgnosticMetaLearning:
         total_epochs: int = 100,
         min_outer_lr: float = 1e-5,
         lr_granularity: str | None = None,
+        rate_update: str = "auto",
         task_batching: str = "auto",
         seed: int = 0,
     ):
@@ -69,6 +76,7 @@ class ModelAgnosticMetaLearning:
         granularity = lr_granularity or ("layer_step" if plus_plus else "scalar")
         if granularity not in core.GRANULARITIES:
             raise ValueError(f"unknown granularity {granularity!r}; expected {core.GRANULARITIES}")
+        rate_kwargs = meta.rate_update_preset(rate_update, granularity)  # checks the name
         if hasattr(model, "num_steps") and hasattr(model, "per_step_bn"):
             model = model.clone(num_steps=inner_steps, per_step_bn=plus_plus)
         self.model = model
@@ -83,7 +91,7 @@ class ModelAgnosticMetaLearning:
             task_batching=task_batching)
         lr = (meta.meta_lr_schedule(outer_lr, min_outer_lr, total_epochs, iterations_per_epoch)
               if plus_plus else outer_lr)
-        self.optimizer = meta.make_meta_optimizer(lr)
+        self.optimizer = meta.make_meta_optimizer(lr, **rate_kwargs)
         # Built once so the jitted step sees the same static function every call.
         self.loss_fn = losses.make_loss_fn(model, loss, collect_bn_stats=True)
         self._rng = jax.random.PRNGKey(seed)

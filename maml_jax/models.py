@@ -301,7 +301,7 @@ def _looks_like_norm(path: tuple, params: Any) -> bool:
     return isinstance(node, Mapping) and set(node) == {"scale", "bias"}
 
 
-def inner_loop_mask(params: Any, batch_stats: Any = None) -> Any:
+def inner_loop_mask(params: Any, batch_stats: Any = None, *, only: str | None = None) -> Any:
     """True for parameters the inner loop adapts: everything but batch-norm weights.
 
     The MAML++ reference meta-learns BN weights but leaves them out of the inner loop
@@ -318,6 +318,10 @@ def inner_loop_mask(params: Any, batch_stats: Any = None) -> Any:
         ``variables`` dict) the mask falls back to Conv4's names (``norm*`` modules) and
         raises if another module looks like a normalisation layer (a ``scale`` and a
         ``bias``), rather than adapt batch-norm weights silently.
+      only: adapt only the top-level module of this name (its batch-norm weights still
+        excluded). ``only="head"`` is ANIL (Raghu et al. 2020: the inner loop adapts the
+        classifier alone; the body is meta-learned only); Conv4's and MLP's output layer
+        is named ``head``.
 
     Returns:
       A pytree of bools mirroring the params (for ``init_inner_lrs(mask=...)``).
@@ -330,9 +334,24 @@ def inner_loop_mask(params: Any, batch_stats: Any = None) -> Any:
       >>> mask = inner_loop_mask(variables)
       >>> bool(mask["norm0"]["scale"]), bool(mask["conv0"]["kernel"])
       (False, True)
+      >>> anil = inner_loop_mask(variables, only="head")
+      >>> bool(anil["conv0"]["kernel"]), bool(anil["head"]["kernel"])
+      (False, True)
     """
     if batch_stats is None and isinstance(params, Mapping) and "params" in params:
         params, batch_stats = params["params"], params.get("batch_stats", {})
+    mask = _mask_without_batch_norm(params, batch_stats)
+    if only is None:
+        return mask
+    if not isinstance(params, Mapping) or only not in params:
+        names = sorted(params) if isinstance(params, Mapping) else []
+        raise ValueError(f"inner_loop_mask(only={only!r}): the params have no top-level "
+                         f"module {only!r}; they have {names}")
+    return {name: (sub if name == only else jax.tree.map(lambda _: False, sub))
+            for name, sub in mask.items()}
+
+
+def _mask_without_batch_norm(params: Any, batch_stats: Any) -> Any:
     if batch_stats is not None:
         return jax.tree_util.tree_map_with_path(
             lambda path, _: not _owns_batch_stats(batch_stats, path[:-1]), params)

@@ -527,6 +527,11 @@ def _write_tiny_config(tmp_path):
     (["num_ways=30"], "30-way"),                       # more ways than the val split has
     (["k_shot=15", "q_query=6"], "15 + 6 = 21"),       # K + Q > 20 drawings
     (["q_query_eval=20"], "21"),
+    (["rate_update=softplus"], "rate_update must be auto|reference|log, got 'softplus'"),
+    (["inner_loop=body"], "inner_loop must be all|head, got 'body'"),
+    (["lr_granularity=per_weight"], "got 'per_weight'"),
+    (["rate_update=log", "inner_lr=0.0"], "inner_lr must be > 0 when the rates are learned"),
+    (["lr_granularity=meta_sgd", "inner_lr=-0.1"], "lr_granularity='meta_sgd'), got -0.1"),
 ])
 def test_bad_requests_fail_before_compiling(tmp_path, capsys, overrides, message):
     argv = ["--config", _write_tiny_config(tmp_path), "--workdir", str(tmp_path / "w"),

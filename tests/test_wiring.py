@@ -73,7 +73,7 @@ def observe_optimizer(cfg, mp, tmp):
     """The schedule the run reports and the updates the optimizer makes over 8 steps of
     a fixed gradient sequence (large entries that clipping would cut)."""
     setup = wiring.get_setup(cfg)
-    params = {"params": {"w": jnp.zeros(3)}, "inner_lrs": {"w": jnp.zeros(())}}
+    params = {"params": {"w": jnp.zeros(3)}, "inner_lrs": {"w": jnp.full((), 0.1)}}
     state = setup.optimizer.init(params)
     updates = []
     for t in range(8):
@@ -246,6 +246,8 @@ KEY_CHECKS = {
     "inner_lr": ((observe_init,), {"inner_lr": 0.2}, {}),
     "lr_granularity": ((observe_init,), {"lr_granularity": "parameter"}, {}),
     "learn_inner_lrs": ((observe_meta_config,), {"learn_inner_lrs": False}, {}),
+    "rate_update": ((observe_optimizer,), {"rate_update": "log"}, {}),
+    "inner_loop": ((observe_init,), {"inner_loop": "head"}, {}),
     "meta_batch_size": ((observe_sampler,), {"meta_batch_size": 3}, {}),
     "meta_lr": ((observe_optimizer,), {"meta_lr": 2e-3}, {}),
     "min_meta_lr": ((observe_optimizer,), {"min_meta_lr": 1e-4}, {}),
