@@ -52,6 +52,7 @@ class MethodConfig:
     clip_value: float | None = None  # element-wise meta-gradient clipping (optax.clip)
     inner_lr_scale: float | None = None  # meta learning rate of the inner rates, relative
     inner_lr_update: str = "additive"    # meta.INNER_LR_UPDATES: "additive" (reference) | "log"
+    inner_loop: str = "all"              # "all" | "head" (ANIL: only the output layer adapts)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -154,7 +155,10 @@ def train_method(cfg: SinusoidConfig, m: MethodConfig, progress: bool = True,
     root = jax.random.PRNGKey(cfg.seed)
     init_key, run_key = jax.random.split(root)
     params = model.init(init_key, jnp.zeros((1, 1)))["params"]
-    lrs = mj.init_inner_lrs(params, m.num_inner_steps, m.inner_lr, m.granularity)
+    if m.inner_loop not in ("all", "head"):
+        raise ConfigError(f"{m.name}: inner_loop must be 'all' or 'head', got {m.inner_loop!r}")
+    mask = mj.inner_loop_mask(params, only="head") if m.inner_loop == "head" else None
+    lrs = mj.init_inner_lrs(params, m.num_inner_steps, m.inner_lr, m.granularity, mask=mask)
     total_epochs = max(1, cfg.iterations // cfg.iterations_per_epoch)
     lr = (mj.meta_lr_schedule(cfg.meta_lr, m.min_meta_lr, total_epochs,
                               cfg.iterations_per_epoch) if m.cosine else cfg.meta_lr)
