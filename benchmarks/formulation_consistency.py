@@ -94,9 +94,10 @@ def run(instances: list[int], *, epoch: int, log=print) -> dict[str, Any]:
         g = grads[(dtype, variant, seed)]
         vs_plain = grad_check.relative_errors(g, grads[(dtype, PLAIN, seed)])
         vs_f64 = grad_check.relative_errors(g, grads[("float64", PLAIN, seed)])
+        (max_plain, worst_plain), (max_f64, worst_f64) = _worst(vs_plain), _worst(vs_f64)
         row = {"instance": seed, "dtype": dtype, "formulation": variant,
-               "max_vs_plain": _worst(vs_plain)[0], "worst_vs_plain": _worst(vs_plain)[1],
-               "max_vs_float64": _worst(vs_f64)[0], "worst_vs_float64": _worst(vs_f64)[1],
+               "max_vs_plain": max_plain, "worst_vs_plain": worst_plain,
+               "max_vs_float64": max_f64, "worst_vs_float64": worst_f64,
                "global_vs_plain": global_error(g, grads[(dtype, PLAIN, seed)]),
                "global_vs_float64": global_error(g, grads[("float64", PLAIN, seed)])}
         if dtype == "float64":

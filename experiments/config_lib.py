@@ -22,6 +22,8 @@ from typing import Any
 
 from ml_collections import config_dict
 
+from maml_jax import core, meta
+
 __all__ = ["ConfigError", "DATA_SOURCES", "MINIIMAGENET_INNER_LR_PRESETS", "OMNIGLOT_SMOKE",
            "MINIIMAGENET_SMOKE", "base_config", "mamlpp_config", "maml_config",
            "miniimagenet_config", "select_variant", "validate_config", "config_to_json",
@@ -313,11 +315,12 @@ def validate_config(config: Mapping[str, Any]) -> dict[str, Any]:
             cfg[key] = tuple(v)
     need(cfg["split"] in ("reference", "maml"),
          f"split must be 'reference' or 'maml', got {cfg['split']!r}")
-    need(cfg["lr_granularity"] in ("scalar", "layer_step", "parameter", "meta_sgd"),
-         "lr_granularity must be scalar|layer_step|parameter|meta_sgd, got "
+    need(cfg["lr_granularity"] in core.GRANULARITIES,
+         f"lr_granularity must be {'|'.join(core.GRANULARITIES)}, got "
          f"{cfg['lr_granularity']!r}")
-    need(cfg["rate_update"] in ("auto", "reference", "log"),
-         f"rate_update must be auto|reference|log, got {cfg['rate_update']!r}")
+    rate_updates = ("auto", *meta.RATE_UPDATE_PRESETS)
+    need(cfg["rate_update"] in rate_updates,
+         f"rate_update must be {'|'.join(rate_updates)}, got {cfg['rate_update']!r}")
     need(cfg["inner_loop"] in ("all", "head"),
          f"inner_loop must be all|head, got {cfg['inner_loop']!r}")
     need(cfg["lr_schedule"] in ("cosine", "constant"),
@@ -327,8 +330,9 @@ def validate_config(config: Mapping[str, Any]) -> dict[str, Any]:
     for key in ("meta_lr", "min_meta_lr", "inner_lr"):
         need(isinstance(cfg[key], (int, float)) and not isinstance(cfg[key], bool),
              f"{key} must be a number, got {cfg[key]!r}")
-    log_space = cfg["rate_update"] == "log" or (
-        cfg["rate_update"] == "auto" and cfg["lr_granularity"] in ("parameter", "meta_sgd"))
+    preset = (meta.default_rate_update(cfg["lr_granularity"]) if cfg["rate_update"] == "auto"
+              else cfg["rate_update"])
+    log_space = meta.RATE_UPDATE_PRESETS[preset]["inner_lr_update"] == "log"
     need(not log_space or cfg["inner_lr"] > 0,
          f"inner_lr must be > 0 when the rates are learned in log space (rate_update="
          f"{cfg['rate_update']!r}, lr_granularity={cfg['lr_granularity']!r}), got "

@@ -143,6 +143,19 @@ def _data_dir(cfg: dict, data_root: str | None) -> tuple[str | None, bool]:
     return str(path), path.is_dir()
 
 
+def _data_key(cfg: dict, path: str | None) -> tuple:
+    """The config keys ``datasets.load_images`` reads: runs with the same key share one
+    load. (Image datasets also check the task shape there, naming a too-small class's
+    folder, so for them the shape is part of the key.)"""
+    key = (cfg["data"], path, cfg["image_size"], cfg["image_channels"], cfg["image_resize"],
+           cfg["split"], cfg["split_seed"], cfg["split_fractions"], cfg["split_counts"],
+           cfg["dataset_strict"], cfg["synthetic_num_classes"], cfg["synthetic_counts"],
+           cfg["synthetic_seed"])
+    if cfg["data"] in ("miniimagenet", "image_folder"):
+        key += (cfg["num_ways"], cfg["k_shot"], cfg["q_query"], cfg["q_query_eval"])
+    return key
+
+
 def _environment() -> dict[str, Any]:
     import flax
     import optax
@@ -162,17 +175,17 @@ def _read(path: pathlib.Path) -> dict | None:
     return json.loads(path.read_text()) if path.is_file() else None
 
 
-def _run_one(name: str, cfg: dict, workdir: pathlib.Path, *, data_dir: str | None,
-             budget_s: float | None, eval_s: float, stop_after: int | None, progress: bool,
-             command: str) -> str:
-    """Trains (or continues) and evaluates one run; returns what this call did."""
+def _run_one(name: str, cfg: dict, workdir: pathlib.Path, *, images, budget_s: float | None,
+             eval_s: float, stop_after: int | None, progress: bool, command: str) -> str:
+    """Trains (or continues) and evaluates one run on ``images`` (``load_images``'s
+    value, loaded once for every run that shares it); returns what this call did."""
     summary = _read(workdir / "train_summary.json")
+    log = _read(workdir / "reproduce_calls.json") or {"calls": []}
     finished = bool(summary and summary.get("finished"))
-    if finished and _evaluated_step(workdir) == summary["step"]:
+    if finished and _evaluated_step(log["calls"], workdir) == summary["step"]:
         return "skipped (finished)"
     if (workdir / "failed.json").is_file():
         return "skipped (failed before; delete failed.json to retry)"
-    log = _read(workdir / "reproduce_calls.json") or {"calls": []}
     call = {"date": _now(), "command": command, **_environment()}
     t0 = time.perf_counter()
     if not finished:
@@ -182,7 +195,7 @@ def _run_one(name: str, cfg: dict, workdir: pathlib.Path, *, data_dir: str | Non
             if minutes <= 0:
                 return "not started (budget)"
         try:
-            summary = train.train_and_evaluate(cfg, workdir, data_dir=data_dir,
+            summary = train.train_and_evaluate(cfg, workdir, images=images,
                                                stop_after=stop_after, max_minutes=minutes,
                                                progress=progress)
         except meta.NonFiniteLossError as err:
@@ -195,7 +208,7 @@ def _run_one(name: str, cfg: dict, workdir: pathlib.Path, *, data_dir: str | Non
                     epochs_done=summary["epochs_done"], stopped_by=summary["stopped_by"],
                     resumed_from_step=summary["resumed_from_step"])
     t1 = time.perf_counter()
-    evaluate.run_evaluation(workdir, data_dir=data_dir, compare_siblings=False)
+    evaluate.run_evaluation(workdir, images=images, compare_siblings=False)
     call["eval_seconds"] = round(time.perf_counter() - t1, 1)
     # The training step the evaluation saw: a finished run whose last evaluation is of an
     # earlier step (killed between training and evaluation) is evaluated again.
@@ -205,9 +218,9 @@ def _run_one(name: str, cfg: dict, workdir: pathlib.Path, *, data_dir: str | Non
     return "trained and evaluated" if "train_seconds" in call else "evaluated"
 
 
-def _evaluated_step(workdir: pathlib.Path) -> int | None:
-    """The training step of the run's latest evaluation by this script (None if none)."""
-    calls = (_read(workdir / "reproduce_calls.json") or {"calls": []})["calls"]
+def _evaluated_step(calls: list[dict], workdir: pathlib.Path) -> int | None:
+    """The training step of the run's latest evaluation by this script (None if none);
+    ``calls``: its ``reproduce_calls.json`` entries."""
     done = [c["evaluated_step"] for c in calls if "evaluated_step" in c]
     return done[-1] if done and (workdir / "test_results.json").is_file() else None
 
@@ -225,7 +238,7 @@ def _row(name: str, workdir: pathlib.Path, cfg: dict, has_data: bool) -> dict[st
     calls = (_read(workdir / "reproduce_calls.json") or {"calls": []})["calls"]
     if (workdir / "failed.json").is_file():
         row["status"] = "failed: " + _read(workdir / "failed.json")["error"].splitlines()[0]
-    elif summary is not None and _evaluated_step(workdir) == summary["step"]:
+    elif summary is not None and _evaluated_step(calls, workdir) == summary["step"]:
         row["status"] = "finished" if summary["finished"] else "partial"
     elif summary is not None:
         row["status"] = "trained, not evaluated"
@@ -292,19 +305,19 @@ def run_table(table: PaperTable, root: str | pathlib.Path, *, cells=None, method
         cfg = run_config(name, seeds=n, smoke=smoke, smoke_updates=table.smoke,
                          overrides=list(overrides))
         todo.append((name, cfg, *_data_dir(cfg, data_dir)))
+    # Each dataset is loaded once, here: a wrong folder is an error now, not hours later,
+    # and the runs that share it train and are evaluated on the same arrays.
     loaded = {}
-    for name, cfg, path, present in todo:   # a wrong folder is an error now, not hours later
+    for name, cfg, path, present in todo:
         if not present:
             continue
-        key = (cfg["data"], path, cfg["image_size"], cfg["image_channels"])
         try:
-            if key not in loaded:
-                loaded[key] = datasets.load_images(cfg, path)
-            images, splits = loaded[key]
+            if _data_key(cfg, path) not in loaded:
+                loaded[_data_key(cfg, path)] = datasets.load_images(cfg, path)
+            images, splits = loaded[_data_key(cfg, path)]
             datasets.check_task_requests(cfg, splits, images)
         except datasets.DataError as err:
             raise datasets.DataError(f"{name}: {err}") from None
-    del loaded
     for name, cfg, path, present in todo:
         if not present:
             log(f"{name}: not run: no data (no {cfg['data']}/ folder in --data-dir)")
@@ -313,9 +326,9 @@ def run_table(table: PaperTable, root: str | pathlib.Path, *, cells=None, method
         if max_minutes is not None:
             budget_s = 60 * max_minutes - (time.perf_counter() - start)
         t0 = time.perf_counter()
-        did = _run_one(name, cfg, root / name, data_dir=path, budget_s=budget_s,
-                       eval_s=60 * eval_minutes, stop_after=stop_after, progress=progress,
-                       command=command)
+        did = _run_one(name, cfg, root / name, images=loaded[_data_key(cfg, path)],
+                       budget_s=budget_s, eval_s=60 * eval_minutes, stop_after=stop_after,
+                       progress=progress, command=command)
         log(f"{name}: {did} ({time.perf_counter() - t0:.0f} s)")
     report = {"date": _now(), "command": command, **_environment(), "smoke": smoke,
               "rows": [_row(name, root / name, cfg, present)
