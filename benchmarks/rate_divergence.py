@@ -11,11 +11,14 @@ became non-finite (``NonFiniteLossError``) or the 600-task test MSE after the tr
 number of steps; and the largest per-call mean meta loss seen before (a run whose inner
 loop blows up on some tasks shows losses of 1e10 and more long before it stops).
 
-Variants are ``<rates>:<rate update>`` with rates ``per_parameter`` (per weight and step,
-5 steps), ``meta_sgd`` (per weight, shared, 5 steps), ``meta_sgd_1`` (Meta-SGD proper, 1
-step), ``lslr`` (per tensor and step, 5 steps) and rate update a key of
-``maml_jax.RATE_UPDATE_PRESETS``; ``maml_5_steps`` and ``maml_1_step`` are MAML's fixed
-scalar rate 0.01 for comparison.
+Variants are ``<rates>:<rate update>[:<inner clip>]`` with rates ``per_parameter`` (per
+weight and step, 5 steps), ``meta_sgd`` (per weight, shared, 5 steps), ``meta_sgd_1``
+(Meta-SGD proper, 1 step), ``lslr`` (per tensor and step, 5 steps); rate update a key of
+``maml_jax.RATE_UPDATE_PRESETS`` or ``auto`` (the library default of the granularity, which
+also sets the inner-gradient clip: ``maml_jax.default_inner_grad_clip``); inner clip a
+number (``MetaConfig.inner_grad_clip``) or ``none`` (the default without ``auto``).
+``maml_5_steps`` and ``maml_1_step`` (optionally ``:<inner clip>``) are MAML's fixed scalar
+rate 0.01 for comparison.
 """
 
 from __future__ import annotations
@@ -41,19 +44,39 @@ RATES = {"per_parameter": ("parameter", 5), "meta_sgd": ("meta_sgd", 5),
 FIXED = {"maml_5_steps": 5, "maml_1_step": 1}
 
 
+def _clip(text: str | None, variant: str) -> float | None:
+    if text is None or text == "none":
+        return None
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not value > 0:
+        raise SystemExit(f"variant {variant!r}: the inner clip must be a number > 0 or 'none', "
+                         f"got {text!r}")
+    return value
+
+
 def method(variant: str) -> sinusoid.MethodConfig:
-    if variant in FIXED:
-        return sinusoid.MethodConfig(name=variant, num_inner_steps=FIXED[variant],
+    rates, *rest = variant.split(":")
+    if rates in FIXED and len(rest) <= 1:
+        return sinusoid.MethodConfig(name=variant, num_inner_steps=FIXED[rates],
                                      inner_lr=0.01, granularity="scalar",
-                                     learn_inner_lrs=False, msl=False)
-    rates, _, update = variant.partition(":")
-    if rates not in RATES or update not in mj.RATE_UPDATE_PRESETS:
+                                     learn_inner_lrs=False, msl=False,
+                                     inner_grad_clip=_clip(rest[0] if rest else None, variant))
+    updates = ("auto", *mj.RATE_UPDATE_PRESETS)
+    if rates not in RATES or len(rest) not in (1, 2) or rest[0] not in updates:
         raise SystemExit(f"unknown variant {variant!r}: <{'|'.join(RATES)}>:"
-                         f"<{'|'.join(mj.RATE_UPDATE_PRESETS)}> or one of {sorted(FIXED)}")
+                         f"<{'|'.join(updates)}>[:<inner clip>] or one of {sorted(FIXED)}"
+                         "[:<inner clip>]")
     granularity, steps = RATES[rates]
+    update = rest[0]
+    clip = (mj.default_inner_grad_clip(granularity) if update == "auto" and len(rest) == 1
+            else _clip(rest[1] if len(rest) == 2 else None, variant))
     return sinusoid.MethodConfig(name=variant, num_inner_steps=steps, inner_lr=0.01,
                                  granularity=granularity, learn_inner_lrs=True, msl=False,
-                                 **mj.RATE_UPDATE_PRESETS[update])
+                                 inner_grad_clip=clip,
+                                 **mj.rate_update_preset(update, granularity))
 
 
 def run_one(variant: str, seed: int, iterations: int) -> dict:
@@ -70,12 +93,13 @@ def run_one(variant: str, seed: int, iterations: int) -> dict:
         return real_check(metrics, step)
 
     row = {"variant": variant, "seed": seed, "iterations": iterations,
-           "num_inner_steps": m.num_inner_steps}
+           "num_inner_steps": m.num_inner_steps, "inner_grad_clip": m.inner_grad_clip}
     t0 = time.perf_counter()
     sinusoid.mj.check_finite = watch
     try:
         meta_params, _, _ = sinusoid.train_method(cfg, m, progress=False)
-        mse = sinusoid.evaluate_method(cfg, meta_params)[5][:, m.num_inner_steps]
+        mse = sinusoid.evaluate_method(cfg, meta_params,
+                                       m.inner_grad_clip)[5][:, m.num_inner_steps]
         mean, ci = mj.mean_ci95(mse)
         rates = np.concatenate([np.ravel(r) for r in
                                 jax.tree.leaves(jax.device_get(meta_params["inner_lrs"]))])

@@ -86,6 +86,10 @@ def base_config() -> config_dict.ConfigDict:
         "rate_update": "auto",       # how the outer step moves the rates: "auto" (log for
                                      # per-weight rates, else reference) | "reference" |
                                      # "log" (maml_jax.meta.RATE_UPDATE_PRESETS)
+        # inner-gradient clip (global norm per task and step): "auto" (100 for per-weight
+        # rates, else none: maml_jax.meta.default_inner_grad_clip) | None (no clip, the
+        # reference) | a number > 0
+        "inner_grad_clip": config_dict.FieldReference("auto", field_type=object),
         "inner_loop": "all",         # what the inner loop adapts: "all" (all but BN
                                      # weights) | "head" (ANIL: the classifier only)
         # outer loop
@@ -321,6 +325,11 @@ def validate_config(config: Mapping[str, Any]) -> dict[str, Any]:
     rate_updates = ("auto", *meta.RATE_UPDATE_PRESETS)
     need(cfg["rate_update"] in rate_updates,
          f"rate_update must be {'|'.join(rate_updates)}, got {cfg['rate_update']!r}")
+    try:   # resolved here, so a saved config says what the run did ("auto" may change)
+        cfg["inner_grad_clip"] = meta.inner_grad_clip_for(cfg["inner_grad_clip"],
+                                                          cfg["lr_granularity"])
+    except ValueError as err:
+        raise ConfigError(str(err)) from None
     need(cfg["inner_loop"] in ("all", "head"),
          f"inner_loop must be all|head, got {cfg['inner_loop']!r}")
     need(cfg["lr_schedule"] in ("cosine", "constant"),
@@ -368,11 +377,16 @@ def config_to_json(cfg: Mapping[str, Any]) -> str:
     return json.dumps({k: enc(v) for k, v in cfg.items()}, indent=2, sort_keys=True)
 
 
+# Keys added with an "auto" default, and what a run meant before they existed.
+_BEFORE_THE_KEY = {"inner_grad_clip": None}   # runs before it had no inner-gradient clip
+
+
 def config_from_json(text: str) -> dict[str, Any]:
     """A saved ``config.json`` as the dict ``validate_config`` returned when it was written.
 
     Keys the code no longer knows are dropped, new keys take their defaults (old workdirs
-    stay readable).
+    stay readable), except those in ``_BEFORE_THE_KEY``: the value that reproduces what a
+    run saved before the key existed did (an "auto" default would change it).
 
     Example:
         >>> config_from_json('{"clip_value": "inf", "split_counts": [1, 2, 3]}')["split_counts"]
@@ -380,6 +394,7 @@ def config_from_json(text: str) -> dict[str, Any]:
     """
     raw = json.loads(text)
     cfg = base_config().to_dict()
+    cfg.update(_BEFORE_THE_KEY)
     for k, v in raw.items():
         if k in cfg:
             value = v

@@ -30,12 +30,14 @@ def evaluate_params(setup: Setup, cfg: dict, meta_params: dict, tasks, mesh=None
     if mesh is None:
         task_losses, aux = meta.jit_evaluate_tasks(
             setup.eval_loss_fn, meta_params["params"], meta_params["inner_lrs"], tasks,
-            num_steps=cfg["num_inner_steps_eval"], batch_size=eval_batch_size(cfg))
+            num_steps=cfg["num_inner_steps_eval"], batch_size=eval_batch_size(cfg),
+            inner_grad_clip=setup.meta_config.inner_grad_clip)
     else:
         meta_params, tasks = parallel.replicate((meta_params, tasks), mesh)
         task_losses, aux = parallel.evaluate_tasks_sharded(
             setup.eval_loss_fn, meta_params["params"], meta_params["inner_lrs"], tasks,
-            num_steps=cfg["num_inner_steps_eval"], mesh=mesh, batch_size=eval_batch_size(cfg))
+            num_steps=cfg["num_inner_steps_eval"], mesh=mesh, batch_size=eval_batch_size(cfg),
+            inner_grad_clip=setup.meta_config.inner_grad_clip)
     return {"loss": parallel.host_array(task_losses),
             "accuracy": parallel.host_array(aux["accuracy"])}
 

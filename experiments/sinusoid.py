@@ -53,6 +53,7 @@ class MethodConfig:
     inner_lr_scale: float | None = None  # meta learning rate of the inner rates, relative
     inner_lr_update: str = "additive"    # meta.INNER_LR_UPDATES: "additive" (reference) | "log"
     inner_loop: str = "all"              # "all" | "head" (ANIL: only the output layer adapts)
+    inner_grad_clip: float | None = None  # inner-gradient global-norm clip (None: no clip)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -139,7 +140,7 @@ def _meta_config(cfg: SinusoidConfig, m: MethodConfig) -> mj.MetaConfig:
         first_order_epochs=m.first_order_epochs, learn_inner_lrs=m.learn_inner_lrs,
         iterations_per_epoch=cfg.iterations_per_epoch,
         # A 40-unit MLP has no convolutions: vmap over tasks is fastest on every backend.
-        task_batching="vmap")
+        task_batching="vmap", inner_grad_clip=m.inner_grad_clip)
 
 
 def train_method(cfg: SinusoidConfig, m: MethodConfig, progress: bool = True,
@@ -214,8 +215,13 @@ def _progress(total: int, desc: str, enabled: bool):
         return _Null()
 
 
-def evaluate_method(cfg: SinusoidConfig, meta_params: Any) -> dict[int, np.ndarray]:
-    """Per-task query MSE after 0..max(eval_steps) inner steps, for every eval shot count."""
+def evaluate_method(cfg: SinusoidConfig, meta_params: Any,
+                    inner_grad_clip: float | None = None) -> dict[int, np.ndarray]:
+    """Per-task query MSE after 0..max(eval_steps) inner steps, for every eval shot count.
+
+    ``inner_grad_clip``: the method's (``MethodConfig.inner_grad_clip``): evaluation adapts
+    as meta-training did.
+    """
     loss_fn = mj.make_loss_fn(mj.MLP(hidden=cfg.hidden), "mse")
     max_steps = max(cfg.eval_steps)
     out = {}
@@ -223,7 +229,8 @@ def evaluate_method(cfg: SinusoidConfig, meta_params: Any) -> dict[int, np.ndarr
         tasks = mj.sinusoid_eval_tasks(cfg.seed + 1000, cfg.num_eval_tasks, k,
                                        cfg.eval_query_points)
         losses, _ = mj.jit_evaluate_tasks(loss_fn, meta_params["params"],
-                                          meta_params["inner_lrs"], tasks, num_steps=max_steps)
+                                          meta_params["inner_lrs"], tasks, num_steps=max_steps,
+                                          inner_grad_clip=inner_grad_clip)
         out[k] = np.asarray(losses)
     return out
 
@@ -345,7 +352,7 @@ def main(argv: list[str] | None = None) -> dict:
     evals, learned, timings, logs = {}, {}, {}, {}
     for m in cfg.methods:
         meta_params, log, seconds = train_method(cfg, m, progress=progress)
-        evals[m.name] = evaluate_method(cfg, meta_params)
+        evals[m.name] = evaluate_method(cfg, meta_params, m.inner_grad_clip)
         timings[m.name] = seconds
         logs[m.name] = log
         if m.learn_inner_lrs:

@@ -61,23 +61,31 @@ def support_coverage(xs: np.ndarray, lo: float = -5.0, hi: float = 5.0) -> tuple
     return float(np.diff(pts).max()), float(inner[-1] - inner[0])
 
 
-def _support_losses(loss_fn, meta_params, support, num_steps):
+def _support_losses(loss_fn, meta_params, support, num_steps, inner_grad_clip=None):
     """Per-task support loss after 0..num_steps steps (the inner loop's own objective)."""
     return mj.jit_evaluate_tasks(loss_fn, meta_params["params"], meta_params["inner_lrs"],
-                                 (support, support), num_steps=num_steps)[0]
+                                 (support, support), num_steps=num_steps,
+                                 inner_grad_clip=inner_grad_clip)[0]
 
 
 def analyse(cfg: sinusoid.SinusoidConfig, params_by_method: dict, *, k: int = 5,
             num_steps: int = 10, top: int = 10, focus: str | None = None) -> dict:
-    """The outlier analysis on the config's fixed test tasks (see the module docstring)."""
+    """The outlier analysis on the config's fixed test tasks (see the module docstring).
+
+    Each method adapts with its ``MethodConfig.inner_grad_clip`` (methods are matched to
+    ``params_by_method`` by name), as it was meta-trained.
+    """
+    clips = {m.name: m.inner_grad_clip for m in cfg.methods}
     loss_fn = mj.make_loss_fn(mj.MLP(hidden=cfg.hidden), "mse")
     support, query = mj.sinusoid_eval_tasks(cfg.seed + 1000, cfg.num_eval_tasks, k,
                                             cfg.eval_query_points)
     query_loss, support_loss = {}, {}
     for name, mp in params_by_method.items():
         query_loss[name] = np.asarray(mj.jit_evaluate_tasks(
-            loss_fn, mp["params"], mp["inner_lrs"], (support, query), num_steps=num_steps)[0])
-        support_loss[name] = np.asarray(_support_losses(loss_fn, mp, support, num_steps))
+            loss_fn, mp["params"], mp["inner_lrs"], (support, query), num_steps=num_steps,
+            inner_grad_clip=clips.get(name))[0])
+        support_loss[name] = np.asarray(_support_losses(loss_fn, mp, support, num_steps,
+                                                        clips.get(name)))
     focus = focus or list(params_by_method)[-1]
     final = query_loss[focus][:, num_steps]
     order = np.argsort(final)[::-1]
@@ -127,12 +135,13 @@ def analyse(cfg: sinusoid.SinusoidConfig, params_by_method: dict, *, k: int = 5,
                                  for n, q in query_loss.items()},
         "top": rows,
         "alpha_scaled": _alpha_scaled(loss_fn, params_by_method[focus], support, query,
-                                      num_steps, scales=(1.0, 0.75, 0.5)),
+                                      num_steps, scales=(1.0, 0.75, 0.5),
+                                      inner_grad_clip=clips.get(focus)),
     }
     return result
 
 
-def _alpha_scaled(loss_fn, meta_params, support, query, num_steps, scales):
+def _alpha_scaled(loss_fn, meta_params, support, query, num_steps, scales, inner_grad_clip):
     """The focus method evaluated with all its learned rates multiplied by each scale: if
     the outliers come from steps too large for their support sets, smaller rates remove
     them at little cost to the typical task."""
@@ -141,7 +150,8 @@ def _alpha_scaled(loss_fn, meta_params, support, query, num_steps, scales):
         # tree.map calls the lambda at once; the default only binds this iteration's scale.
         lrs = jax.tree.map(lambda a, s=scale: a * s, meta_params["inner_lrs"])
         q = np.asarray(mj.jit_evaluate_tasks(loss_fn, meta_params["params"], lrs,
-                                             (support, query), num_steps=num_steps)[0])
+                                             (support, query), num_steps=num_steps,
+                                             inner_grad_clip=inner_grad_clip)[0])
         final = q[:, num_steps]
         m, c = mj.mean_ci95(final)
         out[str(scale)] = {"mean": float(m), "ci95": float(c), "median": float(np.median(final)),

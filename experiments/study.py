@@ -183,8 +183,10 @@ def _sinusoid_run(workdir: pathlib.Path, info: dict) -> RunEval:
     loss_fn = mj.make_loss_fn(mj.MLP(hidden=tuple(info["hidden"])), "mse")
     tasks = mj.sinusoid_eval_tasks(SINUSOID_TEST_SEED, SINUSOID_TEST_TASKS, k,
                                    SINUSOID_QUERY_POINTS)
+    # Runs recorded before the inner-gradient clip existed were trained without one.
     losses, _ = mj.jit_evaluate_tasks(loss_fn, meta_params["params"], meta_params["inner_lrs"],
-                                      tasks, num_steps=2 * n)
+                                      tasks, num_steps=2 * n,
+                                      inner_grad_clip=info.get("inner_grad_clip"))
     return RunEval(str(workdir), "sinusoid", info["method"], f"K={k}", int(info["seed"]), n,
                    np.asarray(losses), None, {int(i): v for i, v in snaps_raw.items()},
                    bool(info["msl"]), int(info["msl_epochs"]), int(info["num_epochs"]))
@@ -230,7 +232,8 @@ def _omniglot_run(workdir: pathlib.Path, cfg: dict, images=None, data_dir=None) 
         mp = best.meta_params
         losses, aux = mj.jit_evaluate_tasks(setup.eval_loss_fn, mp["params"], mp["inner_lrs"],
                                             tasks, num_steps=2 * n,
-                                            batch_size=wiring.eval_batch_size(cfg))
+                                            batch_size=wiring.eval_batch_size(cfg),
+                                            inner_grad_clip=setup.meta_config.inner_grad_clip)
         losses, accuracy = np.asarray(losses), np.asarray(aux["accuracy"])
         np.savez(cache, losses=losses, accuracy=accuracy, key=json.dumps(key))
     return RunEval(str(workdir), "omniglot", cfg["name"], f"{cfg['num_ways']}w{cfg['k_shot']}s",

@@ -111,7 +111,7 @@ def _train_sinusoid(cfg: sinusoid.SinusoidConfig, workdir: pathlib.Path, snapsho
     (workdir / "inner_lr_snapshots.msgpack").write_bytes(serialization.msgpack_serialize(snaps))
     info = {"kind": "sinusoid", "method": m.name, "k_shot": cfg.k_train, "seed": cfg.seed,
             "trained_steps": m.num_inner_steps, "hidden": list(cfg.hidden), "msl": m.msl,
-            "msl_epochs": m.msl_epochs,
+            "msl_epochs": m.msl_epochs, "inner_grad_clip": m.inner_grad_clip,
             "num_epochs": max(1, cfg.iterations // cfg.iterations_per_epoch),
             "iterations": cfg.iterations, "train_seconds": seconds,
             "config": dataclasses.asdict(cfg), "train_log": log, "finished": True,

@@ -53,7 +53,7 @@ _SETUP_KEYS = ("num_ways", "k_shot", "q_query", "num_filters", "activation", "co
                "first_order", "first_order_epochs", "learn_inner_lrs", "iterations_per_epoch",
                "task_batching", "remat", "meta_batch_size", "meta_lr", "min_meta_lr",
                "lr_schedule", "clip_value", "num_epochs", "rotate_train", "steps_per_call",
-               "eval_batch_size", "rate_update", "lr_granularity")
+               "eval_batch_size", "rate_update", "lr_granularity", "inner_grad_clip")
 _SETUP_CACHE: dict[tuple, Setup] = {}
 
 
@@ -83,7 +83,9 @@ def get_setup(cfg: dict) -> Setup:
                          first_order_epochs=cfg["first_order_epochs"],
                          learn_inner_lrs=cfg["learn_inner_lrs"],
                          iterations_per_epoch=cfg["iterations_per_epoch"],
-                         task_batching=cfg["task_batching"], remat=cfg["remat"])
+                         task_batching=cfg["task_batching"], remat=cfg["remat"],
+                         inner_grad_clip=meta.inner_grad_clip_for(cfg["inner_grad_clip"],
+                                                                  cfg["lr_granularity"]))
     if cfg["lr_schedule"] == "cosine":
         schedule = meta.meta_lr_schedule(cfg["meta_lr"], cfg["min_meta_lr"], cfg["num_epochs"],
                                          cfg["iterations_per_epoch"])
@@ -115,7 +117,8 @@ def get_setup(cfg: dict) -> Setup:
 
         def one(args):
             s, x = args
-            adapted = core.adapt(support_loss, params, lrs, s, num_steps=n_eval, first_order=True)
+            adapted = core.adapt(support_loss, params, lrs, s, num_steps=n_eval, first_order=True,
+                                 grad_clip=mc.inner_grad_clip)
             logits, _ = model.apply({"params": adapted}, x, step=jnp.int32(n_eval - 1),
                                     mutable=["batch_stats"])
             return logits

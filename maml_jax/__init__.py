@@ -9,6 +9,7 @@ from maml_jax.core import (
     GRANULARITIES,
     adapt,
     check_same_structure,
+    clip_inner_grads,
     extend_inner_lrs,
     final_step_weights,
     init_inner_lrs,
@@ -22,15 +23,18 @@ from maml_jax.facade import ModelAgnosticMetaLearning
 from maml_jax.losses import LOSSES, accuracy, check_labels, make_loss_fn, prediction_loss
 from maml_jax.meta import (
     INNER_LR_UPDATES,
+    PER_WEIGHT_INNER_GRAD_CLIP,
     RATE_UPDATE_PRESETS,
     TASK_BATCHING,
     MetaConfig,
     MetaState,
     NonFiniteLossError,
     check_finite,
+    default_inner_grad_clip,
     default_rate_update,
     evaluate_tasks,
     init_meta_state,
+    inner_grad_clip_for,
     jit_evaluate_tasks,
     jit_outer_step,
     jit_train_steps,
@@ -62,13 +66,15 @@ __version__ = "0.1.0"
 
 __all__ = [
     # core maths
-    "GRANULARITIES", "init_inner_lrs", "extend_inner_lrs", "inner_step", "adapt",
+    "GRANULARITIES", "init_inner_lrs", "extend_inner_lrs", "clip_inner_grads", "inner_step",
+    "adapt",
     "task_loss", "msl_weights", "final_step_weights", "split_loss_output",
     "check_same_structure",
     # outer loop
     "TASK_BATCHING", "MetaConfig", "MetaState", "init_meta_state", "meta_lr_schedule",
     "make_meta_optimizer", "INNER_LR_UPDATES", "RATE_UPDATE_PRESETS", "rate_update_preset",
-    "default_rate_update",    "phase", "meta_gradient", "outer_step", "jit_outer_step",
+    "default_rate_update", "PER_WEIGHT_INNER_GRAD_CLIP", "default_inner_grad_clip",
+    "inner_grad_clip_for", "phase", "meta_gradient", "outer_step", "jit_outer_step",
     "train_steps", "jit_train_steps", "evaluate_tasks", "jit_evaluate_tasks", "mean_ci95",
     "validate_tasks", "check_finite", "NonFiniteLossError",
     # models and losses

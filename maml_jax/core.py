@@ -33,6 +33,7 @@ __all__ = [
     "check_same_structure",
     "init_inner_lrs",
     "extend_inner_lrs",
+    "clip_inner_grads",
     "inner_step",
     "adapt",
     "task_loss",
@@ -256,6 +257,44 @@ def _sgd_update(params: PyTree, grads: PyTree, lrs_t: PyTree) -> PyTree:
     )
 
 
+def _check_grad_clip(grad_clip: Any, name: str = "grad_clip") -> None:
+    if grad_clip is None:
+        return
+    if isinstance(grad_clip, bool) or not isinstance(grad_clip, (int, float)) \
+            or not grad_clip > 0:
+        raise ValueError(f"{name} (the inner-gradient clip) must be a number > 0 or None, "
+                         f"got {grad_clip!r}")
+
+
+def clip_inner_grads(grads: PyTree, lrs_t: PyTree, max_norm: float | None) -> PyTree:
+    """Scales a task's inner gradient to global norm at most ``max_norm``.
+
+    The norm is over the adapted parameters only (those with a rate in ``lrs_t``); the
+    scale ``max_norm / max(norm, max_norm)`` is differentiated through (second order), and
+    an all-zero gradient stays zero without a NaN meta-gradient. With a bounded gradient an
+    inner step moves each weight by at most ``rate * max_norm``, so the inner loop cannot
+    blow up on a task where the loss is too curved for its rates (see the README, "Learned
+    inner rates"). The reference code does not clip: ``None`` returns ``grads`` unchanged.
+
+    Example:
+      >>> clip_inner_grads({"w": jnp.array([3.0, 4.0])}, {"w": 0.1}, 1.0)["w"]
+      Array([0.6, 0.8], dtype=float32)
+    """
+    if max_norm is None:
+        return grads
+    adapted = [g for lr, g in zip(jax.tree.leaves(lrs_t, is_leaf=_is_none),
+                                   jax.tree.leaves(grads), strict=True) if lr is not None]
+    if not adapted:
+        return grads
+    # At least float32 (a bfloat16 model's squared norm would lose the small leaves).
+    sq = sum(jnp.sum(jnp.square(g.astype(jnp.promote_types(g.dtype, jnp.float32))))
+             for g in adapted)
+    # Double where: sqrt's derivative at 0 is infinite, so the untaken branch must not see 0.
+    norm = jnp.where(sq > 0, jnp.sqrt(jnp.where(sq > 0, sq, 1.0)), 0.0)
+    scale = max_norm / jnp.maximum(norm, max_norm)
+    return jax.tree.map(lambda g: g * scale.astype(g.dtype), grads)
+
+
 def inner_step(
     loss_fn: LossFn,
     params: PyTree,
@@ -264,6 +303,7 @@ def inner_step(
     step: jax.Array | int,
     *,
     first_order: bool = False,
+    grad_clip: float | None = None,
 ) -> tuple[PyTree, jax.Array]:
     """One inner SGD step on the support set: ``params - lr_t * grad``.
 
@@ -276,6 +316,8 @@ def inner_step(
       step: the inner-step index given to ``loss_fn``.
       first_order: if True the inner gradient is treated as a constant (FOMAML); the rates
         still receive meta-gradients, as in the MAML++ reference.
+      grad_clip: clip the inner gradient to this global norm (``clip_inner_grads``);
+        None (the reference code) does not clip.
 
     Returns:
       ``(new_params, support_loss)``.
@@ -284,9 +326,11 @@ def inner_step(
       >>> loss = lambda p, b, s: jnp.sum((p["w"] * b) ** 2)
       >>> new, l = inner_step(loss, {"w": jnp.ones(2)}, {"w": 0.1}, jnp.ones(2), 0)
     """
+    _check_grad_clip(grad_clip)
     loss, grads = jax.value_and_grad(_loss_only(loss_fn))(params, support, step)
     if first_order:
         grads = jax.lax.stop_gradient(grads)
+    grads = clip_inner_grads(grads, lrs_t, grad_clip)
     return _sgd_update(params, grads, lrs_t), loss
 
 
@@ -304,6 +348,7 @@ def adapt(
     *,
     num_steps: int,
     first_order: bool = False,
+    grad_clip: float | None = None,
     remat: bool = False,
     unroll: int | bool = 1,
 ) -> PyTree:
@@ -318,6 +363,7 @@ def adapt(
       support: the support batch.
       num_steps: number of inner steps (static Python int >= 1).
       first_order: stop gradients through the inner-loop gradients.
+      grad_clip: clip each inner gradient to this global norm (``clip_inner_grads``).
       remat: rematerialise each inner step in the backward pass (``jax.checkpoint``).
       unroll: ``lax.scan`` unroll factor.
 
@@ -330,11 +376,13 @@ def adapt(
       ...           num_steps=3)
     """
     num_steps = _check_num_steps(num_steps)
+    _check_grad_clip(grad_clip)
     lrs = _per_step_lrs(params, inner_lrs, num_steps)
 
     def body(p, xs):
         t, lrs_t = xs
-        p, _ = inner_step(loss_fn, p, lrs_t, support, t, first_order=first_order)
+        p, _ = inner_step(loss_fn, p, lrs_t, support, t, first_order=first_order,
+                          grad_clip=grad_clip)
         return p, None
 
     body = _maybe_remat(body, remat)
@@ -353,6 +401,7 @@ def task_loss(
     num_steps: int,
     step_weights: jax.Array,
     first_order: bool = False,
+    grad_clip: float | None = None,
     has_aux: bool = False,
     remat: bool = False,
     unroll: int | bool = 1,
@@ -372,6 +421,7 @@ def task_loss(
       num_steps: number of inner steps (static).
       step_weights: ``(num_steps,)`` weights of the per-step query losses.
       first_order: stop gradients through the inner-loop gradients.
+      grad_clip: clip each inner gradient to this global norm (``clip_inner_grads``).
       has_aux: also return the query aux of every step, stacked along a leading step
         axis (``{}`` for a ``loss_fn`` returning a scalar). It selects the *output* form
         only: either kind of ``loss_fn`` works with either value.
@@ -389,6 +439,7 @@ def task_loss(
       ...                         num_steps=2, step_weights=msl_weights(0, 2, 10))
     """
     num_steps = _check_num_steps(num_steps)
+    _check_grad_clip(grad_clip)
     lrs = _per_step_lrs(params, inner_lrs, num_steps)
     step_weights = jnp.asarray(step_weights)
     if step_weights.shape != (num_steps,):
@@ -399,7 +450,8 @@ def task_loss(
 
     def body(p, xs):
         t, lrs_t = xs
-        p, _ = inner_step(loss_fn, p, lrs_t, support, t, first_order=first_order)
+        p, _ = inner_step(loss_fn, p, lrs_t, support, t, first_order=first_order,
+                          grad_clip=grad_clip)
         q_loss, aux = split_loss_output(loss_fn(p, query, t))
         return p, (q_loss, aux if has_aux else None)
 

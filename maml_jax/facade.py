@@ -39,7 +39,9 @@ class ModelAgnosticMetaLearning:
     ``GRANULARITIES``: "parameter" (per weight and step) and "meta_sgd" (per weight, shared
     by the steps) learn per-weight rates. ``rate_update`` says how the outer step moves the
     rates: "reference", "log" (``RATE_UPDATE_PRESETS``) or "auto" (``default_rate_update``:
-    "log" for per-weight rates, "reference" otherwise).
+    "log" for per-weight rates, "reference" otherwise). ``inner_grad_clip`` bounds each inner
+    gradient's global norm: a number, None (no clip, the reference) or "auto"
+    (``default_inner_grad_clip``: 100 for per-weight rates, no clip otherwise).
 
     Example:
       >>> maml = ModelAgnosticMetaLearning(Conv4(num_classes=5), inner_lr=0.1)
@@ -64,6 +66,7 @@ class ModelAgnosticMetaLearning:
         min_outer_lr: float = 1e-5,
         lr_granularity: str | None = None,
         rate_update: str = "auto",
+        inner_grad_clip: float | str | None = "auto",
         task_batching: str = "auto",
         seed: int = 0,
     ):
@@ -77,6 +80,7 @@ class ModelAgnosticMetaLearning:
         if granularity not in core.GRANULARITIES:
             raise ValueError(f"unknown granularity {granularity!r}; expected {core.GRANULARITIES}")
         rate_kwargs = meta.rate_update_preset(rate_update, granularity)  # checks the name
+        inner_grad_clip = meta.inner_grad_clip_for(inner_grad_clip, granularity)
         if hasattr(model, "num_steps") and hasattr(model, "per_step_bn"):
             model = model.clone(num_steps=inner_steps, per_step_bn=plus_plus)
         self.model = model
@@ -88,7 +92,7 @@ class ModelAgnosticMetaLearning:
             num_inner_steps=inner_steps, msl=plus_plus, msl_epochs=msl_epochs,
             first_order=first_order, first_order_epochs=first_order_epochs,
             learn_inner_lrs=plus_plus, iterations_per_epoch=iterations_per_epoch,
-            task_batching=task_batching)
+            task_batching=task_batching, inner_grad_clip=inner_grad_clip)
         lr = (meta.meta_lr_schedule(outer_lr, min_outer_lr, total_epochs, iterations_per_epoch)
               if plus_plus else outer_lr)
         self.optimizer = meta.make_meta_optimizer(lr, **rate_kwargs)
@@ -179,7 +183,7 @@ class ModelAgnosticMetaLearning:
         support = (jnp.asarray(support_data), jnp.asarray(support_labels))
         self._check_labels(support_labels)
         one_task = lambda s: core.adapt(self.loss_fn, self.params, lrs, s, num_steps=n,
-                                        first_order=True)
+                                        first_order=True, grad_clip=self.config.inner_grad_clip)
         rank = support[0].ndim
         if self._example_ndim is None or rank == self._example_ndim:  # None: state set by hand
             return one_task(support)
@@ -201,7 +205,8 @@ class ModelAgnosticMetaLearning:
         self._check_labels(support_labels, query_labels)
         losses_, aux = meta.jit_evaluate_tasks(
             self.loss_fn, self.params, self.inner_lrs, tasks,
-            num_steps=num_steps or self.config.num_inner_steps)
+            num_steps=num_steps or self.config.num_inner_steps,
+            inner_grad_clip=self.config.inner_grad_clip)
         out = {"loss": np.asarray(losses_)}
         out.update({k: np.asarray(v) for k, v in aux.items()})
         return out

@@ -35,6 +35,9 @@ __all__ = [
     "RATE_UPDATE_PRESETS",
     "rate_update_preset",
     "default_rate_update",
+    "PER_WEIGHT_INNER_GRAD_CLIP",
+    "default_inner_grad_clip",
+    "inner_grad_clip_for",
     "phase",
     "meta_gradient",
     "outer_step",
@@ -85,6 +88,9 @@ class MetaConfig:
       bn_momentum: momentum of the per-step BN running statistics (torch convention).
       skip_nonfinite: keep the old state when the loss or a gradient is not finite (the
         host then raises; no NaN ever reaches a checkpoint).
+      inner_grad_clip: clip every inner gradient of a task to this global norm
+        (``core.clip_inner_grads``); None (the reference code) does not clip. Evaluation
+        must adapt the same way: pass it to ``evaluate_tasks``.
     """
 
     num_inner_steps: int = 5
@@ -99,6 +105,7 @@ class MetaConfig:
     unroll: int | bool | str = "auto"
     bn_momentum: float = 0.1
     skip_nonfinite: bool = True
+    inner_grad_clip: float | None = None
 
     def __post_init__(self):
         if isinstance(self.num_inner_steps, bool) or not isinstance(self.num_inner_steps, int) \
@@ -110,6 +117,7 @@ class MetaConfig:
             raise ValueError(f"iterations_per_epoch must be >= 1, got {self.iterations_per_epoch}")
         if isinstance(self.unroll, str) and self.unroll != "auto":
             raise ValueError(f"unroll must be an int, a bool or 'auto', got {self.unroll!r}")
+        core._check_grad_clip(self.inner_grad_clip, "inner_grad_clip")
         if self.task_batching not in TASK_BATCHING:
             raise ValueError(f"unknown task_batching {self.task_batching!r}; "
                              f"expected {TASK_BATCHING}")
@@ -282,6 +290,44 @@ def rate_update_preset(preset: str, granularity: str | None = None) -> dict[str,
         raise ValueError(f"unknown rate update preset {preset!r}; expected 'auto' or one of "
                          f"{sorted(RATE_UPDATE_PRESETS)}")
     return dict(RATE_UPDATE_PRESETS[preset])
+
+
+#: The inner-gradient clip (``MetaConfig.inner_grad_clip``) that "auto" means for per-weight
+#: rates. Measured on the 5-shot sinusoid (``benchmarks/rate_divergence.py``): without it a
+#: per-weight, per-step run in log space still let the inner loop blow up on some tasks
+#: (meta losses of 1e12 and more) and one of three seeds stopped non-finite at outer step
+#: 13,609; with it no run did. Fixed-rate MAML with 5 steps shows the same blow-ups.
+PER_WEIGHT_INNER_GRAD_CLIP = 100.0
+
+
+def default_inner_grad_clip(granularity: str) -> float | None:
+    """The inner-gradient clip that ``"auto"`` means for ``granularity``:
+    ``PER_WEIGHT_INNER_GRAD_CLIP`` for per-weight rates ("parameter", "meta_sgd"), None (no
+    clip, as the reference code) for per-tensor ones.
+
+    Example:
+      >>> default_inner_grad_clip("parameter"), default_inner_grad_clip("layer_step")
+      (100.0, None)
+    """
+    rate_update = default_rate_update(granularity)   # checks the granularity
+    return PER_WEIGHT_INNER_GRAD_CLIP if rate_update == "log" else None
+
+
+def inner_grad_clip_for(value: float | str | None, granularity: str) -> float | None:
+    """``MetaConfig.inner_grad_clip`` from a setting: a number > 0, None (no clip) or
+    ``"auto"`` (``default_inner_grad_clip(granularity)``).
+
+    Example:
+      >>> inner_grad_clip_for("auto", "meta_sgd"), inner_grad_clip_for(None, "meta_sgd")
+      (100.0, None)
+    """
+    if isinstance(value, str):
+        if value != "auto":
+            raise ValueError(f"inner_grad_clip must be a number > 0, None or 'auto', got "
+                             f"{value!r}")
+        return default_inner_grad_clip(granularity)
+    core._check_grad_clip(value, "inner_grad_clip")
+    return None if value is None else float(value)
 
 
 def _rates_of(params, what: str):
@@ -514,14 +560,15 @@ def meta_gradient(
         if msl:
             loss, (per_step, aux) = core.task_loss(
                 loss_fn, params, lrs, s, q, num_steps=n, step_weights=weights,
-                first_order=first_order, has_aux=True, remat=config.remat,
-                unroll=_unroll(config))
+                first_order=first_order, grad_clip=config.inner_grad_clip, has_aux=True,
+                remat=config.remat, unroll=_unroll(config))
             bn = aux.pop("bn_stats", None)  # leaves (n, C): every step's query statistics
             aux = jax.tree.map(lambda a: a[-1], aux)  # report the final step's metrics
             return loss, (per_step, aux, bn)
         adapted = core.adapt(
             loss_fn, params, lrs, s, num_steps=n,
-            first_order=first_order, remat=config.remat, unroll=_unroll(config))
+            first_order=first_order, grad_clip=config.inner_grad_clip, remat=config.remat,
+            unroll=_unroll(config))
         loss, aux = core.split_loss_output(loss_fn(adapted, q, jnp.int32(n - 1)))
         per_step = jnp.zeros((n,), loss.dtype).at[-1].set(loss)
         bn = aux.pop("bn_stats", None)
@@ -695,6 +742,7 @@ def evaluate_tasks(
     *,
     num_steps: int,
     batch_size: int | None = None,
+    inner_grad_clip: float | None = None,
 ) -> tuple[jax.Array, dict[str, jax.Array]]:
     """Adapts to every task and reports the query loss after 0..num_steps inner steps.
 
@@ -705,6 +753,8 @@ def evaluate_tasks(
       tasks: ``(support, query)`` with a leading task axis.
       num_steps: inner steps at evaluation.
       batch_size: tasks processed together (``lax.map`` with ``batch_size``); None = all.
+      inner_grad_clip: the inner-gradient clip the model was meta-trained with
+        (``MetaConfig.inner_grad_clip``); None = no clip.
 
     Returns:
       ``(losses, aux)``: ``losses`` has shape ``(tasks, num_steps + 1)`` (index 0 is before
@@ -719,7 +769,8 @@ def evaluate_tasks(
         a0 = {k: v for k, v in a0.items() if k != "bn_stats"}
         _, (per_step, aux) = core.task_loss(
             loss_fn, params, inner_lrs, s, q, num_steps=n_steps,
-            step_weights=core.final_step_weights(n_steps), first_order=True, has_aux=True)
+            step_weights=core.final_step_weights(n_steps), first_order=True,
+            grad_clip=inner_grad_clip, has_aux=True)
         aux = {k: v for k, v in aux.items() if k != "bn_stats"}
         losses = jnp.concatenate([l0[None], per_step])
         aux = jax.tree.map(lambda x0, xs: jnp.concatenate([x0[None], xs]), a0, aux)
@@ -731,7 +782,8 @@ def evaluate_tasks(
     return jax.lax.map(lambda a: one(*a), (support, query), batch_size=bs)
 
 
-jit_evaluate_tasks = jax.jit(evaluate_tasks, static_argnames=("loss_fn", "num_steps", "batch_size"))
+jit_evaluate_tasks = jax.jit(evaluate_tasks, static_argnames=("loss_fn", "num_steps", "batch_size",
+                                                             "inner_grad_clip"))
 
 
 def mean_ci95(values: Any, axis: int = 0) -> tuple[np.ndarray, np.ndarray]:

@@ -240,6 +240,7 @@ def evaluate_tasks_sharded(
     num_steps: int,
     mesh: Mesh | None,
     batch_size: int | None = None,
+    inner_grad_clip: float | None = None,
 ) -> tuple[jax.Array, dict[str, jax.Array]]:
     """``meta.evaluate_tasks`` with the tasks split over the mesh's ``tasks`` axis.
 
@@ -247,7 +248,8 @@ def evaluate_tasks_sharded(
     results are dropped. Same outputs as ``meta.evaluate_tasks``.
     """
     return _jit_evaluate_sharded(loss_fn, params, inner_lrs, tasks, num_steps=num_steps,
-                                 sharding=task_sharding(mesh), batch_size=batch_size)
+                                 sharding=task_sharding(mesh), batch_size=batch_size,
+                                 inner_grad_clip=inner_grad_clip)
 
 
 def map_tasks(fn: Callable, tasks: Any, *, sharding: NamedSharding | None,
@@ -274,16 +276,18 @@ def map_tasks(fn: Callable, tasks: Any, *, sharding: NamedSharding | None,
     return jax.tree.map(lambda x: x.reshape((d * per, *x.shape[2:]))[:n], out)
 
 
-@functools.partial(jax.jit, static_argnames=("loss_fn", "num_steps", "sharding", "batch_size"))
-def _jit_evaluate_sharded(loss_fn, params, inner_lrs, tasks, *, num_steps, sharding, batch_size):
+@functools.partial(jax.jit, static_argnames=("loss_fn", "num_steps", "sharding", "batch_size",
+                                             "inner_grad_clip"))
+def _jit_evaluate_sharded(loss_fn, params, inner_lrs, tasks, *, num_steps, sharding, batch_size,
+                          inner_grad_clip):
     if sharding is None:
         return meta.evaluate_tasks(loss_fn, params, inner_lrs, tasks, num_steps=num_steps,
-                                   batch_size=batch_size)
+                                   batch_size=batch_size, inner_grad_clip=inner_grad_clip)
     # Each task alone (batch of one) through evaluate_tasks: the same per-task program.
     def one(task):
         losses, aux = meta.evaluate_tasks(loss_fn, params, inner_lrs,
                                           jax.tree.map(lambda x: x[None], task),
-                                          num_steps=num_steps)
+                                          num_steps=num_steps, inner_grad_clip=inner_grad_clip)
         return jax.tree.map(lambda x: x[0], (losses, aux))
 
     return map_tasks(one, tasks, sharding=sharding, batch_size=batch_size)

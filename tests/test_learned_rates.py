@@ -194,3 +194,90 @@ def test_per_parameter_rates_in_log_space_pass_where_the_reference_diverges():
     with pytest.raises(mj.NonFiniteLossError):
         _sinusoid_run("reference", 300)
     assert _sinusoid_run("log", 300) == 300
+
+
+def test_clip_inner_grads_closed_form():
+    g = {"a": jnp.array([3.0, 0.0]), "b": jnp.array(4.0), "frozen": jnp.array([100.0])}
+    lrs = {"a": 0.1, "b": 0.1, "frozen": None}   # the frozen leaf's gradient is not counted
+    clipped = core.clip_inner_grads(g, lrs, 1.0)
+    np.testing.assert_allclose(clipped["a"], [0.6, 0.0], rtol=1e-6)
+    np.testing.assert_allclose(clipped["b"], 0.8, rtol=1e-6)
+    unchanged = core.clip_inner_grads(g, lrs, 5.0)   # norm 5 is not above the bound
+    for k in g:
+        np.testing.assert_allclose(unchanged[k], g[k], rtol=1e-6)
+    assert core.clip_inner_grads(g, lrs, None) is g
+    # An all-zero inner gradient: zero step, and a finite meta-gradient through the norm.
+    meta_grad = jax.grad(lambda w: jnp.sum(core.clip_inner_grads(
+        {"w": w * 0.0}, {"w": 0.1}, 1.0)["w"]))(jnp.ones(3))
+    assert bool(jnp.all(jnp.isfinite(meta_grad)))
+
+
+def _clipped_python_loop_meta_loss(params, rates, support, query, num_steps, clip):
+    """Meta-SGD with each inner gradient scaled to global norm <= clip, written out."""
+    p = params
+    for _ in range(num_steps):
+        g = jax.grad(_mlp_loss)(p, support, 0)
+        norm = jnp.sqrt(sum(jnp.sum(v ** 2) for v in g.values()))
+        scale = jnp.minimum(1.0, clip / norm)
+        p = {k: p[k] - rates[k][0] * scale * g[k] for k in p}
+    return _mlp_loss(p, query, 0)
+
+
+def test_clipped_inner_loop_meta_gradient_matches_a_python_loop_and_finite_differences():
+    """Second order through the clip's norm: against the loop above and float64 central
+    differences, with the clip active (the first inner gradient is over twice the bound)."""
+    with jax.enable_x64(True):
+        params, rates, support, query = _problem(jnp.float64)
+        clip = 0.3
+        g0 = jax.grad(_mlp_loss)(params, support, 0)
+        assert float(jnp.sqrt(sum(jnp.sum(v ** 2) for v in g0.values()))) > 2 * clip
+        config = mj.MetaConfig(num_inner_steps=3, msl=False, learn_inner_lrs=True,
+                               task_batching="vmap", inner_grad_clip=clip)
+        tasks = jax.tree.map(lambda a: a[None], (support, query))
+        loss, grads, _ = meta.meta_gradient({"params": params, "inner_lrs": rates}, tasks,
+                                            step=0, loss_fn=_mlp_loss, config=config,
+                                            first_order=False, msl=False)
+        args = (support, query, 3, clip)
+        np.testing.assert_allclose(loss, _clipped_python_loop_meta_loss(params, rates, *args),
+                                   rtol=1e-12)
+        want = jax.grad(_clipped_python_loop_meta_loss, argnums=(0, 1))(params, rates, *args)
+        for got, ref in ((grads["params"], want[0]), (grads["inner_lrs"], want[1])):
+            for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(ref), strict=True):
+                np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-12)
+        check_grads(lambda r, p: _clipped_python_loop_meta_loss(p, r, *args),
+                    (rates, params), order=1, modes=["rev"], eps=1e-6)
+        # Evaluation adapts the same way: its query loss after 3 steps is the same number.
+        losses, _ = meta.evaluate_tasks(_mlp_loss, params, rates, tasks, num_steps=3,
+                                        inner_grad_clip=clip)
+        np.testing.assert_allclose(losses[0, 3], loss, rtol=1e-12)
+
+
+def test_clipped_inner_loop_stays_bounded_where_the_plain_one_overflows():
+    """A loss too curved for its rate (curvature 1000, rate 0.01: each plain step multiplies
+    the weight by -9) overflows float32 in 50 steps; clipped to norm c, K steps move the
+    weight by at most K * rate * c."""
+    loss = lambda p, b, s: 500.0 * jnp.sum(p["w"] ** 2)
+    p0 = {"w": jnp.array([1.0])}
+    plain = core.adapt(loss, p0, {"w": 0.01}, None, num_steps=50)
+    assert not bool(jnp.all(jnp.isfinite(plain["w"])))
+    clipped = core.adapt(loss, p0, {"w": 0.01}, None, num_steps=50, grad_clip=100.0)
+    assert float(jnp.max(jnp.abs(clipped["w"] - p0["w"]))) <= 50 * 0.01 * 100.0 + 1e-4
+
+
+def test_inner_grad_clip_defaults_and_bad_values():
+    for granularity, clip in (("scalar", None), ("layer_step", None),
+                              ("parameter", mj.PER_WEIGHT_INNER_GRAD_CLIP),
+                              ("meta_sgd", mj.PER_WEIGHT_INNER_GRAD_CLIP)):
+        assert mj.default_inner_grad_clip(granularity) == clip
+        assert mj.inner_grad_clip_for("auto", granularity) == clip
+        maml = mj.ModelAgnosticMetaLearning(mj.MLP(), lr_granularity=granularity, loss="mse")
+        assert maml.config.inner_grad_clip == clip
+    assert mj.inner_grad_clip_for(None, "meta_sgd") is None
+    assert mj.inner_grad_clip_for(3, "layer_step") == 3.0
+    for bad in (0, -1.0, "fast", True):
+        with pytest.raises(ValueError, match=f"inner_grad_clip .* got {bad!r}"):
+            mj.inner_grad_clip_for(bad, "layer_step")
+    with pytest.raises(ValueError, match=r"inner_grad_clip .* got -2"):
+        mj.MetaConfig(inner_grad_clip=-2)
+    with pytest.raises(ValueError, match=r"grad_clip .* got 0"):
+        core.adapt(_mlp_loss, {"w": jnp.ones(())}, {"w": 0.1}, None, num_steps=1, grad_clip=0)

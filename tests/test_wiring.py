@@ -25,7 +25,16 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from experiments import checkpoints, config_lib, datasets, evaluate, plots, train, wiring
+from experiments import (
+    checkpoints,
+    config_lib,
+    datasets,
+    evaluate,
+    evaluation,
+    plots,
+    train,
+    wiring,
+)
 from maml_jax import meta
 from maml_jax.data import image_folder, miniimagenet, omniglot, tfds_omniglot
 
@@ -112,6 +121,21 @@ def observe_eval_program(cfg, mp, tmp):
     jaxpr = jax.make_jaxpr(setup.final_logits)(mp_abs["params"], mp_abs["inner_lrs"],
                                                (xs, ys), xq)
     return str(jaxpr), wiring.eval_batch_size(cfg)
+
+
+def observe_validation_call(cfg, mp, tmp):
+    """The keyword arguments validation hands ``meta.jit_evaluate_tasks`` (recorded, not
+    run)."""
+    calls = []
+
+    def record(*args, **kwargs):
+        calls.append(kwargs)
+        return jnp.zeros((2, 3)), {"accuracy": jnp.zeros((2, 3))}
+
+    mp.setattr(meta, "jit_evaluate_tasks", record)
+    evaluation.evaluate_params(wiring.get_setup(cfg), cfg, {"params": {}, "inner_lrs": {}},
+                               tasks=None)
+    return calls
 
 
 def observe_init(cfg, mp, tmp):
@@ -248,6 +272,8 @@ KEY_CHECKS = {
     "learn_inner_lrs": ((observe_meta_config,), {"learn_inner_lrs": False}, {}),
     "rate_update": ((observe_optimizer,), {"rate_update": "log"}, {}),
     "inner_loop": ((observe_init,), {"inner_loop": "head"}, {}),
+    "inner_grad_clip": ((observe_meta_config, observe_eval_program, observe_validation_call),
+                        {"inner_grad_clip": 5.0}, {}),
     "meta_batch_size": ((observe_sampler,), {"meta_batch_size": 3}, {}),
     "meta_lr": ((observe_optimizer,), {"meta_lr": 2e-3}, {}),
     "min_meta_lr": ((observe_optimizer,), {"min_meta_lr": 1e-4}, {}),
@@ -307,15 +333,18 @@ META_CONFIG_KEYS = {"num_inner_steps": "num_inner_steps", "msl": "msl",
                     "first_order_epochs": "first_order_epochs",
                     "learn_inner_lrs": "learn_inner_lrs",
                     "iterations_per_epoch": "iterations_per_epoch",
-                    "task_batching": "task_batching", "remat": "remat"}
+                    "task_batching": "task_batching", "remat": "remat",
+                    "inner_grad_clip": "inner_grad_clip"}
 LIBRARY_DEFAULTS = ("unroll", "bn_momentum", "skip_nonfinite")
 
 
 @pytest.mark.parametrize("value_of", [
     dict(num_inner_steps=3, msl=False, msl_epochs=7, first_order=True, first_order_epochs=4,
-         learn_inner_lrs=False, iterations_per_epoch=6, task_batching="map", remat=True),
+         learn_inner_lrs=False, iterations_per_epoch=6, task_batching="map", remat=True,
+         inner_grad_clip=5.0),
     dict(num_inner_steps=1, msl=True, msl_epochs=1, first_order=False, first_order_epochs=0,
-         learn_inner_lrs=True, iterations_per_epoch=3, task_batching="vmap", remat=False),
+         learn_inner_lrs=True, iterations_per_epoch=3, task_batching="vmap", remat=False,
+         inner_grad_clip=None),
 ])
 def test_config_to_meta_config_table(value_of):
     """Each MetaConfig field takes its config key's value (two rows: every field set away

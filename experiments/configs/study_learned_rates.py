@@ -12,8 +12,9 @@ Budget:   20,000 outer steps per run (the MAML paper's sinusoid used 70,000: **r
 Paper:    MAML (Finn et al. 2017, K=10 training, 1 step): 5-shot 0.67 / 0.38 / 0.35 after
           1 / 5 / 10 steps (70,000 iterations; not comparable with this budget).
 
-Per-weight rates use the library default for them (``rate_update="auto"``: Adam on
-log(rate) at 0.1x the meta learning rate); MAML++ keeps this repository's sinusoid recipe
+Per-weight rates use the log-space rate update (Adam on log(rate) at 0.1x the meta learning
+rate) without the inner-gradient clip that is now their library default (the README's rows
+were measured before it existed); MAML++ keeps this repository's sinusoid recipe
 (LSLR with additive updates at 0.1x, as ``study_sinusoid.py``); ANIL adapts the output
 layer alone with a fixed rate.
 """
