@@ -84,8 +84,7 @@ def get_setup(cfg: dict) -> Setup:
                          learn_inner_lrs=cfg["learn_inner_lrs"],
                          iterations_per_epoch=cfg["iterations_per_epoch"],
                          task_batching=cfg["task_batching"], remat=cfg["remat"],
-                         inner_grad_clip=meta.inner_grad_clip_for(cfg["inner_grad_clip"],
-                                                                  cfg["lr_granularity"]))
+                         inner_grad_clip=cfg["inner_grad_clip"])  # resolved by validate_config
     if cfg["lr_schedule"] == "cosine":
         schedule = meta.meta_lr_schedule(cfg["meta_lr"], cfg["min_meta_lr"], cfg["num_epochs"],
                                          cfg["iterations_per_epoch"])

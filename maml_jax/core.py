@@ -376,7 +376,6 @@ def adapt(
       ...           num_steps=3)
     """
     num_steps = _check_num_steps(num_steps)
-    _check_grad_clip(grad_clip)
     lrs = _per_step_lrs(params, inner_lrs, num_steps)
 
     def body(p, xs):
@@ -439,7 +438,6 @@ def task_loss(
       ...                         num_steps=2, step_weights=msl_weights(0, 2, 10))
     """
     num_steps = _check_num_steps(num_steps)
-    _check_grad_clip(grad_clip)
     lrs = _per_step_lrs(params, inner_lrs, num_steps)
     step_weights = jnp.asarray(step_weights)
     if step_weights.shape != (num_steps,):

@@ -256,6 +256,15 @@ RATE_UPDATE_PRESETS = {
 }
 
 
+_PER_WEIGHT = ("parameter", "meta_sgd")   # the granularities with one rate per weight
+
+
+def _check_granularity(granularity: str) -> None:
+    if granularity not in core.GRANULARITIES:
+        raise ValueError(f"unknown granularity {granularity!r}; expected one of "
+                         f"{core.GRANULARITIES}")
+
+
 def default_rate_update(granularity: str) -> str:
     """The ``RATE_UPDATE_PRESETS`` name that ``"auto"`` means for ``granularity``: "log" for
     per-weight rates ("parameter", "meta_sgd"), "reference" for per-tensor ones ("scalar",
@@ -265,10 +274,8 @@ def default_rate_update(granularity: str) -> str:
       >>> default_rate_update("meta_sgd"), default_rate_update("layer_step")
       ('log', 'reference')
     """
-    if granularity not in core.GRANULARITIES:
-        raise ValueError(f"unknown granularity {granularity!r}; expected one of "
-                         f"{core.GRANULARITIES}")
-    return "log" if granularity in ("parameter", "meta_sgd") else "reference"
+    _check_granularity(granularity)
+    return "log" if granularity in _PER_WEIGHT else "reference"
 
 
 def rate_update_preset(preset: str, granularity: str | None = None) -> dict[str, Any]:
@@ -309,8 +316,8 @@ def default_inner_grad_clip(granularity: str) -> float | None:
       >>> default_inner_grad_clip("parameter"), default_inner_grad_clip("layer_step")
       (100.0, None)
     """
-    rate_update = default_rate_update(granularity)   # checks the granularity
-    return PER_WEIGHT_INNER_GRAD_CLIP if rate_update == "log" else None
+    _check_granularity(granularity)
+    return PER_WEIGHT_INNER_GRAD_CLIP if granularity in _PER_WEIGHT else None
 
 
 def inner_grad_clip_for(value: float | str | None, granularity: str) -> float | None:
