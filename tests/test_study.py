@@ -163,7 +163,7 @@ def test_unknown_grid_is_a_clear_error(tmp_path, capsys):
 
 
 def test_omniglot_ablation_rows_differ_from_maml_only_in_their_component():
-    from experiments.config_lib import mamlpp_config
+    from experiments.config_lib import mamlpp_config, validate_config
     from experiments.configs import study_omniglot_ablation as ablation
 
     grid = ablation.get_config()
@@ -186,8 +186,9 @@ def test_omniglot_ablation_rows_differ_from_maml_only_in_their_component():
             assert changed == keys, (row, changed)
         ways, shots = int(setting[:2]), int(setting[3])
         plus = full[f"MAML++_{setting}_s1"]
+        # grid cells are validated configs ("auto" settings resolved), as train reads them
         assert {k: v for k, v in plus.items() if k not in ("name", "paper_test_accuracy", "seed")} \
-            == {k: v for k, v in mamlpp_config(ways, shots).items()
+            == {k: v for k, v in validate_config(mamlpp_config(ways, shots)).items()
                 if k not in ("name", "paper_test_accuracy", "seed")}
         assert plus["seed"] == 1
     assert full["MAML_20w1s_s0"]["paper_test_accuracy"] == (95.8, 0.3)
