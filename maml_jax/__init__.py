@@ -4,7 +4,7 @@ The public API is flat: ``from maml_jax import adapt, task_loss, outer_step, Con
 Importing it never imports torch or tensorflow.
 """
 
-from maml_jax import parallel
+from maml_jax import parallel, task_batching
 from maml_jax.core import (
     GRANULARITIES,
     adapt,
@@ -20,15 +20,16 @@ from maml_jax.core import (
 )
 from maml_jax.data.sinusoid import SinusoidFamily, sample_sinusoid_tasks, sinusoid_eval_tasks
 from maml_jax.facade import ModelAgnosticMetaLearning
-from maml_jax.losses import LOSSES, accuracy, check_labels, make_loss_fn, prediction_loss
+from maml_jax.losses import LOSSES, accuracy, check_labels, prediction_loss
 from maml_jax.meta import (
     INNER_LR_UPDATES,
+    LR_SCHEDULES,
     PER_WEIGHT_INNER_GRAD_CLIP,
     RATE_UPDATE_PRESETS,
-    TASK_BATCHING,
     MetaConfig,
     MetaState,
     NonFiniteLossError,
+    OuterLoop,
     check_finite,
     default_inner_grad_clip,
     default_rate_update,
@@ -37,8 +38,8 @@ from maml_jax.meta import (
     inner_grad_clip_for,
     jit_evaluate_tasks,
     jit_outer_step,
-    jit_train_steps,
     make_meta_optimizer,
+    make_outer_loop,
     mean_ci95,
     meta_gradient,
     meta_lr_schedule,
@@ -46,9 +47,16 @@ from maml_jax.meta import (
     phase,
     rate_update_preset,
     train_steps,
+    tree_all_finite,
     validate_tasks,
 )
-from maml_jax.model_adapters import ModelParts, apply_loss_fn, linen_loss_fn, nnx_model
+from maml_jax.model_adapters import (
+    ModelParts,
+    apply_loss_fn,
+    inner_loop_mask,
+    make_loss_fn,
+    nnx_model,
+)
 from maml_jax.models import (
     CONV_IMPLS,
     MLP,
@@ -57,10 +65,11 @@ from maml_jax.models import (
     Conv4,
     StepBatchNorm,
     conv3x3_patches,
-    inner_loop_mask,
     max_pool_2x2,
     resolve_conv_impl,
 )
+from maml_jax.parallel import jit_train_steps
+from maml_jax.task_batching import TASK_BATCHING
 
 __version__ = "0.1.0"
 
@@ -74,19 +83,20 @@ __all__ = [
     "TASK_BATCHING", "MetaConfig", "MetaState", "init_meta_state", "meta_lr_schedule",
     "make_meta_optimizer", "INNER_LR_UPDATES", "RATE_UPDATE_PRESETS", "rate_update_preset",
     "default_rate_update", "PER_WEIGHT_INNER_GRAD_CLIP", "default_inner_grad_clip",
-    "inner_grad_clip_for", "phase", "meta_gradient", "outer_step", "jit_outer_step",
-    "train_steps", "jit_train_steps", "evaluate_tasks", "jit_evaluate_tasks", "mean_ci95",
-    "validate_tasks", "check_finite", "NonFiniteLossError",
+    "inner_grad_clip_for", "LR_SCHEDULES", "OuterLoop", "make_outer_loop", "phase",
+    "meta_gradient", "outer_step", "jit_outer_step", "train_steps", "jit_train_steps",
+    "evaluate_tasks", "jit_evaluate_tasks", "mean_ci95", "validate_tasks", "check_finite",
+    "tree_all_finite", "NonFiniteLossError",
     # models and losses
-    "CONV_IMPLS", "POOL_IMPLS", "Conv3x3", "StepBatchNorm", "Conv4", "MLP", "inner_loop_mask",
-    "conv3x3_patches", "max_pool_2x2", "resolve_conv_impl", "LOSSES", "make_loss_fn", "accuracy",
+    "CONV_IMPLS", "POOL_IMPLS", "Conv3x3", "StepBatchNorm", "Conv4", "MLP",
+    "conv3x3_patches", "max_pool_2x2", "resolve_conv_impl", "LOSSES", "accuracy",
     "prediction_loss", "check_labels",
-    # your own model: Flax NNX, Flax linen, a plain apply function
-    "ModelParts", "nnx_model", "linen_loss_fn", "apply_loss_fn",
+    # models to loss functions (Flax linen, Flax NNX, a plain apply function), inner-loop mask
+    "make_loss_fn", "ModelParts", "nnx_model", "apply_loss_fn", "inner_loop_mask",
     # tasks
     "SinusoidFamily", "sample_sinusoid_tasks", "sinusoid_eval_tasks",
     # facade
     "ModelAgnosticMetaLearning",
-    # scale-out: meshes, sharded steps, populations of seeds (a module)
-    "parallel",
+    # modules: scale-out (meshes, sharded steps, populations of seeds); task batching
+    "parallel", "task_batching",
 ]

@@ -97,8 +97,10 @@ def check_same_structure(tree: PyTree, reference: PyTree, what: str, reference_w
     """Raises a ``ValueError`` naming the first path where ``tree`` and ``reference`` differ.
 
     Args:
-      tree, reference: the pytrees to compare (only their structure counts).
-      what, reference_what: their names in the message (e.g. ``"mask"``, ``"params"``).
+      tree: the pytree to check (only its structure counts).
+      reference: the pytree it must match.
+      what: the name of ``tree`` in the message (e.g. ``"mask"``).
+      reference_what: the name of ``reference`` in the message (e.g. ``"params"``).
       none_is_leaf: treat ``None`` as a leaf (inner learning rates of parameters that are
         not adapted) instead of an empty subtree.
 
@@ -273,8 +275,9 @@ def clip_inner_grads(grads: PyTree, lrs_t: PyTree, max_norm: float | None) -> Py
     scale ``max_norm / max(norm, max_norm)`` is differentiated through (second order), and
     an all-zero gradient stays zero without a NaN meta-gradient. With a bounded gradient an
     inner step moves each weight by at most ``rate * max_norm``, so the inner loop cannot
-    blow up on a task where the loss is too curved for its rates (see the README, "Learned
-    inner rates"). The reference code does not clip: ``None`` returns ``grads`` unchanged.
+    blow up on a task where the loss is too curved for its rates (docs/results.md,
+    "Learned rates: divergence of the rate updates"). The reference code does not clip:
+    ``None`` returns ``grads`` unchanged.
 
     Example:
       >>> clip_inner_grads({"w": jnp.array([3.0, 4.0])}, {"w": 0.1}, 1.0)["w"]
@@ -324,7 +327,9 @@ def inner_step(
 
     Example:
       >>> loss = lambda p, b, s: jnp.sum((p["w"] * b) ** 2)
-      >>> new, l = inner_step(loss, {"w": jnp.ones(2)}, {"w": 0.1}, jnp.ones(2), 0)
+      >>> new, l = inner_step(loss, {"w": jnp.ones(2)}, {"w": jnp.array(0.1)}, jnp.ones(2), 0)
+      >>> new["w"], l          # w - 0.1 * 2 w
+      (Array([0.8, 0.8], dtype=float32), Array(2., dtype=float32))
     """
     _check_grad_clip(grad_clip)
     loss, grads = jax.value_and_grad(_loss_only(loss_fn))(params, support, step)

@@ -13,7 +13,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from maml_jax import core, losses, meta, models
+from maml_jax import core, losses, meta, model_adapters
 
 __all__ = ["ModelAgnosticMetaLearning"]
 
@@ -43,10 +43,17 @@ class ModelAgnosticMetaLearning:
     gradient's global norm: a number, None (no clip, the reference) or "auto"
     (``default_inner_grad_clip``: 100 for per-weight rates, no clip otherwise).
 
+    A Conv4 classifier is the same with ``Conv4(num_classes=5)``, images and integer labels.
+
     Example:
-      >>> maml = ModelAgnosticMetaLearning(Conv4(num_classes=5), inner_lr=0.1)
-      >>> loss = maml.meta_train_step(xs, ys, xq, yq)   # arrays with a leading task axis
-      >>> maml.inner_lrs                                # the learned alphas
+      >>> import maml_jax as mj
+      >>> maml = ModelAgnosticMetaLearning(mj.MLP(hidden=(16,)), inner_lr=0.01, loss="mse")
+      >>> (xs, ys), (xq, yq) = mj.sample_sinusoid_tasks(jax.random.PRNGKey(0), 4, 5, 5)
+      >>> loss = maml.meta_train_step(xs, ys, xq, yq)   # a leading axis of 4 tasks
+      >>> maml.step, sorted(maml.inner_lrs)             # the learned alphas, per layer
+      (1, ['dense0', 'head'])
+      >>> maml.adapt(xs[0], ys[0])["head"]["kernel"].shape
+      (16, 1)
     """
 
     def __init__(
@@ -74,13 +81,21 @@ class ModelAgnosticMetaLearning:
             raise TypeError(
                 f"ModelAgnosticMetaLearning wraps a flax.linen module, got {type(model).__name__}; "
                 "for an NNX module or a plain function use the functional API with "
-                "maml_jax.nnx_model / maml_jax.apply_loss_fn (README: 'Your own model')")
+                "maml_jax.nnx_model / maml_jax.apply_loss_fn (docs/your-own-model.md)")
         losses.check_loss_name(loss)
         granularity = lr_granularity or ("layer_step" if plus_plus else "scalar")
         if granularity not in core.GRANULARITIES:
             raise ValueError(f"unknown granularity {granularity!r}; expected {core.GRANULARITIES}")
-        rate_kwargs = meta.rate_update_preset(rate_update, granularity)  # checks the name
-        inner_grad_clip = meta.inner_grad_clip_for(inner_grad_clip, granularity)
+        # MAML++ is every component on; plain MAML every one off (as the experiment
+        # configs build them, through the same make_outer_loop).
+        loop = meta.make_outer_loop(
+            lr_granularity=granularity, num_inner_steps=inner_steps, msl=plus_plus,
+            msl_epochs=msl_epochs, first_order=first_order,
+            first_order_epochs=first_order_epochs, learn_inner_lrs=plus_plus,
+            meta_lr=outer_lr, lr_schedule="cosine" if plus_plus else "constant",
+            min_meta_lr=min_outer_lr, num_epochs=total_epochs,
+            iterations_per_epoch=iterations_per_epoch, rate_update=rate_update,
+            inner_grad_clip=inner_grad_clip, task_batching=task_batching)
         if hasattr(model, "num_steps") and hasattr(model, "per_step_bn"):
             model = model.clone(num_steps=inner_steps, per_step_bn=plus_plus)
         self.model = model
@@ -88,16 +103,10 @@ class ModelAgnosticMetaLearning:
         self.plus_plus = plus_plus
         self.inner_lr = inner_lr
         self.granularity = granularity
-        self.config = meta.MetaConfig(
-            num_inner_steps=inner_steps, msl=plus_plus, msl_epochs=msl_epochs,
-            first_order=first_order, first_order_epochs=first_order_epochs,
-            learn_inner_lrs=plus_plus, iterations_per_epoch=iterations_per_epoch,
-            task_batching=task_batching, inner_grad_clip=inner_grad_clip)
-        lr = (meta.meta_lr_schedule(outer_lr, min_outer_lr, total_epochs, iterations_per_epoch)
-              if plus_plus else outer_lr)
-        self.optimizer = meta.make_meta_optimizer(lr, **rate_kwargs)
+        self.config = loop.config
+        self.optimizer = loop.optimizer
         # Built once so the jitted step sees the same static function every call.
-        self.loss_fn = losses.make_loss_fn(model, loss, collect_bn_stats=True)
+        self.loss_fn = model_adapters.make_loss_fn(model, loss, collect_bn_stats=True)
         self._rng = jax.random.PRNGKey(seed)
         self.state: meta.MetaState | None = None
         self.last_metrics: dict[str, Any] = {}
@@ -116,7 +125,7 @@ class ModelAgnosticMetaLearning:
                                  variables, example_input)
         self._example_ndim = example_input.ndim
         self._num_outputs = outputs.shape[-1] if outputs.ndim else 1
-        mask = models.inner_loop_mask(variables)
+        mask = model_adapters.inner_loop_mask(variables)
         lrs = core.init_inner_lrs(params, self.config.num_inner_steps, self.inner_lr,
                                   self.granularity, mask=mask)
         self.state = meta.init_meta_state(params, lrs, self.optimizer, run_key,
@@ -145,8 +154,11 @@ class ModelAgnosticMetaLearning:
         """One meta-update on a batch of tasks; returns the meta loss.
 
         Args:
-          support_data, support_labels, query_data, query_labels: arrays with a leading
-            task axis, e.g. ``(tasks, N*K, 28, 28, 1)`` and ``(tasks, N*K)``.
+          support_data: support inputs with a leading task axis, e.g.
+            ``(tasks, N*K, 28, 28, 1)``.
+          support_labels: support labels, e.g. ``(tasks, N*K)``.
+          query_data: query inputs, shaped as ``support_data``.
+          query_labels: query labels, shaped as ``support_labels``.
 
         Raises:
           ValueError: mismatched shapes.
@@ -172,9 +184,10 @@ class ModelAgnosticMetaLearning:
         """Adapted parameters for one task, or for each task of a batch of tasks.
 
         Args:
-          support_data, support_labels: one task's support set, e.g. ``(N*K, 28, 28, 1)``,
-            or a batch of tasks with a leading task axis (then every leaf of the result
-            has that task axis too: each task is adapted on its own).
+          support_data: one task's support inputs, e.g. ``(N*K, 28, 28, 1)``, or a batch of
+            tasks with a leading task axis (then every leaf of the result has that task
+            axis too: each task is adapted on its own).
+          support_labels: the matching labels.
           num_steps: inner steps (default: those of meta-training).
         """
         self._require_state()

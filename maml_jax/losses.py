@@ -1,19 +1,19 @@
-"""Turning a Flax model into the ``loss_fn(params, batch, step)`` the library adapts."""
+"""The losses a model's outputs are scored with, and the checks of their labels.
+
+The model adapters (``maml_jax.model_adapters``) turn a model into the library's
+``loss_fn(params, batch, step)`` with ``prediction_loss``.
+"""
 
 from __future__ import annotations
 
-import inspect
-from collections.abc import Callable
 from typing import Any
 
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
 
-__all__ = ["LOSSES", "make_loss_fn", "accuracy", "prediction_loss", "check_labels",
-           "check_loss_name", "takes_argument"]
+__all__ = ["LOSSES", "check_loss_name", "accuracy", "prediction_loss", "check_labels"]
 
 LOSSES = ("cross_entropy", "mse")
 
@@ -91,87 +91,3 @@ def check_labels(labels: Any, num_classes: int, *, what: str = "labels") -> None
     if arr.size and (arr.min() < 0 or arr.max() >= num_classes):
         raise ValueError(f"{what} must lie in [0, {num_classes}) for a model with "
                          f"{num_classes} outputs, got values in [{arr.min()}, {arr.max()}]")
-
-
-def takes_argument(fn: Callable, name: str) -> bool:
-    """Whether ``fn``'s signature has a parameter ``name`` (False if it has none to read).
-
-    The model adapters pass ``step=`` / ``use_running_average=`` only to models that take
-    them.
-
-    Example:
-      >>> takes_argument(lambda params, x, step: x, "step")
-      True
-    """
-    try:
-        return name in inspect.signature(fn).parameters
-    except (TypeError, ValueError):
-        return False
-
-
-def make_loss_fn(
-    model: nn.Module,
-    loss: str = "cross_entropy",
-    *,
-    has_aux: bool = True,
-    batch_stats: Any = None,
-    use_running_average: bool = False,
-    collect_bn_stats: bool = False,
-) -> Callable[[Any, Any, jax.Array], Any]:
-    """Builds ``loss_fn(params, (x, y), step)`` for a Flax model.
-
-    The model is called as ``model.apply({"params": params, ...}, x, step=step)`` when its
-    ``__call__`` takes ``step`` (per-step batch norm), else as ``model.apply(..., x)``.
-
-    Args:
-      model: a ``flax.linen`` module.
-      loss: ``"cross_entropy"`` (integer labels) or ``"mse"``.
-      has_aux: return ``(loss, aux)`` with ``aux = {"accuracy": ...}`` for classification
-        (and ``"bn_stats"`` if ``collect_bn_stats``); else just the scalar loss. Every
-        entry point of the library accepts both forms.
-      batch_stats: the model's ``batch_stats`` collection (per-step running statistics),
-        needed when ``use_running_average``.
-      use_running_average: normalise with running statistics (non-transductive eval).
-        The statistics ``outer_step`` keeps are updated once per outer step from the
-        query passes, not in every forward pass as in the MAML++ reference (see
-        ``meta._update_running_stats``), so such numbers differ from the reference's.
-      collect_bn_stats: put this batch's BN statistics into ``aux["bn_stats"]`` (those of
-        ``StepBatchNorm`` layers; a standard ``nn.BatchNorm`` normalises with the batch's
-        statistics too but reports none, so ``outer_step`` leaves its running statistics
-        at their initial values: evaluate such models transductively).
-
-    Returns:
-      The loss function.
-
-    Example:
-      >>> from maml_jax import MLP
-      >>> loss_fn = make_loss_fn(MLP(), "mse", has_aux=False)
-    """
-    check_loss_name(loss)
-    takes_step = takes_argument(type(model).__call__, "step")
-    takes_ra = takes_argument(type(model).__call__, "use_running_average")
-    if use_running_average and batch_stats is None:
-        raise ValueError("use_running_average=True needs the model's batch_stats")
-
-    def loss_fn(params, batch, step):
-        x, y = batch
-        variables = {"params": params}
-        if batch_stats is not None:
-            variables["batch_stats"] = batch_stats
-        kwargs = {}
-        if takes_step:
-            kwargs["step"] = step
-        if takes_ra and use_running_average:
-            kwargs["use_running_average"] = True
-        # batch_stats is made mutable (and the update discarded) so that models with batch
-        # norm can be applied without passing running statistics during meta-training.
-        mutable = ["bn_obs"] if collect_bn_stats else []
-        if batch_stats is None:
-            mutable.append("batch_stats")
-        out, updates = model.apply(variables, x, mutable=mutable, **kwargs)
-        value, aux = prediction_loss(out, y, loss)
-        if collect_bn_stats:
-            aux["bn_stats"] = updates.get("bn_obs", {})
-        return (value, aux) if has_aux else value
-
-    return loss_fn

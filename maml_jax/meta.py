@@ -21,11 +21,11 @@ import numpy as np
 import optax
 
 from maml_jax import core
+from maml_jax.task_batching import TASK_BATCHING, map_over_tasks, resolve_task_batching
 
 PyTree = chex.ArrayTree
 
 __all__ = [
-    "TASK_BATCHING",
     "MetaConfig",
     "MetaState",
     "init_meta_state",
@@ -38,22 +38,22 @@ __all__ = [
     "PER_WEIGHT_INNER_GRAD_CLIP",
     "default_inner_grad_clip",
     "inner_grad_clip_for",
+    "LR_SCHEDULES",
+    "OuterLoop",
+    "make_outer_loop",
     "phase",
     "meta_gradient",
     "outer_step",
     "jit_outer_step",
     "train_steps",
-    "jit_train_steps",
     "evaluate_tasks",
     "jit_evaluate_tasks",
     "mean_ci95",
     "validate_tasks",
     "check_finite",
+    "tree_all_finite",
     "NonFiniteLossError",
 ]
-
-TASK_BATCHING = ("auto", "vmap", "map")
-
 
 @dataclasses.dataclass(frozen=True)
 class MetaConfig:
@@ -78,7 +78,7 @@ class MetaConfig:
         convolutions that XLA:CPU runs >30x slower (a user's convnet meta-trains about 4x
         faster there with ``"map"``); Conv4's default ``conv_impl="auto"`` avoids them
         (im2col + batched matmul), so ``"auto"`` keeps ``vmap`` for it, the fastest choice
-        on every backend (benchmarks/RESULTS.md). The check traces the forward pass once
+        on every backend (docs/performance.md). The check traces the forward pass once
         more at compile time; it costs nothing in the compiled step.
       remat: rematerialise each inner step (``jax.checkpoint``) to save memory.
       unroll: ``lax.scan`` unroll factor of the inner loop (an int, or True for a full
@@ -247,12 +247,16 @@ def make_meta_optimizer(
 #: arguments). "reference": the MAML++ code's (Adam on the rates, at the weights' meta
 #: learning rate); the paper's numbers were made with it. "log": Adam on log(rate) at a
 #: tenth of the weights' meta learning rate: the rates stay positive and move by about
-#: 1e-4 of their value per step. Measured on the 5-shot sinusoid (README, "Learned inner
-#: rates", ``benchmarks/rate_divergence.py``): with "reference" every per-weight run
-#: diverged within 401 outer steps; with "log" 5 of 6 trained 20,000 steps.
+#: 1e-4 of their value per step. Measured on the 5-shot sinusoid (the results page,
+#: "Learned inner rates", ``benchmarks/rate_divergence.py``): with "reference" every
+#: per-weight run diverged within a few hundred outer steps; "log" trained. "reference_0.1x":
+#: the reference update at a tenth of the meta learning rate, this repository's sinusoid
+#: MAML++ recipe (its rates start at 0.01, far below the weights' scale, and Adam moves
+#: every parameter by about the learning rate per step whatever its scale).
 RATE_UPDATE_PRESETS = {
     "reference": {"inner_lr_update": "additive", "inner_lr_scale": None},
     "log": {"inner_lr_update": "log", "inner_lr_scale": 0.1},
+    "reference_0.1x": {"inner_lr_update": "additive", "inner_lr_scale": 0.1},
 }
 
 
@@ -337,6 +341,108 @@ def inner_grad_clip_for(value: float | str | None, granularity: str) -> float | 
     return None if value is None else float(value)
 
 
+#: ``make_outer_loop``'s meta learning rate schedules.
+LR_SCHEDULES = ("constant", "cosine")
+
+
+class OuterLoop(NamedTuple):
+    """What ``outer_step`` and ``jit_train_steps`` take besides the state, the loss and
+    the tasks (``make_outer_loop``).
+
+    Attributes:
+      config: the static ``MetaConfig``.
+      optimizer: Adam on ``{"params", "inner_lrs"}`` (``make_meta_optimizer``).
+      meta_lr: the meta learning rate as a function of the outer step count: the schedule
+        the optimizer follows (for logs).
+    """
+
+    config: MetaConfig
+    optimizer: optax.GradientTransformation
+    meta_lr: Callable[[Any], Any]
+
+
+def make_outer_loop(
+    *,
+    lr_granularity: str = "layer_step",
+    num_inner_steps: int = 5,
+    msl: bool = True,
+    msl_epochs: int = 10,
+    first_order: bool = False,
+    first_order_epochs: int = 0,
+    learn_inner_lrs: bool = True,
+    meta_lr: float = 1e-3,
+    lr_schedule: str = "constant",
+    min_meta_lr: float = 1e-5,
+    num_epochs: int | None = None,
+    iterations_per_epoch: int = 500,
+    clip_value: float | None = None,
+    rate_update: str = "auto",
+    inner_grad_clip: float | str | None = "auto",
+    task_batching: str = "auto",
+    remat: bool = False,
+    unroll: int | bool | str = "auto",
+) -> OuterLoop:
+    """The ``MetaConfig``, optimizer and meta learning rate of one meta-learner, from the
+    settings every entry point shares (the experiment configs' keys, the facade's arguments).
+
+    Resolves the ``"auto"`` settings that depend on the rates' granularity:
+    ``rate_update`` (``rate_update_preset``) and ``inner_grad_clip``
+    (``inner_grad_clip_for``). The other arguments are ``MetaConfig``'s and
+    ``make_meta_optimizer``'s.
+
+    Args:
+      lr_granularity: the granularity of the inner rates (``GRANULARITIES``).
+      num_inner_steps: ``MetaConfig.num_inner_steps``.
+      msl: ``MetaConfig.msl``.
+      msl_epochs: ``MetaConfig.msl_epochs``.
+      first_order: ``MetaConfig.first_order``.
+      first_order_epochs: ``MetaConfig.first_order_epochs``.
+      learn_inner_lrs: ``MetaConfig.learn_inner_lrs``.
+      iterations_per_epoch: ``MetaConfig.iterations_per_epoch``.
+      task_batching: ``MetaConfig.task_batching``.
+      remat: ``MetaConfig.remat``.
+      unroll: ``MetaConfig.unroll``.
+      meta_lr: the meta learning rate (the initial one under ``"cosine"``).
+      lr_schedule: ``"constant"`` or ``"cosine"`` (MAML++ CA: ``meta_lr_schedule`` from
+        ``meta_lr`` to ``min_meta_lr`` over ``num_epochs``, per epoch as the reference).
+      min_meta_lr: the cosine schedule's final rate.
+      num_epochs: the length of the cosine schedule (required for ``"cosine"``).
+      clip_value: element-wise meta-gradient clipping (None: none).
+      rate_update: a ``RATE_UPDATE_PRESETS`` name or ``"auto"``.
+      inner_grad_clip: a number > 0, None (no clip) or ``"auto"``.
+
+    Raises:
+      ValueError: naming the first bad setting (before anything is traced).
+
+    Example:
+      >>> loop = make_outer_loop(lr_granularity="meta_sgd", num_inner_steps=1)
+      >>> loop.config.inner_grad_clip, loop.config.msl
+      (100.0, True)
+      >>> cosine = make_outer_loop(lr_schedule="cosine", num_epochs=100)
+      >>> [round(float(cosine.meta_lr(step)), 6) for step in (0, 499, 50 * 500, 100 * 500)]
+      [0.001, 0.001, 0.000505, 1e-05]
+    """
+    rate_kwargs = rate_update_preset(rate_update, lr_granularity)  # checks both names
+    config = MetaConfig(
+        num_inner_steps=num_inner_steps, msl=msl, msl_epochs=msl_epochs,
+        first_order=first_order, first_order_epochs=first_order_epochs,
+        learn_inner_lrs=learn_inner_lrs, iterations_per_epoch=iterations_per_epoch,
+        task_batching=task_batching, remat=remat, unroll=unroll,
+        inner_grad_clip=inner_grad_clip_for(inner_grad_clip, lr_granularity))
+    if lr_schedule not in LR_SCHEDULES:
+        raise ValueError(f"unknown lr_schedule {lr_schedule!r}; expected one of {LR_SCHEDULES}")
+    if lr_schedule == "cosine":
+        if num_epochs is None:
+            raise ValueError("lr_schedule='cosine' needs num_epochs (the schedule's length)")
+        learning_rate = meta_lr_schedule(meta_lr, min_meta_lr, num_epochs, iterations_per_epoch)
+        schedule = learning_rate
+    else:
+        learning_rate = float(meta_lr)
+        schedule = lambda count: learning_rate
+    optimizer = make_meta_optimizer(learning_rate, clip_value=clip_value, **rate_kwargs)
+    return OuterLoop(config, optimizer, schedule)
+
+
 def _rates_of(params, what: str):
     if params is None or "inner_lrs" not in params:
         raise ValueError(f"inner_lr_update='log' needs the meta-parameters in {what} "
@@ -416,61 +522,14 @@ def phase(config: MetaConfig, epoch: int) -> tuple[bool, bool]:
     return bool(first_order), bool(msl)
 
 
-def _has_convolution(jaxpr: Any) -> bool:
-    """Whether a (closed) jaxpr, or any jaxpr nested in its equations, has a convolution."""
-    jaxpr = getattr(jaxpr, "jaxpr", jaxpr)
-    for eqn in jaxpr.eqns:
-        if eqn.primitive.name == "conv_general_dilated":
-            return True
-        for value in eqn.params.values():
-            nested = value if isinstance(value, (tuple, list)) else (value,)
-            if any(hasattr(getattr(v, "jaxpr", v), "eqns") and _has_convolution(v)
-                   for v in nested):
-                return True
-    return False
-
-
-def _batching(config: MetaConfig, loss_fn: Callable | None = None, params: PyTree = None,
-              example_batch: Any = None) -> str:
-    if config.task_batching != "auto":
-        return config.task_batching
-    if jax.default_backend() != "cpu" or loss_fn is None:
-        return "vmap"
-    # On CPU, vmap turns per-task convolutions into grouped ones that XLA:CPU runs slowly;
-    # lax.map keeps them plain. Convolutions written as matmuls (Conv4's CPU default)
-    # vmap well. One abstract trace of the forward pass tells them apart.
-    abstract = lambda t: jax.tree.map(lambda a: jax.ShapeDtypeStruct(jnp.shape(a), a.dtype), t)
-    jaxpr = jax.make_jaxpr(loss_fn)(abstract(params), abstract(example_batch),
-                                    jax.ShapeDtypeStruct((), jnp.int32))
-    return "map" if _has_convolution(jaxpr) else "vmap"
-
-
 def _unroll(config: MetaConfig) -> int | bool:
     if config.unroll != "auto":
         return config.unroll
     # remat saves memory per scan iteration: unrolling would put several inner steps into
-    # one rematerialised region and give the memory back (benchmarks/RESULTS.md).
+    # one rematerialised region and give the memory back (docs/performance.md).
     if config.remat:
         return 1
     return min(config.num_inner_steps, 5) if jax.default_backend() == "cpu" else 1
-
-
-def _map_tasks(fn: Callable, batching: str, task_sharding: Any, *args):
-    """Applies ``fn`` to every task (leading axis of each arg).
-
-    With a ``task_sharding`` (a ``NamedSharding`` of the task axis, see
-    ``maml_jax.parallel``) the tasks are constrained to it, so the compiler splits the
-    per-task work over the devices. ``lax.map`` is a loop and cannot be split along its
-    iterations: it becomes ``vmap`` over the device shards of a ``lax.map`` per shard.
-    """
-    if task_sharding is not None:
-        args = jax.lax.with_sharding_constraint(args, task_sharding)
-    if batching == "vmap":
-        return jax.vmap(fn, in_axes=0)(*args)
-    if task_sharding is None:
-        return jax.lax.map(lambda a: fn(*a), args)
-    from maml_jax import parallel  # parallel imports meta
-    return parallel.map_tasks(lambda a: fn(*a), args, sharding=task_sharding)
 
 
 def validate_tasks(tasks: Any) -> int:
@@ -512,7 +571,13 @@ def validate_tasks(tasks: Any) -> int:
     return shapes[0][0]
 
 
-def _tree_all_finite(tree: PyTree) -> jax.Array:
+def tree_all_finite(tree: PyTree) -> jax.Array:
+    """Whether every array of a pytree is finite: a boolean scalar array (traceable).
+
+    Example:
+      >>> bool(tree_all_finite({"a": jnp.ones(2), "b": jnp.array([1.0, jnp.nan])}))
+      False
+    """
     leaves = [jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree)]
     return jnp.all(jnp.stack(leaves)) if leaves else jnp.array(True)
 
@@ -550,9 +615,16 @@ def meta_gradient(
       ``bn_stats`` (the query passes' batch statistics, or None).
 
     Example:
-      >>> loss, grads, _ = meta_gradient(state.meta_params, tasks, step=state.step,
-      ...                                loss_fn=loss_fn, config=MetaConfig(),
-      ...                                first_order=False, msl=True)
+      >>> import maml_jax as mj
+      >>> model = mj.MLP(hidden=(8,))
+      >>> params = model.init(jax.random.PRNGKey(0), jnp.zeros((1, 1)))["params"]
+      >>> meta_params = {"params": params, "inner_lrs": mj.init_inner_lrs(params, 2, 0.01)}
+      >>> tasks = mj.sample_sinusoid_tasks(jax.random.PRNGKey(1), 4, 5, 5)
+      >>> loss, grads, extras = meta_gradient(
+      ...     meta_params, tasks, step=0, loss_fn=mj.make_loss_fn(model, "mse"),
+      ...     config=MetaConfig(num_inner_steps=2), first_order=False, msl=True)
+      >>> extras["per_step_loss"].shape, grads["inner_lrs"]["head"]["kernel"].shape
+      ((4, 2), (2,))
     """
     validate_tasks(tasks)
     n = config.num_inner_steps
@@ -582,10 +654,11 @@ def meta_gradient(
         return loss, (per_step, aux, bn)
 
     one_task_support = jax.tree.map(lambda a: a[0], support)
-    batching = _batching(config, loss_fn, meta_params["params"], one_task_support)
+    batching = resolve_task_batching(config.task_batching, loss_fn,
+                                     meta_params["params"], one_task_support)
 
     def batch_loss(meta_params):
-        losses, (per_step, aux, bn) = _map_tasks(
+        losses, (per_step, aux, bn) = map_over_tasks(
             lambda s, q: per_task(meta_params, s, q), batching, task_sharding,
             support, query)
         return jnp.mean(losses), (per_step, aux, bn)
@@ -628,8 +701,18 @@ def outer_step(
       ``accuracy``, the final step's).
 
     Example:
-      >>> step = functools.partial(outer_step, loss_fn=loss_fn, optimizer=opt,
-      ...                          config=MetaConfig(), first_order=False, msl=True)
+      >>> import maml_jax as mj
+      >>> model = mj.MLP(hidden=(8,))
+      >>> params = model.init(jax.random.PRNGKey(0), jnp.zeros((1, 1)))["params"]
+      >>> loop = make_outer_loop(lr_granularity="layer_step", num_inner_steps=2)
+      >>> state = init_meta_state(params, mj.init_inner_lrs(params, 2, 0.01, "layer_step"),
+      ...                         loop.optimizer, jax.random.PRNGKey(1))
+      >>> tasks = mj.sample_sinusoid_tasks(jax.random.PRNGKey(2), 4, 5, 5)
+      >>> state, metrics = outer_step(state, tasks, loss_fn=mj.make_loss_fn(model, "mse"),
+      ...                             optimizer=loop.optimizer, config=loop.config,
+      ...                             first_order=False, msl=True)
+      >>> int(state.step), bool(metrics["finite"]), metrics["per_step_loss"].shape
+      (1, True, (2,))
     """
     loss, grads, extras = meta_gradient(state.meta_params, tasks, step=state.step,
                                         loss_fn=loss_fn, config=config,
@@ -643,7 +726,7 @@ def outer_step(
     model_state = _update_running_stats(state.model_state, extras["bn_stats"], msl,
                                         config.bn_momentum)
 
-    finite = jnp.isfinite(loss) & _tree_all_finite(grads)
+    finite = jnp.isfinite(loss) & tree_all_finite(grads)
     new_state = MetaState(state.step + 1, meta_params, opt_state, model_state, state.rng)
     if config.skip_nonfinite:
         old = state._replace(step=state.step + 1)
@@ -736,11 +819,6 @@ def train_steps(
     return jax.lax.scan(body, state, None, length=num_steps)
 
 
-jit_train_steps = jax.jit(
-    train_steps, static_argnames=(*_STATIC, "sample_tasks", "num_steps"),
-    donate_argnames=("state",))
-
-
 def evaluate_tasks(
     loss_fn: Callable,
     params: PyTree,
@@ -755,8 +833,9 @@ def evaluate_tasks(
 
     Args:
       loss_fn: ``loss_fn(params, batch, step) -> loss`` or ``(loss, aux dict)``.
-      params, inner_lrs: the meta-parameters (rates are extended with
-        ``extend_inner_lrs`` when ``num_steps`` exceeds their step count).
+      params: the meta-parameters.
+      inner_lrs: the inner rates (extended with ``extend_inner_lrs`` when ``num_steps``
+        exceeds their step count).
       tasks: ``(support, query)`` with a leading task axis.
       num_steps: inner steps at evaluation.
       batch_size: tasks processed together (``lax.map`` with ``batch_size``); None = all.

@@ -7,7 +7,7 @@ BNWB / BNRS). Models without batch norm ignore it.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import flax.linen as nn
@@ -21,7 +21,6 @@ __all__ = [
     "StepBatchNorm",
     "Conv4",
     "MLP",
-    "inner_loop_mask",
     "conv3x3_patches",
     "max_pool_2x2",
     "resolve_conv_impl",
@@ -281,91 +280,3 @@ class MLP(nn.Module):
         for i, width in enumerate(self.hidden):
             x = nn.relu(nn.Dense(width, name=f"dense{i}")(x))
         return nn.Dense(self.out, name="head")(x)
-
-
-def _owns_batch_stats(batch_stats: Any, module_path: tuple) -> bool:
-    """Whether the module at ``module_path`` holds arrays of its own in ``batch_stats``."""
-    node = batch_stats
-    for key in module_path:
-        name = getattr(key, "key", getattr(key, "idx", key))
-        if not isinstance(node, Mapping) or name not in node:
-            return False
-        node = node[name]
-    return isinstance(node, Mapping) and any(not isinstance(v, Mapping) for v in node.values())
-
-
-def _looks_like_norm(path: tuple, params: Any) -> bool:
-    node = params
-    for key in path[:-1]:
-        node = node[getattr(key, "key", getattr(key, "idx", key))]
-    return isinstance(node, Mapping) and set(node) == {"scale", "bias"}
-
-
-def inner_loop_mask(params: Any, batch_stats: Any = None, *, only: str | None = None) -> Any:
-    """True for parameters the inner loop adapts: everything but batch-norm weights.
-
-    The MAML++ reference meta-learns BN weights but leaves them out of the inner loop
-    (``enable_inner_loop_optimizable_bn_params=False``). A parameter is a batch-norm weight
-    when its module also owns batch statistics: an entry of the ``batch_stats`` collection
-    at the same module path (``StepBatchNorm``, shared or per step, and a standard
-    ``nn.BatchNorm``, whatever their names). Other normalisations (``LayerNorm``,
-    ``GroupNorm``) have no batch statistics and are adapted.
-
-    Args:
-      params: the ``params`` collection, or the whole ``variables`` dict of ``model.init``
-        (then its ``batch_stats`` collection is used).
-      batch_stats: the model's ``batch_stats`` collection. Without it (and without a
-        ``variables`` dict) the mask falls back to Conv4's names (``norm*`` modules) and
-        raises if another module looks like a normalisation layer (a ``scale`` and a
-        ``bias``), rather than adapt batch-norm weights silently.
-      only: adapt only the top-level module of this name (its batch-norm weights still
-        excluded). ``only="head"`` is ANIL (Raghu et al. 2020: the inner loop adapts the
-        classifier alone; the body is meta-learned only); Conv4's and MLP's output layer
-        is named ``head``.
-
-    Returns:
-      A pytree of bools mirroring the params (for ``init_inner_lrs(mask=...)``).
-
-    Raises:
-      ValueError: names only, and an unrecognised ``scale``/``bias`` module.
-
-    Example:
-      >>> variables = Conv4(num_classes=5).init(jax.random.PRNGKey(0), jnp.zeros((1, 28, 28, 1)))
-      >>> mask = inner_loop_mask(variables)
-      >>> bool(mask["norm0"]["scale"]), bool(mask["conv0"]["kernel"])
-      (False, True)
-      >>> anil = inner_loop_mask(variables, only="head")
-      >>> bool(anil["conv0"]["kernel"]), bool(anil["head"]["kernel"])
-      (False, True)
-    """
-    if batch_stats is None and isinstance(params, Mapping) and "params" in params:
-        params, batch_stats = params["params"], params.get("batch_stats", {})
-    mask = _mask_without_batch_norm(params, batch_stats)
-    if only is None:
-        return mask
-    if not isinstance(params, Mapping) or only not in params:
-        names = sorted(params) if isinstance(params, Mapping) else []
-        raise ValueError(f"inner_loop_mask(only={only!r}): the params have no top-level "
-                         f"module {only!r}; they have {names}")
-    return {name: (sub if name == only else jax.tree.map(lambda _: False, sub))
-            for name, sub in mask.items()}
-
-
-def _mask_without_batch_norm(params: Any, batch_stats: Any) -> Any:
-    if batch_stats is not None:
-        return jax.tree_util.tree_map_with_path(
-            lambda path, _: not _owns_batch_stats(batch_stats, path[:-1]), params)
-
-    # Names only (the call of earlier versions): Conv4's batch norms are its norm* modules.
-    def is_adapted(path, _):
-        if any(str(getattr(k, "key", "")).startswith("norm") for k in path):
-            return False
-        if _looks_like_norm(path, params):
-            raise ValueError(
-                "inner_loop_mask cannot tell whether the scale/bias of module "
-                f"{'/'.join(str(getattr(k, 'key', k)) for k in path[:-1])!r} belong to a batch "
-                "norm (not adapted) or another normalisation (adapted): pass the model's "
-                "batch_stats, or the whole variables dict of model.init")
-        return True
-
-    return jax.tree_util.tree_map_with_path(is_adapted, params)

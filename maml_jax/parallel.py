@@ -25,28 +25,27 @@ flags or the environment); ``make_mesh`` then spans every process's devices and 
 code runs on each process (SPMD). Host arrays enter with ``replicate`` / ``shard_seeds``,
 which give every process only the pieces its devices hold.
 
-Example:
-  >>> mesh = make_mesh()                       # all devices on the "tasks" axis
-  >>> check_meta_batch(8, mesh)
-  >>> state = replicate(state, mesh)           # doctest: +SKIP
-  >>> state, metrics = jit_train_steps(state, data, mesh=mesh,
-  ...                                  sample_tasks=..., ...)  # doctest: +SKIP
+Example (then ``jit_train_steps(state, data, mesh=mesh, ...)``, see its docstring):
+  >>> import jax.numpy as jnp
+  >>> mesh = make_mesh()                       # every device on the "tasks" axis
+  >>> check_meta_batch(8, mesh)                # the meta-batch splits over them
+  >>> replicate({"w": jnp.ones(3)}, mesh)["w"].sharding.is_fully_replicated
+  True
 """
 
 from __future__ import annotations
 
 import functools
-import math
 from collections.abc import Callable
 from typing import Any
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from maml_jax import meta
+from maml_jax.task_batching import map_tasks
 
 PyTree = Any
 
@@ -64,7 +63,6 @@ __all__ = [
     "population_train_steps",
     "jit_train_steps",
     "evaluate_tasks_sharded",
-    "map_tasks",
     "device_memory_limit",
     "check_population_memory",
 ]
@@ -196,7 +194,7 @@ def population_train_steps(
     return jax.vmap(lambda st: fn(st, data), spmd_axis_name=spmd_axis_name)(state)
 
 
-def _train_steps(state, data, *, mesh, population, **kwargs):
+def _train_steps(state, data, *, mesh=None, population=False, **kwargs):
     kwargs["task_sharding"] = task_sharding(mesh)
     if not population:
         out = meta.train_steps(state, data, **kwargs)
@@ -218,16 +216,33 @@ jit_train_steps = jax.jit(
     static_argnames=("mesh", "population", "sample_tasks", "num_steps", "loss_fn", "optimizer",
                      "config", "first_order", "msl"),
     donate_argnames=("state",))
-jit_train_steps.__doc__ = """``meta.train_steps`` on a mesh, for one learner or a population.
+jit_train_steps.__doc__ = """``meta.train_steps`` under ``jax.jit`` (the state donated), on one
+device or a mesh, for one learner or a population of seeds: the library's one compiled
+training call.
 
-Args (keyword, static): ``mesh`` (``make_mesh()`` or None for the default device),
-``population`` (the state has a leading seed axis), and every argument of
-``meta.train_steps``. The state is donated.
+Args (keyword, static): ``mesh``: None (the default device) or ``make_mesh()``, whose
+``tasks`` axis splits the meta-batch; ``population``: the state has a leading seed axis
+(``stack_states``), trained as ``population_train_steps``; and every keyword argument of
+``meta.train_steps`` (``sample_tasks``, ``num_steps``, ``loss_fn``, ``optimizer``,
+``config``, ``first_order``, ``msl``).
+
+Returns:
+  ``(state, metrics)`` as ``meta.train_steps`` (with a leading seed axis for a population).
 
 Example:
-  >>> state, metrics = jit_train_steps(state, data, mesh=mesh, population=False,  # doctest: +SKIP
-  ...     sample_tasks=sample, num_steps=50, loss_fn=loss_fn, optimizer=opt,
-  ...     config=meta.MetaConfig(), first_order=False, msl=True)
+  >>> import jax, jax.numpy as jnp, maml_jax as mj
+  >>> model = mj.MLP(hidden=(8,))
+  >>> params = model.init(jax.random.PRNGKey(0), jnp.zeros((1, 1)))["params"]
+  >>> opt = mj.make_meta_optimizer(1e-3)
+  >>> state = mj.init_meta_state(params, mj.init_inner_lrs(params, 1, 0.01), opt,
+  ...                            jax.random.PRNGKey(1))
+  >>> sample = lambda key, data: mj.sample_sinusoid_tasks(key, 4, 5, 5)
+  >>> state, metrics = jit_train_steps(
+  ...     state, None, sample_tasks=sample, num_steps=3,
+  ...     loss_fn=mj.make_loss_fn(model, "mse"), optimizer=opt,
+  ...     config=mj.MetaConfig(num_inner_steps=1), first_order=False, msl=False)
+  >>> int(state.step), metrics["loss"].shape
+  (3, (3,))
 """
 
 
@@ -250,30 +265,6 @@ def evaluate_tasks_sharded(
     return _jit_evaluate_sharded(loss_fn, params, inner_lrs, tasks, num_steps=num_steps,
                                  sharding=task_sharding(mesh), batch_size=batch_size,
                                  inner_grad_clip=inner_grad_clip)
-
-
-def map_tasks(fn: Callable, tasks: Any, *, sharding: NamedSharding | None,
-              batch_size: int | None = None) -> Any:
-    """``lax.map(fn, tasks, batch_size=...)`` with the tasks split over ``sharding``'s devices.
-
-    For use inside ``jax.jit``. Any number of tasks: the last shard is padded with copies
-    of the first task, whose results are dropped. ``sharding=None`` is the plain
-    ``lax.map``.
-    """
-    n = jax.tree.leaves(tasks)[0].shape[0]
-    if sharding is None:
-        return jax.lax.map(fn, tasks, batch_size=None if batch_size is None else min(batch_size, n))
-    d = math.prod(sharding.mesh.shape[a] for a in jax.tree.leaves(sharding.spec[0]))
-    per = -(-n // d)
-
-    def split(x):
-        if per * d > n:
-            x = jnp.concatenate([x, jnp.repeat(x[:1], per * d - n, axis=0)])
-        return jax.lax.with_sharding_constraint(x.reshape((d, per, *x.shape[1:])), sharding)
-
-    bs = None if batch_size is None else min(batch_size, per)
-    out = jax.vmap(lambda t: jax.lax.map(fn, t, batch_size=bs))(jax.tree.map(split, tasks))
-    return jax.tree.map(lambda x: x.reshape((d * per, *x.shape[2:]))[:n], out)
 
 
 @functools.partial(jax.jit, static_argnames=("loss_fn", "num_steps", "sharding", "batch_size",

@@ -16,9 +16,12 @@ A new image dataset is a function that lists its classes and files and calls
 :func:`~maml_jax.data.image_folder.load_classes`.
 
 Example:
+    >>> import jax, jax.numpy as jnp
     >>> from maml_jax.data import episodes
     >>> xs, ys, xq, yq = episodes.sample_task(jax.random.PRNGKey(0), jnp.zeros((10, 20, 28, 28)),
-    ...                                       5, 1, 1)          # doctest: +SKIP
+    ...                                       5, 1, 1)
+    >>> xs.shape, ys.shape
+    ((5, 28, 28, 1), (5,))
 """
 
 # Submodules are imported on use (``from maml_jax.data import omniglot``), not here:

@@ -21,12 +21,22 @@ applied inside the jitted sampler.
 An image whose size differs from ``image_size`` is an error unless ``resize=True``
 (bilinear), so a dataset is never silently rescaled.
 
-Example:
-    >>> ds = load_image_folder("/data/cub", image_size=84, resize=True,
-    ...                        split_fractions=(0.5, 0.25, 0.25))   # doctest: +SKIP
-    >>> train = ds.data.take(ds.splits["train"])                     # doctest: +SKIP
-    >>> xs, ys, xq, yq = episodes.sample_task(jax.random.PRNGKey(0), train,
-    ...                                       5, 1, 15)                 # doctest: +SKIP
+Example (a flat folder of 8 classes with 3 grey 16x16 images each, split 4 / 2 / 2):
+    >>> import pathlib, tempfile
+    >>> import jax
+    >>> from PIL import Image
+    >>> root = pathlib.Path(tempfile.mkdtemp())
+    >>> for c in range(8):
+    ...     (root / f"class{c}").mkdir()
+    ...     for i in range(3):
+    ...         Image.new("L", (16, 16), 30 * c + i).save(root / f"class{c}" / f"{i}.png")
+    >>> ds = load_image_folder(root, image_size=16, channels=1, split_counts=(4, 2, 2))
+    >>> [len(ds.splits[s]) for s in ("train", "val", "test")]
+    [4, 2, 2]
+    >>> train = ds.data.take(ds.splits["train"])
+    >>> xs, ys, xq, yq = episodes.sample_task(jax.random.PRNGKey(0), train, 4, 1, 2)
+    >>> xs.shape, xq.shape
+    ((4, 16, 16, 1), (8, 16, 16, 1))
 """
 
 from __future__ import annotations

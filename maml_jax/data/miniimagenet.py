@@ -13,10 +13,20 @@ Images are decoded once and cached as ``uint8`` (:mod:`maml_jax.data.image_folde
 ``resize=True`` (the default here) resizes the original-size JPEGs of the split-file
 layout to 84x84 (bilinear). ``strict=True`` checks the 64/16/20 classes of 600 images.
 
-Example:
-    >>> ds = load_miniimagenet("/data/miniimagenet")                  # doctest: +SKIP
-    >>> [len(ds.splits[s]) for s in ("train", "val", "test")]        # doctest: +SKIP
-    [64, 16, 20]
+Example (a tiny pre-split stand-in: 2 classes per split of 3 images; ``strict=False``
+admits other counts than the standard 64/16/20 classes of 600 images):
+    >>> import pathlib, tempfile
+    >>> import numpy as np
+    >>> from PIL import Image
+    >>> root = pathlib.Path(tempfile.mkdtemp())
+    >>> for split in ("train", "val", "test"):
+    ...     for c in range(2):
+    ...         (root / split / f"n0{c}").mkdir(parents=True)
+    ...         for i in range(3):
+    ...             Image.new("RGB", (84, 84), (i, c, 9)).save(root / split / f"n0{c}" / f"{i}.png")
+    >>> ds = load_miniimagenet(root, strict=False)
+    >>> [len(ds.splits[s]) for s in ("train", "val", "test")], ds.data.images.shape
+    ([2, 2, 2], (6, 3, 84, 84, 3))
 """
 
 from __future__ import annotations

@@ -7,12 +7,21 @@ start in well under a second; :func:`split_classes` gives the papers' class spli
 Episodes are sampled on the device by :mod:`maml_jax.data.episodes`, shared with every
 image dataset; its samplers are re-exported here (``omniglot.sample_task`` etc.).
 
-Example:
-    >>> data = load_omniglot("/path/to/omniglot", image_size=28)   # doctest: +SKIP
-    >>> splits = split_classes(len(data.class_names), preset="reference", seed=0)  # doctest: +SKIP
-    >>> train = jnp.asarray(data.images[splits["train"]])         # doctest: +SKIP
-    >>> xs, ys, xq, yq = sample_task(jax.random.PRNGKey(0), train, 5, 1, 15,
-    ...                              rotate=True)                   # doctest: +SKIP
+Usage, with the two archives in ``/path/to/omniglot``::
+
+    data = load_omniglot("/path/to/omniglot", image_size=28)   # images (1623, 20, 28, 28)
+    splits = split_classes(len(data.class_names), preset="reference", seed=0)
+    train = jnp.asarray(data.images[splits["train"]])
+
+Example (the class split, and an episode from stand-in images):
+    >>> import jax, jax.numpy as jnp
+    >>> splits = split_classes(1623, preset="reference", seed=0)
+    >>> [len(splits[s]) for s in ("train", "val", "test")]
+    [1150, 50, 423]
+    >>> train = jnp.zeros((30, 20, 28, 28))     # stands for data.images[splits["train"]]
+    >>> xs, ys, xq, yq = sample_task(jax.random.PRNGKey(0), train, 5, 1, 15, rotate=True)
+    >>> xs.shape, xq.shape
+    ((5, 28, 28, 1), (75, 28, 28, 1))
 """
 
 from __future__ import annotations
@@ -246,10 +255,10 @@ def ensure_archives(
         OmniglotNotFoundError: An archive is missing and download is disabled or failed.
         OmniglotArchiveError: An archive is corrupt or has unexpected contents.
 
-    Example:
-        >>> paths = ensure_archives("/data/omniglot", download=False)  # doctest: +SKIP
-        >>> sorted(paths)                                             # doctest: +SKIP
-        ['images_background', 'images_evaluation']
+    Usage::
+
+        paths = ensure_archives("/data/omniglot", download=False)
+        sorted(paths)         # ['images_background', 'images_evaluation']
     """
     root = resolve_data_dir(data_dir)
     paths = {name: root / f"{name}.zip" for name in ARCHIVE_NAMES}
@@ -341,9 +350,9 @@ def validate_archive(
         OmniglotArchiveError: The file is not a valid zip, a CRC fails, a character does
             not have exactly 20 drawings, or the counts differ from ``expected``.
 
-    Example:
-        >>> validate_archive("images_evaluation.zip", (20, 659, 13180))  # doctest: +SKIP
-        (20, 659, 13180)
+    Usage::
+
+        validate_archive("images_evaluation.zip", (20, 659, 13180))   # (20, 659, 13180)
     """
     path = pathlib.Path(path)
     with _open_zip(path) as zf:
@@ -492,10 +501,11 @@ def load_omniglot(
         OmniglotNotFoundError: Archives missing and not downloadable.
         OmniglotArchiveError: Archives corrupt or with unexpected contents.
 
-    Example:
-        >>> data = load_omniglot("/data/omniglot", image_size=28)  # doctest: +SKIP
-        >>> data.images.shape, data.class_names[0]                # doctest: +SKIP
-        ((1623, 20, 28, 28), 'background/Alphabet_of_the_Magi/character01')
+    Usage::
+
+        data = load_omniglot("/data/omniglot", image_size=28)
+        data.images.shape       # (1623, 20, 28, 28)
+        data.class_names[0]     # 'background/Alphabet_of_the_Magi/character01'
     """
     if int(image_size) != image_size or image_size < 1:
         raise ValueError(f"image_size must be a positive integer, got {image_size!r}")

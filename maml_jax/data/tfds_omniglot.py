@@ -22,10 +22,10 @@ prepared one does not. Two facts of TFDS's data shape this module:
 * Without TensorFlow the 1-bit PNGs decode to {0, 1} (through ``tf.data`` to {0, 255}):
   both are read as "nonzero = paper".
 
-Example:
-    >>> data = load_tfds_omniglot("~/tensorflow_datasets")      # doctest: +SKIP
-    >>> data.images.shape
-    (1623, 20, 28, 28)
+Usage (with a prepared TFDS ``omniglot`` under ``~/tensorflow_datasets``)::
+
+    data = load_tfds_omniglot("~/tensorflow_datasets")
+    data.images.shape       # (1623, 20, 28, 28)
 """
 
 from __future__ import annotations
