@@ -1,4 +1,4 @@
-"""The README's Python examples run as written (documentation that cannot go stale)."""
+"""The README's and the docs pages' Python examples run as written (docs that cannot go stale)."""
 
 import os
 import pathlib
@@ -8,6 +8,8 @@ import sys
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 README = ROOT / "README.md"
+# The docs pages continue the README's example (same namespace), in this order.
+DOCS = sorted((ROOT / "docs").rglob("*.md"))
 
 # Checked after the examples, in the same namespace.
 CHECKS = """
@@ -22,9 +24,14 @@ print("README examples ok")
 """
 
 
+def python_blocks(path: pathlib.Path) -> list[str]:
+    return re.findall(r"```python\n(.*?)```", path.read_text(), flags=re.S)
+
+
 def test_readme_python_examples_run():
-    blocks = re.findall(r"```python\n(.*?)```", README.read_text(), flags=re.S)
-    assert len(blocks) >= 2, "README should show the functional API and the facade"
+    readme = python_blocks(README)
+    assert len(readme) >= 2, "README should show the functional API and the facade"
+    blocks = readme + [b for page in DOCS for b in python_blocks(page)]
     # In a subprocess with LLVM optimisation off: the examples' compiles dominate, and
     # the numbers they print are not compared with anything.
     env = {**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{os.environ.get('PYTHONPATH', '')}",
@@ -33,3 +40,13 @@ def test_readme_python_examples_run():
                          capture_output=True, text=True, timeout=900, check=False)
     assert out.returncode == 0, out.stderr[-3000:]
     assert "README examples ok" in out.stdout
+
+
+def test_docs_include_existing_readme_sections():
+    """A docs page's ``--8<-- "README.md:NAME"`` names a section the README marks."""
+    readme = README.read_text()
+    included = [name for page in DOCS
+                for name in re.findall(r'--8<-- "README\.md:([\w-]+)"', page.read_text())]
+    assert included, "docs/getting-started.md should include the README's example"
+    for name in included:
+        assert f"--8<-- [start:{name}]" in readme and f"--8<-- [end:{name}]" in readme, name

@@ -1,8 +1,10 @@
-"""The benchmark's PyTorch MAML++ step computes the same meta-gradient as maml_jax, and
-the alternative convolutions equal ``lax.conv`` in value and gradient.
+"""The benchmark's PyTorch MAML++ step (``benchmarks/torch_maml.py``, set up by
+``benchmarks/jax_setup.py``) computes the same meta-gradient as maml_jax.
 
 torch is a test requirement (``make test`` installs it): these tests fail, not skip,
-without it. The same comparison at the real size is in ``test_full_size_gradients.py``.
+without it. The same comparison at the real size is in
+``tests/maml_jax/test_meta_full_size.py``; the alternative convolutions against
+``lax.conv``: ``tests/maml_jax/test_models.py``.
 """
 
 from __future__ import annotations
@@ -12,69 +14,11 @@ import os
 import sys
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
 
-_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, os.path.join(_ROOT, "benchmarks"))
-
-from maml_jax import models  # noqa: E402
-
-
-def _lax_conv(x, k):
-    return jax.lax.conv_general_dilated(x, k, (1, 1), ((1, 1), (1, 1)),
-                                        dimension_numbers=("NHWC", "HWIO", "NHWC"))
-
-
-@pytest.mark.parametrize("shape", [(2, 7, 7, 1, 4), (3, 6, 5, 3, 8)])
-def test_conv3x3_patches_matches_lax_conv(shape):
-    n, h, w, cin, cout = shape
-    kx, kk, kc = jax.random.split(jax.random.PRNGKey(0), 3)
-    x = jax.random.normal(kx, (n, h, w, cin))
-    k = jax.random.normal(kk, (3, 3, cin, cout))
-    ct = jax.random.normal(kc, (n, h, w, cout))
-    np.testing.assert_allclose(models.conv3x3_patches(x, k), _lax_conv(x, k),
-                               rtol=1e-5, atol=1e-5)
-
-    def loss(conv):
-        return lambda x, k: jnp.sum(jnp.tanh(conv(x, k)) * ct)
-
-    g_p = jax.grad(loss(models.conv3x3_patches), argnums=(0, 1))(x, k)
-    g_x = jax.grad(loss(_lax_conv), argnums=(0, 1))(x, k)
-    for a, b in zip(g_p, g_x, strict=True):
-        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
-
-    # Second order (what MAML differentiates): Hessian-vector products agree.
-    vx, vk = jax.random.normal(kx, x.shape), jax.random.normal(kk, k.shape)
-
-    def hvp(conv):
-        g = jax.grad(loss(conv), argnums=(0, 1))
-        return jax.jvp(g, (x, k), (vx, vk))[1]
-
-    for a, b in zip(hvp(models.conv3x3_patches), hvp(_lax_conv), strict=True):
-        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-3)
-
-    # Under vmap over per-task kernels as well.
-    xs, ks = jnp.stack([x, 2 * x]), jnp.stack([k, -k])
-    np.testing.assert_allclose(jax.vmap(models.conv3x3_patches)(xs, ks),
-                               jax.vmap(_lax_conv)(xs, ks), rtol=1e-5, atol=1e-4)
-
-
-def test_conv4_impls_agree_and_auto_resolves():
-    x = jax.random.normal(jax.random.PRNGKey(1), (4, 28, 28, 1))
-    outs = {}
-    for impl in ("xla", "patches", "auto"):
-        m = models.Conv4(num_classes=3, num_filters=8, num_steps=2, conv_impl=impl)
-        v = m.init(jax.random.PRNGKey(0), x)
-        outs[impl] = m.apply(v, x, step=1, mutable=["batch_stats"])[0]
-    np.testing.assert_allclose(outs["patches"], outs["xla"], rtol=1e-4, atol=1e-4)
-    np.testing.assert_allclose(outs["auto"], outs["xla"], rtol=1e-4, atol=1e-4)
-    expected = "patches" if jax.default_backend() == "cpu" else "xla"
-    assert models.resolve_conv_impl("auto") == expected
-    assert models.Conv4(num_classes=3).conv_impl == "auto"
-    with pytest.raises(ValueError):
-        models.Conv4(num_classes=3, conv_impl="nope").init(jax.random.PRNGKey(0), x)
 
 
 @pytest.fixture(scope="module")

@@ -27,7 +27,7 @@ from experiments import (
     train,
 )
 
-ROOT = pathlib.Path(__file__).resolve().parents[1]
+ROOT = pathlib.Path(__file__).resolve().parents[2]
 CONFIGS = ROOT / "experiments" / "configs"
 
 

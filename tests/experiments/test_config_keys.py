@@ -37,17 +37,7 @@ from experiments import (
 )
 from maml_jax import meta
 from maml_jax.data import image_folder, miniimagenet, omniglot, tfds_omniglot
-
-BASE = dict(name="wiring", data="synthetic", synthetic_num_classes=30,
-            synthetic_counts=(20, 5, 5), num_filters=4, num_inner_steps=2,
-            num_inner_steps_eval=2, meta_batch_size=2, num_epochs=3, iterations_per_epoch=2,
-            steps_per_call=2, num_val_tasks=4, num_test_tasks=4, keep_best=2, ensemble_size=2)
-
-
-def _cfg(updates: dict) -> dict:
-    updates = {**BASE, **updates}
-    ways, shots = updates.pop("num_ways", 5), updates.pop("k_shot", 1)
-    return config_lib.validate_config(config_lib.mamlpp_config(ways, shots, **updates))
+from tests.support.tiny_runs import wiring_config
 
 
 def _digest(tree) -> str:
@@ -318,51 +308,10 @@ def test_config_key_reaches_what_it_configures(key, monkeypatch, tmp_path):
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir()
         with monkeypatch.context() as mp:
-            return observe(_cfg(updates), mp, tmp)
+            return observe(wiring_config(updates), mp, tmp)
 
     for observe in observers:
         before = observe_with(observe, base)
         after = observe_with(observe, {**base, **changed})
         assert before != after, (f"changing {key} to {changed[key]!r} changed nothing "
                                  f"{observe.__name__} sees")
-
-
-# Which config key sets each MetaConfig field (the rest are library defaults no config sets).
-META_CONFIG_KEYS = {"num_inner_steps": "num_inner_steps", "msl": "msl",
-                    "msl_epochs": "msl_epochs", "first_order": "first_order",
-                    "first_order_epochs": "first_order_epochs",
-                    "learn_inner_lrs": "learn_inner_lrs",
-                    "iterations_per_epoch": "iterations_per_epoch",
-                    "task_batching": "task_batching", "remat": "remat",
-                    "inner_grad_clip": "inner_grad_clip"}
-LIBRARY_DEFAULTS = ("unroll", "bn_momentum", "skip_nonfinite")
-
-
-@pytest.mark.parametrize("value_of", [
-    dict(num_inner_steps=3, msl=False, msl_epochs=7, first_order=True, first_order_epochs=4,
-         learn_inner_lrs=False, iterations_per_epoch=6, task_batching="map", remat=True,
-         inner_grad_clip=5.0),
-    dict(num_inner_steps=1, msl=True, msl_epochs=1, first_order=False, first_order_epochs=0,
-         learn_inner_lrs=True, iterations_per_epoch=3, task_batching="vmap", remat=False,
-         inner_grad_clip=None),
-])
-def test_config_to_meta_config_table(value_of):
-    """Each MetaConfig field takes its config key's value (two rows: every field set away
-    from its default, and every field back at another value)."""
-    fields = {f.name for f in dataclasses.fields(meta.MetaConfig)}
-    assert fields == set(META_CONFIG_KEYS) | set(LIBRARY_DEFAULTS)
-    mc = wiring.get_setup(_cfg(value_of)).meta_config
-    for field, key in META_CONFIG_KEYS.items():
-        assert getattr(mc, field) == value_of[key], field
-    for field in LIBRARY_DEFAULTS:
-        assert getattr(mc, field) == getattr(meta.MetaConfig(), field), field
-    # DA: first order while epoch < first_order_epochs, then second order.
-    for epoch in range(6):
-        want = value_of["first_order"] or epoch < value_of["first_order_epochs"]
-        assert meta.phase(mc, epoch)[0] == want, epoch
-
-
-def test_seed_shards_on_one_device_is_an_error():
-    with pytest.raises(config_lib.ConfigError, match="cannot split 1 devices into 2 seed"):
-        wiring.make_mesh(_cfg({"num_seeds": 2, "seed_shards": 2}))
-    assert wiring.make_mesh(_cfg({"num_seeds": 2})) is None

@@ -1,24 +1,21 @@
-"""Tests of the experiment scripts (experiments/): tiny network, synthetic glyphs, CPU.
+"""``experiments.train``: tiny network, synthetic glyphs, CPU.
 
 One tiny config is compiled once per process (the experiments cache their jitted objects
-per config) and reused by the training / evaluation tests.
+per config) and reused by the training tests (``tests/support/tiny_runs.py``).
 
-The wiring tests observe an end result that a plausible wiring mistake changes: a split
-whose images are all one picture (so any model scores exactly chance on it), training
-rotations visible in the sampled tasks, an ensemble recomputed from its members' logits,
-a plain-MAML config run end to end; the end-to-end test stops a run after its first
-epoch and resumes it from what it left on disk.
+The end-to-end test trains, stops a run after its first epoch and resumes it from what it
+left on disk, then evaluates, compares and studies the runs; the others resume from the
+latest (not the best) checkpoint, train a population of seeds, stop on a non-finite loss,
+train a plain-MAML config end to end, and refuse bad requests before compiling.
 """
 
 from __future__ import annotations
 
 import json
-import pathlib
 import subprocess
 import sys
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -29,28 +26,13 @@ from experiments import (
     datasets,
     evaluate,
     evaluation,
-    flag_parsing,
     study,
     train,
     wiring,
 )
 from maml_jax import parallel
-from maml_jax.data import episodes
-
-ROOT = pathlib.Path(__file__).resolve().parents[1]
-CONFIG_DIR = ROOT / "experiments" / "configs"
-
-# Derivative-order annealing over the first epoch: the tiny runs go through a first-order
-# and a second-order step, and their records show which one ran when.
-TINY = dict(name="tiny", data="synthetic", synthetic_num_classes=30,
-            synthetic_counts=(20, 5, 5), num_filters=4, num_inner_steps=2,
-            num_inner_steps_eval=2, meta_batch_size=2, num_epochs=3, iterations_per_epoch=2,
-            steps_per_call=2, num_val_tasks=8, num_test_tasks=8, keep_best=1, ensemble_size=2,
-            first_order_epochs=1)
-
-
-def tiny_config(**updates):
-    return config_lib.validate_config(config_lib.mamlpp_config(5, 1, **{**TINY, **updates}))
+from tests.support.repo import ROOT
+from tests.support.tiny_runs import TINY, records, tiny_config
 
 
 def final_state(workdir):
@@ -65,13 +47,8 @@ def final_state(workdir):
     return state
 
 
-def _records(workdir, kind):
-    lines = (pathlib.Path(workdir) / "metrics.jsonl").read_text().splitlines()
-    return [r for r in map(json.loads, lines) if r["kind"] == kind]
-
-
 def val_records(workdir):
-    return _records(workdir, "val")
+    return records(workdir, "val")
 
 
 # Tests that train tiny_config() exactly share its compiled functions (wiring.get_setup's
@@ -102,7 +79,7 @@ def test_train_resume_evaluate_end_to_end(tmp_path, capsys):
     # -- to `full` (tasks come from fold_in(root key, step); the whole MetaState is
     # -- checkpointed synchronously). A killed run may have logged past its last
     # -- checkpoint: resume must drop that. The stop here is --max-minutes' epoch-end
-    # -- stop (a limit passed by the first epoch); --stop-after: test_parallel.py. --------
+    # -- stop (a limit passed by the first epoch); --stop-after: test_train_distributed.py. ---
     capsys.readouterr()
     first = train.train_and_evaluate(cfg, resumed, progress=False, max_minutes=1e-5)
     assert first["epochs_done"] == 1 and not first["finished"]
@@ -238,7 +215,7 @@ def test_resume_continues_from_the_latest_checkpoint_not_the_best(tmp_path, monk
     assert calls == [4]   # one host call of 2 steps: epoch 3 only, from the latest state
     assert [(r["step"], r["val_accuracy"]) for r in val_records(work)] == \
         [(2, 0.9), (4, 0.5), (6, 0.1)]
-    phases = [(r["epoch"], r["first_order"]) for r in _records(work, "train")]
+    phases = [(r["epoch"], r["first_order"]) for r in records(work, "train")]
     assert phases == [(0, True), (1, False), (2, False)]
     assert int(final_state(work).step) == 6
 
@@ -290,99 +267,6 @@ def test_nonfinite_loss_stops_without_checkpoint(tmp_path, capsys):
     assert not ckpt.exists() or not [p for p in ckpt.iterdir() if p.name.isdigit()]
 
 
-# ---------------------------------------------------------------------------------------
-# wiring: splits, ensemble, rotations, plain MAML
-# ---------------------------------------------------------------------------------------
-
-def _one_picture(images, classes):
-    """Every drawing of ``classes`` replaced by one fixed picture: a model sees identical
-    query images in every class of such a task, so its accuracy is exactly 1/ways."""
-    out = images.copy()
-    out[classes] = images[classes[0], 0]
-    return out
-
-
-def test_validation_and_test_tasks_come_from_their_own_classes(tmp_path, monkeypatch):
-    # 8 filters and 20 steps: enough for the model to beat chance, so that a split whose
-    # pictures are all one is told apart from a real one.
-    cfg = tiny_config(num_epochs=4, iterations_per_epoch=5, steps_per_call=5, num_filters=8,
-                      keep_best=3, ensemble_size=3, num_val_tasks=6, num_test_tasks=12)
-    images, splits = datasets.load_images(cfg, None)
-    calls = []
-    fixed_tasks = episodes.fixed_tasks
-
-    def spy(split_images, **kw):
-        calls.append((np.asarray(split_images), kw))
-        return fixed_tasks(split_images, **kw)
-
-    monkeypatch.setattr(episodes, "fixed_tasks", spy)
-    work = tmp_path / "run"
-    train.train_and_evaluate(cfg, work, progress=False,
-                       images=(_one_picture(images, splits["val"]), splits))
-    val = _records(work, "val")
-    assert len(val) == 4
-    for r in val:  # drawn from the validation classes, not from the training ones
-        assert r["val_accuracy"] == pytest.approx(0.2, abs=1e-6)
-        assert r["val_accuracy_per_step"] == pytest.approx([0.2] * 3, abs=1e-6)
-    assert max(r["accuracy"] for r in _records(work, "train")) > 0.4  # training is not
-    (val_images, val_kw), = calls
-    np.testing.assert_array_equal(val_images, _one_picture(images, splits["val"])[splits["val"]])
-    assert (val_kw["seed"], val_kw["num_tasks"]) == (cfg["val_seed"], cfg["num_val_tasks"])
-
-    # Test tasks come from the test classes (not val, not train).
-    calls.clear()
-    res = evaluate.run_evaluation(work, images=(_one_picture(images, splits["test"]), splits),
-                                  compare_siblings=False)
-    assert res["best"]["test_accuracy_pct"] == pytest.approx(20.0, abs=1e-4)
-    assert res["ensemble"]["test_accuracy_pct"] == pytest.approx(20.0, abs=1e-4)
-    clean = evaluate.run_evaluation(work, images=(images, splits), compare_siblings=False)
-    assert clean["best"]["test_accuracy_pct"] > 30
-    test_images, test_kw = calls[-1]
-    np.testing.assert_array_equal(test_images, images[splits["test"]])
-    assert (test_kw["seed"], test_kw["num_tasks"]) == (cfg["test_seed"], cfg["num_test_tasks"])
-    assert cfg["test_seed"] != cfg["val_seed"]
-
-    # The ensemble is the mean of its members' final-step logits.
-    ens = clean["ensemble"]
-    assert ens["size"] == 3 and len(set(ens["steps"])) == 3
-    setup = wiring.get_setup(cfg)
-    (xs, ys), (xq, yq) = datasets.fixed_eval_tasks(jnp.asarray(images[splits["test"]]), cfg, "test")
-    mngr = checkpoints.checkpoint_manager(work, cfg["keep_best"], read_only=True)
-    template = wiring.init_state(cfg, setup)
-    member_logits = []
-    try:
-        for step in ens["steps"]:
-            mp = checkpoints.restore_checkpoint(mngr, step, template)[0].meta_params
-            member_logits.append(np.asarray(setup.final_logits(mp["params"], mp["inner_lrs"],
-                                                               (xs, ys), xq)))
-    finally:
-        mngr.close()
-    assert not np.allclose(member_logits[0], member_logits[-1])  # distinct members
-    mean_logits = np.mean(member_logits, axis=0)
-    want = 100 * (mean_logits.argmax(-1) == np.asarray(yq)).mean(axis=1)
-    np.testing.assert_allclose(ens["per_task_accuracy_pct"], want, atol=1e-3)
-    assert ens["test_accuracy_pct"] == pytest.approx(want.mean(), abs=1e-4)
-    # The comparison can tell the ensemble from each of its members.
-    for logits in member_logits:
-        single = 100 * (logits.argmax(-1) == np.asarray(yq)).mean(axis=1)
-        assert not np.array_equal(single, want)
-
-
-def test_training_rotation_reaches_the_sampler():
-    """``rotate_train`` decides whether training tasks hold rotated characters."""
-    images = np.random.RandomState(0).rand(12, 20, 28, 28).astype(np.float32)
-    originals = {images[c, d].tobytes() for c in range(12) for d in range(20)}
-    seen = {}
-    for rotate in (True, False):
-        setup = wiring.get_setup(tiny_config(rotate_train=rotate, synthetic_counts=(12, 5, 5),
-                                             synthetic_num_classes=22))
-        (xs, _), (xq, _) = setup.sample_fn(jax.random.PRNGKey(0), jnp.asarray(images))
-        pictures = np.concatenate([np.asarray(xs), np.asarray(xq)], axis=1)[..., 0]
-        seen[rotate] = np.mean([p.tobytes() in originals for p in pictures.reshape(-1, 28, 28)])
-    assert seen[False] == 1.0
-    assert seen[True] < 0.6  # 3 rotations in 4 change the picture
-
-
 def test_plain_maml_config_trains_and_evaluates(tmp_path, monkeypatch, capsys):
     """The MAML preset (fixed scalar alpha, final-step loss, shared BN, constant meta lr)
     trains (evaluation of a workdir: test_train_resume_evaluate_end_to_end).
@@ -421,99 +305,9 @@ def test_plain_maml_config_trains_and_evaluates(tmp_path, monkeypatch, capsys):
     assert state.model_state["norm0"]["mean"].shape == (4,)
     assert not np.allclose(state.meta_params["params"]["conv1"]["kernel"],
                            init.meta_params["params"]["conv1"]["kernel"])
-    for r in _records(work, "train"):  # final-step loss only: one inner step, no MSL
+    for r in records(work, "train"):  # final-step loss only: one inner step, no MSL
         assert len(r["per_step_loss"]) == 1 and not r["msl"]
         assert r["meta_lr"] == pytest.approx(cfg["meta_lr"])
-
-
-# ---------------------------------------------------------------------------------------
-# configs and command-line errors (nothing is compiled)
-# ---------------------------------------------------------------------------------------
-
-CELLS = [f"omniglot_{c}_{m}" for c in ("5w1s", "5w5s", "20w1s", "20w5s")
-         for m in ("maml", "mamlpp")]
-
-
-VARIANTS = {"omniglot_5w1s_mamlpp:smoke": "omniglot_5w1s_mamlpp_smoke",
-            "omniglot_5w1s_maml:smoke": "omniglot_5w1s_maml_smoke",
-            "omniglot_5w1s_mamlpp:gpu_short": "omniglot_5w1s_mamlpp_gpu_short",
-            "omniglot_20w5s_mamlpp:smoke": "omniglot_20w5s_mamlpp_smoke"}
-
-
-@pytest.mark.parametrize("spec", CELLS + list(VARIANTS))
-def test_config_files_load(spec):
-    file, _, variant = spec.partition(":")
-    path = CONFIG_DIR / f"{file}.py"
-    cfg = config_lib.validate_config(flag_parsing.config_from_flags(
-        [f"--config={path}" + (f":{variant}" if variant else "")]))
-    assert cfg["name"] == VARIANTS.get(spec, file)
-    doc = path.read_text()
-    assert "python -m experiments.train --config=" in doc and "runtime" in doc and "aper" in doc
-    assert f"{file}.py:smoke" in doc   # every paper config documents its CPU smoke variant
-    assert cfg["paper_test_accuracy"] is not None
-    ways, shots = (int(x) for x in file.split("_")[1].replace("s", "").split("w"))
-    assert (cfg["num_ways"], cfg["k_shot"]) == (ways, shots)
-    if variant == "smoke":
-        assert (cfg["num_filters"], cfg["num_epochs"], cfg["iterations_per_epoch"]) == (16, 3, 100)
-    elif variant == "gpu_short":
-        assert (cfg["num_epochs"], cfg["msl_epochs"]) == (20, 2)
-    elif file.endswith("mamlpp"):
-        assert (cfg["meta_batch_size"], cfg["num_inner_steps"],
-                cfg["num_inner_steps_eval"]) == (8, 5, 5)
-        assert (cfg["lr_granularity"] == "layer_step" and cfg["learn_inner_lrs"]
-                and cfg["per_step_bn"])
-        assert cfg["msl"] and cfg["msl_epochs"] == 10 and cfg["first_order_epochs"] == 0
-        assert (cfg["num_epochs"], cfg["iterations_per_epoch"],
-                cfg["num_filters"]) == (100, 500, 64)
-        assert cfg["split"] == "reference" and cfg["q_query"] == 1 and cfg["inner_lr"] == 0.1
-    else:
-        assert cfg["split"] == "maml" and not cfg["msl"] and not cfg["per_step_bn"]
-        assert cfg["lr_schedule"] == "constant" and cfg["lr_granularity"] == "scalar"
-        assert cfg["inner_lr"] == (0.4 if ways == 5 else 0.1)
-        assert cfg["meta_batch_size"] == (32 if ways == 5 else 16)
-        assert (cfg["num_inner_steps"], cfg["num_inner_steps_eval"]) == (
-            (1, 3) if ways == 5 else (5, 5))
-
-
-def test_overrides():
-    """``--config.KEY=VALUE`` (config_flags): typed by the default, placeholders included."""
-    path = CONFIG_DIR / "omniglot_5w1s_mamlpp.py"
-    cfg = flag_parsing.config_from_flags(
-        [f"--config={path}", "--config.num_filters=8", "--config.meta_lr=inf",
-         "--config.msl=false", "--config.clip_value=10", "--config.synthetic_counts=(1,2,3)",
-         "--config.split_counts=(64,16,20)", "--config.name=x=y", "--config.num_epochs=2"])
-    assert cfg["num_filters"] == 8 and cfg["meta_lr"] == float("inf") and cfg["msl"] is False
-    assert cfg["clip_value"] == 10.0 and isinstance(cfg["clip_value"], float)
-    assert cfg["synthetic_counts"] == (1, 2, 3) and cfg["split_counts"] == (64, 16, 20)
-    assert cfg["name"] == "x=y" and cfg["num_epochs"] == 2
-    for bad, message in ((["--config.nope=1"], "unknown config key 'nope'"),
-                         (["--config.num_filters=abc"], "num_filters"),
-                         (["--config.msl=maybe"], "msl")):
-        with pytest.raises(config_lib.ConfigError, match=message):
-            flag_parsing.config_from_flags([f"--config={path}", *bad])
-    with pytest.raises(config_lib.ConfigError, match="num_filters"):
-        config_lib.validate_config(flag_parsing.config_from_flags(
-            [f"--config={path}", "--config.num_filters=0"]))
-    with pytest.raises(config_lib.ConfigError, match="unknown config variant 'huge'"):
-        flag_parsing.config_from_flags([f"--config={path}:huge"])
-
-
-def test_config_file_errors(tmp_path):
-    bad = tmp_path / "bad.py"
-    bad.write_text("from ml_collections import ConfigDict\n"
-                   "def get_config():\n    return ConfigDict({'num_waze': 5})\n")
-    with pytest.raises(config_lib.ConfigError, match="unknown keys"):
-        config_lib.validate_config(flag_parsing.config_from_flags([f"--config={bad}"]))
-    plain = tmp_path / "plain.py"
-    plain.write_text("def get_config():\n    return {'num_ways': 5}\n")
-    with pytest.raises(config_lib.ConfigError, match="must return ConfigDict"):
-        flag_parsing.config_from_flags([f"--config={plain}"])
-    with pytest.raises(config_lib.ConfigError, match="not found"):
-        flag_parsing.config_from_flags([f"--config={tmp_path / 'missing.py'}"])
-    # the saved config.json round-trips, tuples included (the resume check compares them)
-    cfg = config_lib.validate_config(config_lib.mamlpp_config(
-        5, 1, data="image_folder", split_counts=(1, 2, 3), clip_value=float("inf")))
-    assert config_lib.config_from_json(config_lib.config_to_json(cfg)) == cfg
 
 
 def _write_tiny_config(tmp_path):
@@ -562,8 +356,3 @@ def test_cli_subprocess_error_exit_code(tmp_path):
          "--workdir", str(tmp_path / "w"), "--config.num_ways=40"],
         cwd=ROOT, capture_output=True, text=True, timeout=120, check=False)
     assert proc.returncode == 2 and "40-way" in proc.stderr
-
-
-def test_steps_per_call_divides_epoch():
-    assert wiring.steps_per_call(tiny_config(iterations_per_epoch=500, steps_per_call=48)) == 25
-    assert wiring.steps_per_call(tiny_config(iterations_per_epoch=7, steps_per_call=50)) == 7

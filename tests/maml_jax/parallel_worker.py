@@ -1,10 +1,11 @@
-"""Sharded-versus-single-device checks, run by ``tests/test_parallel.py`` in a subprocess.
+"""Sharded-versus-single-device checks, run by ``test_parallel.py`` (beside this file) in a
+subprocess.
 
 The subprocess gets 4 fake CPU devices (``--xla_force_host_platform_device_count``, which
 must be set before JAX starts, hence not in the pytest process). It prints one JSON line
 of measurements; the test asserts on them. Sinusoid MLP, so that it compiles in seconds.
 
-    python tests/parallel_worker.py     # with XLA_FLAGS set as in test_parallel.py
+    python tests/maml_jax/parallel_worker.py   # with XLA_FLAGS set as in test_parallel.py
 """
 
 from __future__ import annotations
@@ -77,7 +78,7 @@ def main() -> None:
     mesh = parallel.make_mesh()
     for method, batching in (("MAML", "vmap"), ("MAML++", "vmap"), ("MAML++", "map")):
         kw = kwargs(method, batching)
-        single, _ = meta.jit_train_steps(init_state(method, 0), data, **kw)
+        single, _ = parallel.jit_train_steps(init_state(method, 0), data, **kw)
         st = parallel.replicate(init_state(method, 0), mesh)
         sharded, _ = parallel.jit_train_steps(st, parallel.replicate(data, mesh), mesh=mesh,
                                               population=False, **kw)
@@ -124,7 +125,7 @@ def main() -> None:
     out["population_spec"] = str(pop.step.sharding.spec)
     out["population_loss_shape"] = list(pop_metrics["loss"].shape)
     for s in (0, 1):
-        single, _ = meta.jit_train_steps(init_state("MAML++", s), data, **kw)
+        single, _ = parallel.jit_train_steps(init_state("MAML++", s), data, **kw)
         out[f"population_seed{s}_diff"] = max_abs_diff(single, parallel.unstack_state(pop, s))
         out[f"population_seed{s}_scale"] = max_abs(single)
     # Same population without a mesh (one device): vmap only.

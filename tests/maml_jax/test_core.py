@@ -1,4 +1,6 @@
-"""The per-task maths: closed forms, numerical gradients, scan vs loop, first order."""
+"""maml_jax.core, the per-task maths: closed forms, numerical gradients, scan vs loop, first
+order; the loss contract; inner learning rates (Meta-SGD's shared per-weight rates) and the
+inner-gradient clip, against closed forms and Python loops."""
 
 import chex
 import jax
@@ -8,6 +10,8 @@ import pytest
 from jax.test_util import check_grads
 
 import maml_jax as mj
+from maml_jax import core
+from tests.support.problems import tanh_mlp_loss, tanh_mlp_problem
 
 # -- closed form on a quadratic loss ------------------------------------------------------
 
@@ -250,6 +254,74 @@ def test_extend_inner_lrs():
     np.testing.assert_allclose(mj.extend_inner_lrs(lrs, 1)["w"], [0.1])
 
 
+def test_meta_sgd_rates_are_one_per_weight_shared_by_every_step():
+    params, rates, support, _ = tanh_mlp_problem()
+    lrs = core.init_inner_lrs(params, 4, 0.1, "meta_sgd")
+    assert jax.tree.map(jnp.shape, lrs) == {"w1": (1, 3, 4), "b1": (1, 4), "w2": (1, 4, 1)}
+    shared = core.adapt(tanh_mlp_loss, params, rates, support, num_steps=3)
+    repeated = core.adapt(tanh_mlp_loss, params, jax.tree.map(lambda r: jnp.repeat(r, 3, 0), rates),
+                          support, num_steps=3)
+    for a, b in zip(jax.tree.leaves(shared), jax.tree.leaves(repeated), strict=True):
+        np.testing.assert_array_equal(a, b)
+    extended = core.extend_inner_lrs(rates, 5)
+    assert extended["w1"].shape == (5, 3, 4)
+
+
+def test_clip_inner_grads_closed_form():
+    g = {"a": jnp.array([3.0, 0.0]), "b": jnp.array(4.0), "frozen": jnp.array([100.0])}
+    lrs = {"a": 0.1, "b": 0.1, "frozen": None}   # the frozen leaf's gradient is not counted
+    clipped = core.clip_inner_grads(g, lrs, 1.0)
+    np.testing.assert_allclose(clipped["a"], [0.6, 0.0], rtol=1e-6)
+    np.testing.assert_allclose(clipped["b"], 0.8, rtol=1e-6)
+    unchanged = core.clip_inner_grads(g, lrs, 5.0)   # norm 5 is not above the bound
+    for k in g:
+        np.testing.assert_allclose(unchanged[k], g[k], rtol=1e-6)
+    assert core.clip_inner_grads(g, lrs, None) is g
+    # An all-zero inner gradient: zero step, and a finite meta-gradient through the norm.
+    meta_grad = jax.grad(lambda w: jnp.sum(core.clip_inner_grads(
+        {"w": w * 0.0}, {"w": 0.1}, 1.0)["w"]))(jnp.ones(3))
+    assert bool(jnp.all(jnp.isfinite(meta_grad)))
+
+
+def test_clipped_inner_loop_stays_bounded_where_the_plain_one_overflows():
+    """A loss too curved for its rate (curvature 1000, rate 0.01: each plain step multiplies
+    the weight by -9) overflows float32 in 50 steps; clipped to norm c, K steps move the
+    weight by at most K * rate * c."""
+    loss = lambda p, b, s: 500.0 * jnp.sum(p["w"] ** 2)
+    p0 = {"w": jnp.array([1.0])}
+    plain = core.adapt(loss, p0, {"w": 0.01}, None, num_steps=50)
+    assert not bool(jnp.all(jnp.isfinite(plain["w"])))
+    clipped = core.adapt(loss, p0, {"w": 0.01}, None, num_steps=50, grad_clip=100.0)
+    assert float(jnp.max(jnp.abs(clipped["w"] - p0["w"]))) <= 50 * 0.01 * 100.0 + 1e-4
+
+
+# -- the loss contract (no compiles) ------------------------------------------------------
+
+def _quad(p, b, t):
+    return jnp.sum((p["w"] - b) ** 2)
+
+
+def test_every_entry_point_accepts_scalar_and_pair_losses():
+    params, lrs, batch = {"w": jnp.ones(2)}, {"w": jnp.float32(0.1)}, jnp.zeros(2)
+    pair = lambda p, b, t: (_quad(p, b, t), {"extra": jnp.float32(1.0)})
+    chex.assert_trees_all_close(mj.adapt(pair, params, lrs, batch, num_steps=1),
+                                mj.adapt(_quad, params, lrs, batch, num_steps=1))
+    loss, (per_step, aux) = mj.task_loss(_quad, params, lrs, batch, batch, num_steps=1,
+                                         step_weights=jnp.ones(1), has_aux=True)
+    assert aux == {}
+    loss2, per_step2 = mj.task_loss(pair, params, lrs, batch, batch, num_steps=1,
+                                    step_weights=jnp.ones(1))
+    chex.assert_trees_all_close((loss, per_step), (loss2, per_step2))
+
+
+def test_bad_loss_outputs_raise_type_errors():
+    params, lrs, batch = {"w": jnp.ones(2)}, {"w": 0.1}, jnp.zeros(2)
+    with pytest.raises(TypeError, match=r"scalar loss, got an array of shape \(2,\)"):
+        mj.adapt(lambda p, b, t: (p["w"] - b) ** 2, params, lrs, batch, num_steps=1)
+    with pytest.raises(TypeError, match="a tuple of 3 items"):
+        mj.adapt(lambda p, b, t: (_quad(p, b, t), {}, 1), params, lrs, batch, num_steps=1)
+
+
 # -- bad input ----------------------------------------------------------------------------
 
 def test_bad_num_steps_and_granularity():
@@ -270,3 +342,18 @@ def test_bad_num_steps_and_granularity():
     with pytest.raises(ValueError, match=r"step_weights must have shape \(2,\)"):
         mj.task_loss(loss, params, {"w": 0.1}, None, None, num_steps=2,
                      step_weights=jnp.ones(3))
+
+
+def test_wrong_mask_structure_names_the_path():
+    params = {"a": {"kernel": jnp.zeros(2), "bias": jnp.zeros(2)}, "b": jnp.zeros(1)}
+    with pytest.raises(ValueError, match="params has 'a/kernel' which mask lacks"):
+        mj.init_inner_lrs(params, 1, 0.1, mask={"a": {"bias": True}, "b": True})
+
+
+@pytest.mark.parametrize("call, message", [
+    (lambda: core.init_inner_lrs({"w": jnp.ones(2)}, 2, 0.1, "per_weight"),
+     "unknown granularity 'per_weight'"),
+])
+def test_bad_requests_name_the_value(call, message):
+    with pytest.raises(ValueError, match=message):
+        call()

@@ -1,39 +1,32 @@
-"""The outer step, models, the facade and the error messages."""
+"""maml_jax.meta, the outer step: meta-gradients, MSL weights, the train-steps loop, the
+meta-optimizer and its learned-rate updates (log space, presets), the inner-gradient clip's
+defaults and meta-gradient, and the error messages."""
 
 import functools
 
 import chex
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+from jax.test_util import check_grads
 
 import maml_jax as mj
+from maml_jax import core, meta
+from tests.support.problems import (
+    MLP_LOSS,
+    assert_trees_close,
+    conv4_problem,
+    grad_kwargs,
+    sin_tasks,
+    sinusoid_state,
+    tanh_mlp_loss,
+    tanh_mlp_problem,
+)
 
-MLP_LOSS = mj.make_loss_fn(mj.MLP(hidden=(16, 16)), "mse")
 # A static argument of the jitted steps: one instance, so that tests share compiles.
 _SHARED_ADAM = optax.adam(1e-3)
-
-
-def _sinusoid_state(num_steps=2, granularity="layer_step", seed=0, lr=1e-3):
-    params = mj.MLP(hidden=(16, 16)).init(jax.random.PRNGKey(seed), jnp.zeros((1, 1)))["params"]
-    lrs = mj.init_inner_lrs(params, num_steps, 0.01, granularity)
-    opt = optax.adam(lr)
-    return mj.init_meta_state(params, lrs, opt, jax.random.PRNGKey(seed + 1)), opt
-
-
-def _sin_tasks(key, data=None, num_tasks=4):
-    return mj.sample_sinusoid_tasks(key, num_tasks, 10, 10)
-
-
-def _grad_kw(config, first_order=False, msl=True, loss_fn=MLP_LOSS):
-    return dict(loss_fn=loss_fn, config=config, first_order=first_order, msl=msl)
-
-
-def _assert_trees_close(a, b, rtol=1e-5, atol=1e-7):
-    chex.assert_trees_all_close(a, b, rtol=rtol, atol=atol)  # structure, then values
 
 
 def _assert_conv4_grads_close(a, b, rtol=1e-4, atol=1e-6):
@@ -43,20 +36,20 @@ def _assert_conv4_grads_close(a, b, rtol=1e-4, atol=1e-6):
         return jax.tree_util.tree_map_with_path(
             lambda path, x: None if (str(path[-2].key).startswith("conv") and
                                      path[-1].key == "bias") else x, tree)
-    _assert_trees_close(drop_conv_biases(a), drop_conv_biases(b), rtol=rtol, atol=atol)
+    assert_trees_close(drop_conv_biases(a), drop_conv_biases(b), rtol=rtol, atol=atol)
 
 
 def test_jit_and_no_jit_agree_and_no_recompile():
     config = mj.MetaConfig(num_inner_steps=2, iterations_per_epoch=10)
-    state, opt = _sinusoid_state()
-    tasks = _sin_tasks(jax.random.PRNGKey(3))
+    state, opt = sinusoid_state()
+    tasks = sin_tasks(jax.random.PRNGKey(3))
     # The raw meta-gradients (not through Adam, whose first step is ~lr * sign(g)).
-    grad_kw = _grad_kw(config)
+    grad_kw = grad_kwargs(config)
     loss, grads, _ = mj.meta_gradient(state.meta_params, tasks, step=state.step, **grad_kw)
     j_loss, j_grads, _ = jax.jit(functools.partial(mj.meta_gradient, **grad_kw))(
         state.meta_params, tasks, step=state.step)
     np.testing.assert_allclose(j_loss, loss, rtol=1e-6)
-    _assert_trees_close(j_grads, grads)
+    assert_trees_close(j_grads, grads)
     assert max(float(jnp.max(jnp.abs(g))) for g in jax.tree.leaves(grads)) > 1e-3
 
     kw = dict(loss_fn=MLP_LOSS, optimizer=opt, config=config, first_order=False, msl=True)
@@ -68,32 +61,19 @@ def test_jit_and_no_jit_agree_and_no_recompile():
     np.testing.assert_allclose(m1["loss"], ref_m["loss"], rtol=1e-5)
     np.testing.assert_allclose(m1["grad_norm"], ref_m["grad_norm"], rtol=1e-5)
     np.testing.assert_allclose(m1["grad_norm"], optax.tree.norm(grads), rtol=1e-5)
-    _assert_trees_close(jax.device_get(s1.meta_params), ref_state.meta_params, rtol=1e-4,
+    assert_trees_close(jax.device_get(s1.meta_params), ref_state.meta_params, rtol=1e-4,
                         atol=1e-6)
-    s2, _m2 = mj.jit_outer_step(s1, _sin_tasks(jax.random.PRNGKey(4)), **kw)
+    s2, _m2 = mj.jit_outer_step(s1, sin_tasks(jax.random.PRNGKey(4)), **kw)
     assert mj.jit_outer_step._cache_size() == after_first == before + 1  # no recompile
     assert s1.step.is_deleted()  # the state was donated
     assert int(s2.step) == 2
 
 
-def test_vmap_and_map_task_batching_agree():
-    state, _ = _sinusoid_state()
-    tasks = _sin_tasks(jax.random.PRNGKey(5))
-    out = {}
-    for b in ("vmap", "map"):
-        config = mj.MetaConfig(num_inner_steps=2, task_batching=b)
-        out[b] = mj.meta_gradient(state.meta_params, tasks, step=state.step,
-                                  **_grad_kw(config))
-    np.testing.assert_allclose(out["vmap"][0], out["map"][0], rtol=1e-6)
-    _assert_trees_close(out["vmap"][1], out["map"][1])
-    _assert_trees_close(out["vmap"][2]["per_step_loss"], out["map"][2]["per_step_loss"])
-
-
 def test_meta_gradient_is_mean_of_task_gradients():
-    state, _ = _sinusoid_state()
-    tasks = _sin_tasks(jax.random.PRNGKey(6), num_tasks=3)
+    state, _ = sinusoid_state()
+    tasks = sin_tasks(jax.random.PRNGKey(6), num_tasks=3)
     config = mj.MetaConfig(num_inner_steps=2, iterations_per_epoch=1000)
-    _, got, _ = jax.jit(functools.partial(mj.meta_gradient, **_grad_kw(config)))(
+    _, got, _ = jax.jit(functools.partial(mj.meta_gradient, **grad_kwargs(config)))(
         state.meta_params, tasks, step=state.step)
     w = mj.msl_weights(0, 2, config.msl_epochs)
     grads = []
@@ -104,7 +84,7 @@ def test_meta_gradient_is_mean_of_task_gradients():
                                     num_steps=2, step_weights=w, has_aux=True)[0]
         grads.append(jax.grad(f)(state.meta_params))
     mean_grad = jax.tree.map(lambda *g: sum(g) / 3, *grads)
-    _assert_trees_close(got, mean_grad, rtol=1e-5, atol=1e-7)
+    assert_trees_close(got, mean_grad, rtol=1e-5, atol=1e-7)
 
 
 @pytest.mark.parametrize("step, epoch", [(0, 0), (9, 0), (10, 1), (37, 3), (99, 9), (100, 10),
@@ -112,10 +92,10 @@ def test_meta_gradient_is_mean_of_task_gradients():
 def test_outer_step_weights_losses_by_the_epoch_of_its_step(step, epoch):
     """The MSL weights follow ``state.step // iterations_per_epoch`` (not the step)."""
     config = mj.MetaConfig(num_inner_steps=3, msl_epochs=10, iterations_per_epoch=10)
-    state, _ = _sinusoid_state(num_steps=3)
+    state, _ = sinusoid_state(num_steps=3)
     state = state._replace(step=jnp.int32(step))
     # One compile for every case: the step is traced, the static arguments are shared.
-    _, metrics = mj.jit_outer_step(state, _sin_tasks(jax.random.PRNGKey(11)), loss_fn=MLP_LOSS,
+    _, metrics = mj.jit_outer_step(state, sin_tasks(jax.random.PRNGKey(11)), loss_fn=MLP_LOSS,
                                    optimizer=_SHARED_ADAM, config=config, first_order=False,
                                    msl=True)
     w = np.asarray(mj.msl_weights(epoch, 3, 10))
@@ -127,7 +107,7 @@ def test_outer_step_weights_losses_by_the_epoch_of_its_step(step, epoch):
 def test_train_steps_anneal_msl_weights_across_epochs():
     """Inside one ``train_steps`` call the epoch (and the MSL weights) moves with the step."""
     config = mj.MetaConfig(num_inner_steps=3, msl_epochs=2, iterations_per_epoch=2)
-    state, opt = _sinusoid_state(num_steps=3)
+    state, opt = sinusoid_state(num_steps=3)
     sample = lambda key, data: mj.sample_sinusoid_tasks(key, 4, 5, 5)
     _, metrics = mj.train_steps(state, None, sample_tasks=sample, num_steps=6, loss_fn=MLP_LOSS,
                                 optimizer=opt, config=config, first_order=False, msl=True)
@@ -139,7 +119,7 @@ def test_train_steps_anneal_msl_weights_across_epochs():
 
 def test_sinusoid_loss_decreases_with_train_steps():
     config = mj.MetaConfig(num_inner_steps=1, msl=False, iterations_per_epoch=1000)
-    state, opt = _sinusoid_state(num_steps=1, lr=3e-3)
+    state, opt = sinusoid_state(num_steps=1, lr=3e-3)
     sample = lambda key, data: mj.sample_sinusoid_tasks(key, 8, 10, 10)
     kw = dict(sample_tasks=sample, num_steps=100, loss_fn=MLP_LOSS, optimizer=opt,
               config=config, first_order=False, msl=False)
@@ -161,7 +141,7 @@ def test_sinusoid_loss_decreases_with_train_steps():
 def test_train_steps_draw_tasks_from_step_number():
     """The same root key and step give the same tasks: a resumed run repeats itself."""
     config = mj.MetaConfig(num_inner_steps=1, msl=False)
-    state, opt = _sinusoid_state(num_steps=1)
+    state, opt = sinusoid_state(num_steps=1)
     sample = lambda key, data: mj.sample_sinusoid_tasks(key, 4, 5, 5)
     kw = dict(sample_tasks=sample, loss_fn=MLP_LOSS, optimizer=opt, config=config,
               first_order=False, msl=False)
@@ -173,8 +153,8 @@ def test_train_steps_draw_tasks_from_step_number():
 
 
 def test_learn_inner_lrs_false_keeps_rates_fixed():
-    state, _ = _sinusoid_state()
-    tasks = _sin_tasks(jax.random.PRNGKey(7))
+    state, _ = sinusoid_state()
+    tasks = sin_tasks(jax.random.PRNGKey(7))
     for learn in (False, True):
         config = mj.MetaConfig(num_inner_steps=2, learn_inner_lrs=learn)
         new, _ = mj.jit_outer_step(jax.tree.map(jnp.copy, state), tasks, loss_fn=MLP_LOSS,
@@ -207,8 +187,8 @@ def test_meta_lr_schedule_is_cosine_per_epoch():
 # -- non-finite and shape errors ----------------------------------------------------------
 
 def test_non_finite_loss_keeps_state_and_raises_clear_error():
-    state, _ = _sinusoid_state()
-    (xs, ys), (xq, yq) = _sin_tasks(jax.random.PRNGKey(8))
+    state, _ = sinusoid_state()
+    (xs, ys), (xq, yq) = sin_tasks(jax.random.PRNGKey(8))
     yq = yq.at[0, 0, 0].set(jnp.nan)
     config = mj.MetaConfig(num_inner_steps=2)  # the step learn_inner_lrs=True compiles
     new, metrics = mj.jit_outer_step(jax.tree.map(jnp.copy, state), ((xs, ys), (xq, yq)),
@@ -222,8 +202,8 @@ def test_non_finite_loss_keeps_state_and_raises_clear_error():
 
 
 def test_mismatched_task_shapes_error_messages():
-    state, opt = _sinusoid_state()
-    (xs, ys), (xq, yq) = _sin_tasks(jax.random.PRNGKey(9))
+    state, opt = sinusoid_state()
+    (xs, ys), (xq, yq) = sin_tasks(jax.random.PRNGKey(9))
     kw = dict(loss_fn=MLP_LOSS, optimizer=opt, config=mj.MetaConfig(num_inner_steps=2),
               first_order=False, msl=True)
     with pytest.raises(ValueError, match="disagree on the number of tasks"):
@@ -253,88 +233,7 @@ def test_mean_ci95():
         mj.mean_ci95([1.0])
 
 
-# -- models -------------------------------------------------------------------------------
-
-def test_conv4_parameter_count_pinned():
-    def init_shapes(model, shape):
-        return jax.eval_shape(model.init, jax.random.PRNGKey(0), jnp.zeros(shape))["params"]
-
-    params = init_shapes(mj.Conv4(num_classes=5, num_steps=5), (1, 28, 28, 1))
-    # convs 640 + 3 * 36928, per-step BN 4 * 2 * 5 * 64, head 64 * 5 + 5
-    assert sum(x.size for x in jax.tree.leaves(params)) == 114309
-    params = init_shapes(mj.Conv4(num_classes=20, num_steps=5, per_step_bn=False),
-                         (1, 28, 28, 1))
-    assert sum(x.size for x in jax.tree.leaves(params)) == 111424 + 4 * 2 * 64 + 64 * 20 + 20
-    params = init_shapes(mj.Conv4(num_classes=5, num_filters=48, num_steps=5), (1, 84, 84, 3))
-    assert params["head"]["kernel"].shape == (5 * 5 * 48, 5)
-
-
-def test_per_step_batch_norm_selects_step():
-    model = mj.Conv4(num_classes=3, num_filters=4, num_steps=3)
-    variables = model.init(jax.random.PRNGKey(0), jnp.zeros((1, 28, 28, 1)))
-    params = variables["params"]
-    params["norm0"]["scale"] = params["norm0"]["scale"].at[1].set(2.0)
-    x = jax.random.uniform(jax.random.PRNGKey(1), (4, 28, 28, 1))
-    out = [model.apply({"params": params}, x, step=s, mutable=["batch_stats"])[0]
-           for s in range(3)]
-    np.testing.assert_allclose(out[0], out[2], rtol=1e-6)
-    assert not np.allclose(out[0], out[1])
-    # Batch statistics: the output does not depend on running stats unless asked to.
-    stats = jax.tree.map(lambda a: a + 5.0, variables["batch_stats"])
-    with_ra = model.apply({"params": params, "batch_stats": stats}, x, step=0,
-                          use_running_average=True)
-    assert not np.allclose(with_ra, out[0])
-
-
-@pytest.mark.parametrize("per_step_bn", [True, False])
-def test_inner_loop_mask_excludes_batch_norm(per_step_bn):
-    variables = jax.eval_shape(
-        mj.Conv4(num_classes=2, num_filters=4, per_step_bn=per_step_bn).init,
-        jax.random.PRNGKey(0), jnp.zeros((1, 28, 28, 1)))
-    mask = mj.inner_loop_mask(variables)
-    assert mask["conv0"]["kernel"] and mask["head"]["bias"]
-    assert not mask["norm0"]["scale"] and not mask["norm3"]["bias"]
-    # By batch statistics, by Conv4's names (params only): the same mask.
-    assert mj.inner_loop_mask(variables["params"]) == mask
-    assert mj.inner_loop_mask(variables["params"], variables["batch_stats"]) == mask
-
-
-def test_inner_loop_mask_recognises_batch_norm_by_its_statistics():
-    class Net(nn.Module):
-        @nn.compact
-        def __call__(self, x):
-            x = nn.BatchNorm(use_running_average=False, name="bn")(nn.Dense(3)(x))
-            return nn.Dense(2)(nn.LayerNorm()(x))
-
-    variables = jax.eval_shape(Net().init, jax.random.PRNGKey(0), jnp.zeros((1, 2)))
-    mask = mj.inner_loop_mask(variables)
-    assert not mask["bn"]["scale"] and not mask["bn"]["bias"]
-    assert mask["LayerNorm_0"]["scale"] and mask["Dense_0"]["kernel"]  # no batch statistics
-    with pytest.raises(ValueError, match="cannot tell whether the scale/bias of module"):
-        mj.inner_loop_mask(variables["params"])
-
-
 # -- per-step indexing with per-step-distinct values ---------------------------------------
-
-def _conv4_problem(num_filters=4, num_steps=3, num_tasks=2, ways=3, seed=0, blocks=2,
-                   image=16):
-    """A (by default 2-block, 16x16) Conv4 whose rates and BN weights differ at every inner
-    step, and its tasks. Small, so that its second-order programs compile in seconds."""
-    model = mj.Conv4(num_classes=ways, num_filters=num_filters, num_steps=num_steps,
-                     num_blocks=blocks)
-    variables = jax.jit(model.init)(jax.random.PRNGKey(seed), jnp.zeros((1, image, image, 1)))
-    params = variables["params"]
-    rng = np.random.RandomState(seed)
-    for i in range(blocks):
-        norm = params[f"norm{i}"]
-        norm["scale"] = jnp.asarray(1 + 0.3 * rng.randn(*norm["scale"].shape), jnp.float32)
-        norm["bias"] = jnp.asarray(0.2 * rng.randn(*norm["bias"].shape), jnp.float32)
-    lrs = mj.init_inner_lrs(params, num_steps, 0.1, mask=mj.inner_loop_mask(params))
-    lrs = jax.tree.map(lambda a: jnp.asarray(rng.uniform(0.02, 0.3, a.shape), jnp.float32), lrs)
-    x = jnp.asarray(rng.rand(num_tasks, 2 * ways, image, image, 1), jnp.float32)
-    y = jnp.tile(jnp.arange(2 * ways) % ways, (num_tasks, 1))
-    tasks = ((x[:, :ways], y[:, :ways]), (x[:, ways:], y[:, ways:]))
-    return model, variables, {"params": params, "inner_lrs": lrs}, tasks
 
 
 def _loop_meta_loss(model, meta_params, tasks, weights, first_order=False):
@@ -364,9 +263,9 @@ def _loop_meta_loss(model, meta_params, tasks, weights, first_order=False):
 
 def test_meta_gradient_matches_loop_with_per_step_distinct_values():
     # Second order (first order: test_core.test_first_order_equals_explicit_stop_gradient,
-    # and the Conv4 first-order step against PyTorch in test_benchmark_equivalence).
+    # and the Conv4 first-order step against PyTorch in tests/benchmarks/test_torch_maml.py).
     first_order = False
-    model, _, meta_params, tasks = _conv4_problem()
+    model, _, meta_params, tasks = conv4_problem()
     config = mj.MetaConfig(num_inner_steps=3, msl_epochs=5, iterations_per_epoch=10)
     loss_fn = mj.make_loss_fn(model, collect_bn_stats=True)
     step = jnp.int32(23)  # epoch 2: MSL weights 0.2 x 2 + 0.6, neither uniform nor one-hot
@@ -383,45 +282,14 @@ def test_meta_gradient_matches_loop_with_per_step_distinct_values():
 
 
 # remat: the full-size meta-gradient with remat against PyTorch float64 is in
-# test_full_size_gradients.py (variant xla:map:5:1:select).
-
-
-def test_running_average_batch_norm_reads_each_steps_statistics():
-    bn = mj.StepBatchNorm(num_steps=3)
-    x = jax.random.normal(jax.random.PRNGKey(0), (6, 5, 5, 2))
-    variables = bn.init(jax.random.PRNGKey(1), x)
-    rng = np.random.RandomState(0)
-    scale, bias = 1 + rng.rand(3, 2), rng.randn(3, 2)
-    mean, var = rng.randn(3, 2), 0.5 + rng.rand(3, 2)
-    variables = {"params": {"scale": jnp.asarray(scale, jnp.float32),
-                            "bias": jnp.asarray(bias, jnp.float32)},
-                 "batch_stats": {"mean": jnp.asarray(mean, jnp.float32),
-                                 "var": jnp.asarray(var, jnp.float32)}}
-    for step in range(3):
-        got = bn.apply(variables, x, step=step, use_running_average=True)
-        want = (np.asarray(x) - mean[step]) / np.sqrt(var[step] + 1e-5) * scale[step] + bias[step]
-        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5, err_msg=f"step {step}")
-    # Through the loss function of a model (non-transductive evaluation).
-    model, variables, meta_params, ((xs, ys), _) = _conv4_problem()
-    stats = jax.tree.map(lambda a: jnp.asarray(rng.rand(*a.shape) + 0.5, jnp.float32),
-                         variables["batch_stats"])
-    loss_ra = mj.make_loss_fn(model, use_running_average=True, batch_stats=stats)
-    for step in range(3):
-        got = loss_ra(meta_params["params"], (xs[0], ys[0]), jnp.int32(step))[0]
-        logits = model.apply({"params": meta_params["params"], "batch_stats": stats}, xs[0],
-                             step=step, use_running_average=True)
-        want = jnp.mean(optax.softmax_cross_entropy_with_integer_labels(logits, ys[0]))
-        np.testing.assert_allclose(got, want, rtol=1e-6)
-    per_step = [float(loss_ra(meta_params["params"], (xs[0], ys[0]), jnp.int32(t))[0])
-                for t in range(3)]
-    assert len(set(per_step)) == 3  # each step's statistics change the result
+# test_meta_full_size.py (variant xla:map:5:1:select).
 
 
 @pytest.mark.parametrize("msl", [True, False], ids=["msl", "final_step_only"])
 def test_running_statistics_follow_the_query_batch_statistics(msl):
     """Slot i moves towards the task-averaged statistics of the query pass after update i:
     every slot under MSL, only the last one with the final-step loss."""
-    model, variables, meta_params, tasks = _conv4_problem(num_steps=3)
+    model, variables, meta_params, tasks = conv4_problem(num_steps=3)
     loss_fn = mj.make_loss_fn(model, collect_bn_stats=True)
     opt = optax.adam(1e-3)
     start_stats = jax.tree.map(lambda a: a + jnp.arange(3.0)[:, None], variables["batch_stats"])
@@ -461,81 +329,6 @@ def test_running_statistics_follow_the_query_batch_statistics(msl):
                                            err_msg=f"{layer}/{k}[{i}]")
 
 
-def test_conv4_smoke_outer_step():
-    """One real (64-filter) Conv4 second-order MAML++ step through the facade: its update
-    against the shape of Adam's first step (the full-size gradient itself:
-    test_full_size_gradients.py), its running statistics moved at every step."""
-    maml = mj.ModelAgnosticMetaLearning(mj.Conv4(num_classes=5), inner_lr=0.1,
-                                        inner_steps=2, plus_plus=True)
-    rng = np.random.RandomState(0)
-    xs = rng.rand(2, 5, 28, 28, 1).astype(np.float32)
-    xq = rng.rand(2, 5, 28, 28, 1).astype(np.float32)
-    ys = np.tile(np.arange(5), (2, 1))
-    maml.init(xs[0])
-    before = jax.tree.map(np.asarray, maml.state)
-    loss = maml.meta_train_step(xs, ys, xq, ys)
-    assert maml.inner_lrs["conv1"]["kernel"].shape == (2,)
-    assert maml.inner_lrs["norm1"]["scale"] is None
-    assert maml.params["norm0"]["scale"].shape == (2, 64)
-
-    # (The loss against the Python-loop statement: test_meta_gradient_matches_loop_...)
-    assert np.isfinite(loss) and loss > 0
-    # Adam's first step moves every parameter by lr * |g| / (|g| + eps): by lr (1e-3) except
-    # where the gradient is as small as eps (conv biases left out: their gradient is
-    # rounding noise).
-    for layer, layer_params in maml.params.items():
-        for name, p in layer_params.items():
-            if layer.startswith("conv") and name == "bias":
-                continue
-            moved = np.abs(np.asarray(p) - before.meta_params["params"][layer][name])
-            assert moved.max() <= 1.01e-3, f"{layer}/{name}"
-            assert np.isclose(moved, 1e-3, rtol=1e-2).mean() > 0.99, f"{layer}/{name}"
-    assert np.isfinite(maml.last_metrics["grad_norm"]) and maml.last_metrics["grad_norm"] > 0
-    # The running statistics moved at every step slot (MSL feeds every step's query pass).
-    changed = np.asarray(maml.state.model_state["norm0"]["mean"]) != \
-        before.model_state["norm0"]["mean"]
-    assert changed.any(axis=1).all()
-
-
-# -- facade -------------------------------------------------------------------------------
-
-@pytest.mark.parametrize("plus_plus", [True, False])
-def test_facade_runs_and_learns(plus_plus):
-    maml = mj.ModelAgnosticMetaLearning(mj.MLP(hidden=(16, 16)), inner_lr=0.01,
-                                        outer_lr=3e-3, inner_steps=2, plus_plus=plus_plus,
-                                        loss="mse", iterations_per_epoch=20, msl_epochs=2)
-    losses = []
-    for i in range(60):
-        (xs, ys), (xq, yq) = mj.sample_sinusoid_tasks(jax.random.PRNGKey(i), 8, 10, 10)
-        losses.append(maml.meta_train_step(xs, ys, xq, yq))
-    assert maml.step == 60 and maml.epoch == 3
-    assert np.mean(losses[-15:]) < np.mean(losses[:15])
-    lr_leaf = maml.inner_lrs["dense0"]["kernel"]
-    if plus_plus:
-        assert lr_leaf.shape == (2,) and not np.allclose(lr_leaf, 0.01)
-    else:
-        assert lr_leaf.shape == () and np.allclose(lr_leaf, 0.01)
-    ev = maml.evaluate(xs, ys, xq, yq, num_steps=4)
-    assert ev["loss"].shape == (8, 5)
-    adapted = maml.adapt(xs[0], ys[0])
-    assert jax.tree.structure(adapted) == jax.tree.structure(maml.params)
-
-
-def test_facade_errors():
-    maml = mj.ModelAgnosticMetaLearning(mj.MLP(), loss="mse", inner_steps=1)
-    with pytest.raises(RuntimeError, match="call meta_train_step"):
-        maml.adapt(np.zeros((5, 1)), np.zeros((5, 1)))
-    with pytest.raises(ValueError, match="example shapes differ"):
-        maml.meta_train_step(np.zeros((2, 5, 1)), np.zeros((2, 5, 1)),
-                             np.zeros((2, 5, 2)), np.zeros((2, 5, 1)))
-    with pytest.raises(ValueError, match="unknown granularity"):
-        mj.ModelAgnosticMetaLearning(mj.MLP(), lr_granularity="per_tensor")
-    bad = mj.ModelAgnosticMetaLearning(mj.MLP(), loss="mse", inner_steps=1, outer_lr=1.0)
-    with pytest.raises(mj.NonFiniteLossError, match="non-finite meta loss"):
-        bad.meta_train_step(np.full((2, 5, 1), np.inf, np.float32), np.zeros((2, 5, 1)),
-                            np.zeros((2, 5, 1)), np.zeros((2, 5, 1)))
-
-
 def test_unroll_auto_falls_back_to_one_with_remat():
     from maml_jax import meta
     assert meta._unroll(mj.MetaConfig(num_inner_steps=5, remat=True)) == 1
@@ -544,48 +337,6 @@ def test_unroll_auto_falls_back_to_one_with_remat():
     assert meta._unroll(mj.MetaConfig(num_inner_steps=3)) == expected
     with pytest.raises(ValueError, match="unroll must be an int, a bool or 'auto'"):
         mj.MetaConfig(unroll="full")
-
-
-@pytest.mark.parametrize("size", [28, 7, 3])
-def test_max_pool_2x2_equals_flax_max_pool(size):
-    x = jax.random.normal(jax.random.PRNGKey(size), (2, size, size, 3))  # no exact ties
-    ref = lambda v: nn.max_pool(v, (2, 2), strides=(2, 2), padding="VALID")
-    np.testing.assert_array_equal(mj.max_pool_2x2(x), ref(x))
-    w = jax.random.normal(jax.random.PRNGKey(1), ref(x).shape)
-    g = lambda f: jax.grad(lambda v: jnp.sum(jnp.tanh(f(v)) * w))(x)
-    np.testing.assert_allclose(g(mj.max_pool_2x2), g(ref), rtol=1e-6, atol=1e-7)
-
-
-def test_max_pool_2x2_gradient_survives_batch_norm_under_jit():
-    """The smallest form of the bug in ``benchmarks/repro``: batch norm -> 2x2 max-pool,
-    ``jit(grad)`` on (5, 2, 2, 128). With ``jnp.max`` XLA:CPU dropped the gradient of 76
-    windows out of 640 (an FMA in one copy of the recomputed operand, not in the other)."""
-    def loss(x, w, pool):
-        mean = x.mean(axis=(0, 1, 2))
-        y = (x - mean) * jax.lax.rsqrt(jnp.square(x - mean).mean(axis=(0, 1, 2)) + 1e-5)
-        return jnp.sum(pool(y) * w)
-
-    rng = np.random.default_rng(0)
-    x = jnp.asarray(rng.standard_normal((5, 2, 2, 128)), jnp.float32)
-    w = jnp.asarray(rng.standard_normal((5, 1, 1, 128)), jnp.float32)
-    flax_pool = lambda v: nn.max_pool(v, (2, 2), strides=(2, 2), padding="VALID")
-    with jax.enable_x64(True):
-        ref = jax.grad(loss)(x.astype(jnp.float64), w.astype(jnp.float64), flax_pool)
-    got = jax.jit(jax.grad(loss), static_argnums=2)(x, w, mj.max_pool_2x2)
-    np.testing.assert_allclose(got, ref, rtol=1e-4, atol=1e-5)
-
-
-def test_max_pool_2x2_ties_route_the_gradient_to_the_first_maximum():
-    """As PyTorch's max_pool2d: at an exact tie the first element (row-major) gets it all."""
-    x = jnp.array([[1.0, 3.0], [3.0, 2.0]]).reshape(1, 2, 2, 1)
-    g = jax.grad(lambda v: jnp.sum(mj.max_pool_2x2(v)))(x)
-    np.testing.assert_array_equal(g[0, :, :, 0], [[0.0, 1.0], [0.0, 0.0]])
-    x = jnp.full((1, 2, 2, 1), 7.0)
-    g = jax.grad(lambda v: jnp.sum(mj.max_pool_2x2(v)))(x)
-    np.testing.assert_array_equal(g[0, :, :, 0], [[1.0, 0.0], [0.0, 0.0]])
-    # Odd sizes are cropped like F.max_pool2d (VALID): 3x3 -> 1x1 from the top-left 2x2.
-    x = jnp.arange(9.0).reshape(1, 3, 3, 1)
-    assert mj.max_pool_2x2(x).shape == (1, 1, 1, 1) and float(mj.max_pool_2x2(x)[0, 0, 0, 0]) == 4
 
 
 def test_make_meta_optimizer_scales_inner_lr_updates():
@@ -599,3 +350,185 @@ def test_make_meta_optimizer_scales_inner_lr_updates():
     np.testing.assert_allclose(u2["inner_lrs"]["w"], 0.1 * u1["inner_lrs"]["w"], rtol=1e-6)
     np.testing.assert_allclose(u2["params"]["w"], u1["params"]["w"], rtol=1e-6)
     assert u2["inner_lrs"]["b"] is None
+
+
+# -- learned inner rates (issue 21) -------------------------------------------------------
+
+
+def _python_loop_meta_loss(params, rates, support, query, num_steps):
+    """Meta-SGD written out: num_steps SGD steps with the same per-weight rates."""
+    p = params
+    for _ in range(num_steps):
+        g = jax.grad(tanh_mlp_loss)(p, support, 0)
+        p = {k: p[k] - rates[k][0] * g[k] for k in p}
+    return tanh_mlp_loss(p, query, 0)
+
+
+def test_meta_sgd_meta_gradient_matches_a_python_loop_and_finite_differences():
+    with jax.enable_x64(True):
+        params, rates, support, query = tanh_mlp_problem(jnp.float64)
+        config = mj.MetaConfig(num_inner_steps=3, msl=False, learn_inner_lrs=True,
+                               task_batching="vmap")
+        tasks = jax.tree.map(lambda a: a[None], (support, query))
+        _, grads, _ = meta.meta_gradient({"params": params, "inner_lrs": rates}, tasks,
+                                         step=0, loss_fn=tanh_mlp_loss, config=config,
+                                         first_order=False, msl=False)
+        want = jax.grad(_python_loop_meta_loss, argnums=(0, 1))(params, rates, support, query, 3)
+        for got, ref in ((grads["params"], want[0]), (grads["inner_lrs"], want[1])):
+            for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(ref), strict=True):
+                np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-12)
+        # The loop itself against float64 central differences, in the rates and the weights.
+        check_grads(lambda r, p: _python_loop_meta_loss(p, r, support, query, 3),
+                    (rates, params), order=1, modes=["rev"], eps=1e-6)
+
+
+def test_log_rate_update_is_adam_on_log_rates():
+    """Independent implementation: optax.adam on rho = log(rate) with d/drho = rate * g."""
+    rates = {"a": jnp.array([0.01, 0.2, 1.0]), "b": jnp.array(0.05)}
+    params = {"a": jnp.ones(3), "b": jnp.zeros(())}
+    opt = mj.make_meta_optimizer(3e-2, inner_lr_update="log", inner_lr_scale=0.5)
+    meta_params = {"params": params, "inner_lrs": rates}
+    state = opt.init(meta_params)
+    rho = jax.tree.map(jnp.log, rates)
+    ref_opt = optax.chain(optax.adam(3e-2), optax.scale(0.5))
+    ref_state = ref_opt.init(rho)
+    for t in range(5):
+        g_rates = {"a": jnp.array([1.0, -2.0, 0.5]) * (t + 1), "b": jnp.array(-0.3 + t)}
+        grads = {"params": jax.tree.map(jnp.ones_like, params), "inner_lrs": g_rates}
+        updates, state = opt.update(grads, state, meta_params)
+        meta_params = optax.apply_updates(meta_params, updates)
+        g_rho = jax.tree.map(lambda g, r: g * jnp.exp(r), g_rates, rho)
+        u, ref_state = ref_opt.update(g_rho, ref_state, rho)
+        rho = optax.apply_updates(rho, u)
+        for a, b in zip(jax.tree.leaves(meta_params["inner_lrs"]),
+                        jax.tree.leaves(jax.tree.map(jnp.exp, rho)), strict=True):
+            np.testing.assert_allclose(a, b, rtol=1e-5)
+    assert all(bool(jnp.all(r > 0)) for r in jax.tree.leaves(meta_params["inner_lrs"]))
+
+
+def test_log_rate_update_skips_masked_rates_and_needs_positive_ones():
+    opt = mj.make_meta_optimizer(1e-3, inner_lr_update="log")
+    with_none = {"params": {"w": jnp.ones(2), "s": jnp.ones(2)},
+                 "inner_lrs": {"w": jnp.array(0.1), "s": None}}
+    state = opt.init(with_none)
+    grads = jax.tree.map(jnp.ones_like, with_none)
+    updates, _ = opt.update(grads, state, with_none)
+    assert updates["inner_lrs"]["s"] is None and updates["inner_lrs"]["w"].shape == ()
+    with pytest.raises(ValueError, match=r"initial rate must be > 0; inner_lrs\['w'\] has -0.1"):
+        opt.init({"params": {"w": jnp.ones(2)}, "inner_lrs": {"w": jnp.array([0.1, -0.1])}})
+    with pytest.raises(ValueError, match="needs the meta-parameters"):
+        opt.update(grads, state)
+
+
+@pytest.mark.parametrize("call, message", [
+    (lambda: mj.make_meta_optimizer(1e-3, inner_lr_update="softplus"),
+     "unknown inner_lr_update 'softplus'"),
+    (lambda: mj.rate_update_preset("fast"), "unknown rate update preset 'fast'"),
+    (lambda: mj.default_rate_update("per_weight"), "unknown granularity 'per_weight'"),
+])
+def test_bad_requests_name_the_value(call, message):
+    with pytest.raises(ValueError, match=message):
+        call()
+
+
+def test_presets_and_the_default_of_each_granularity():
+    assert mj.rate_update_preset("reference") == {"inner_lr_update": "additive",
+                                                  "inner_lr_scale": None}
+    assert mj.rate_update_preset("log") == {"inner_lr_update": "log", "inner_lr_scale": 0.1}
+    for granularity, preset in (("scalar", "reference"), ("layer_step", "reference"),
+                                ("parameter", "log"), ("meta_sgd", "log")):
+        assert mj.default_rate_update(granularity) == preset
+        assert mj.rate_update_preset("auto", granularity) == mj.RATE_UPDATE_PRESETS[preset]
+    with pytest.raises(ValueError, match="needs the granularity"):
+        mj.rate_update_preset("auto")
+    # The facade follows the same default: its optimizer moves the rates as the preset's.
+    mp = {"params": {"w": jnp.ones(2)}, "inner_lrs": {"w": jnp.array([0.1, 0.2])}}
+    grads = {"params": {"w": jnp.array([1.0, -1.0])}, "inner_lrs": {"w": jnp.array([2.0, -3.0])}}
+    for granularity, preset in (("meta_sgd", "log"), ("layer_step", "reference")):
+        maml = mj.ModelAgnosticMetaLearning(mj.MLP(), lr_granularity=granularity, loss="mse",
+                                            outer_lr=1e-2, plus_plus=False)
+        ref = mj.make_meta_optimizer(1e-2, **mj.RATE_UPDATE_PRESETS[preset])
+        got, _ = maml.optimizer.update(grads, maml.optimizer.init(mp), mp)
+        want, _ = ref.update(grads, ref.init(mp), mp)
+        np.testing.assert_allclose(got["inner_lrs"]["w"], want["inner_lrs"]["w"], rtol=1e-6)
+
+
+def _sinusoid_run(rate_update: str, iterations: int):
+    """Per-parameter per-step rates, 5 inner steps, 5-shot sinusoid, Adam 1e-3 (issue 21's
+    reproduction); returns the iterations done, or raises NonFiniteLossError."""
+    from experiments import sinusoid
+    m = sinusoid.MethodConfig(name="per-parameter", num_inner_steps=5, inner_lr=0.01,
+                              granularity="parameter", learn_inner_lrs=True, msl=False,
+                              **mj.rate_update_preset(rate_update))
+    cfg = sinusoid.SinusoidConfig(methods=(m,), iterations=iterations, iterations_per_epoch=100,
+                                  k_train=5, seed=0, steps_per_call=100)
+    _, log, _ = sinusoid.train_method(cfg, m, progress=False)
+    return log[-1]["iteration"]
+
+
+def test_per_parameter_rates_in_log_space_pass_where_the_reference_diverges():
+    """Measured (README, "Learned inner rates"; benchmarks/rate_divergence.py): with the
+    reference update this run hits a non-finite loss at outer step ~160, as the rates race
+    away; updated in log space they move by ~1e-4 of their value per step."""
+    with pytest.raises(mj.NonFiniteLossError):
+        _sinusoid_run("reference", 300)
+    assert _sinusoid_run("log", 300) == 300
+
+
+def _clipped_python_loop_meta_loss(params, rates, support, query, num_steps, clip):
+    """Meta-SGD with each inner gradient scaled to global norm <= clip, written out."""
+    p = params
+    for _ in range(num_steps):
+        g = jax.grad(tanh_mlp_loss)(p, support, 0)
+        norm = jnp.sqrt(sum(jnp.sum(v ** 2) for v in g.values()))
+        scale = jnp.minimum(1.0, clip / norm)
+        p = {k: p[k] - rates[k][0] * scale * g[k] for k in p}
+    return tanh_mlp_loss(p, query, 0)
+
+
+def test_clipped_inner_loop_meta_gradient_matches_a_python_loop_and_finite_differences():
+    """Second order through the clip's norm: against the loop above and float64 central
+    differences, with the clip active (the first inner gradient is over twice the bound)."""
+    with jax.enable_x64(True):
+        params, rates, support, query = tanh_mlp_problem(jnp.float64)
+        clip = 0.3
+        g0 = jax.grad(tanh_mlp_loss)(params, support, 0)
+        assert float(jnp.sqrt(sum(jnp.sum(v ** 2) for v in g0.values()))) > 2 * clip
+        config = mj.MetaConfig(num_inner_steps=3, msl=False, learn_inner_lrs=True,
+                               task_batching="vmap", inner_grad_clip=clip)
+        tasks = jax.tree.map(lambda a: a[None], (support, query))
+        loss, grads, _ = meta.meta_gradient({"params": params, "inner_lrs": rates}, tasks,
+                                            step=0, loss_fn=tanh_mlp_loss, config=config,
+                                            first_order=False, msl=False)
+        args = (support, query, 3, clip)
+        np.testing.assert_allclose(loss, _clipped_python_loop_meta_loss(params, rates, *args),
+                                   rtol=1e-12)
+        want = jax.grad(_clipped_python_loop_meta_loss, argnums=(0, 1))(params, rates, *args)
+        for got, ref in ((grads["params"], want[0]), (grads["inner_lrs"], want[1])):
+            for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(ref), strict=True):
+                np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-12)
+        check_grads(lambda r, p: _clipped_python_loop_meta_loss(p, r, *args),
+                    (rates, params), order=1, modes=["rev"], eps=1e-6)
+        # Evaluation adapts the same way: its query loss after 3 steps is the same number.
+        losses, _ = meta.evaluate_tasks(tanh_mlp_loss, params, rates, tasks, num_steps=3,
+                                        inner_grad_clip=clip)
+        np.testing.assert_allclose(losses[0, 3], loss, rtol=1e-12)
+
+
+def test_inner_grad_clip_defaults_and_bad_values():
+    for granularity, clip in (("scalar", None), ("layer_step", None),
+                              ("parameter", mj.PER_WEIGHT_INNER_GRAD_CLIP),
+                              ("meta_sgd", mj.PER_WEIGHT_INNER_GRAD_CLIP)):
+        assert mj.default_inner_grad_clip(granularity) == clip
+        assert mj.inner_grad_clip_for("auto", granularity) == clip
+        maml = mj.ModelAgnosticMetaLearning(mj.MLP(), lr_granularity=granularity, loss="mse")
+        assert maml.config.inner_grad_clip == clip
+    assert mj.inner_grad_clip_for(None, "meta_sgd") is None
+    assert mj.inner_grad_clip_for(3, "layer_step") == 3.0
+    for bad in (0, -1.0, "fast", True):
+        with pytest.raises(ValueError, match=f"inner_grad_clip .* got {bad!r}"):
+            mj.inner_grad_clip_for(bad, "layer_step")
+    with pytest.raises(ValueError, match=r"inner_grad_clip .* got -2"):
+        mj.MetaConfig(inner_grad_clip=-2)
+    with pytest.raises(ValueError, match=r"grad_clip .* got 0"):
+        core.adapt(tanh_mlp_loss, {"w": jnp.ones(())}, {"w": 0.1}, None, num_steps=1, grad_clip=0)

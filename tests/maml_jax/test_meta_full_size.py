@@ -1,4 +1,4 @@
-"""The library's default outer step at the real size: its meta-gradient against float64.
+"""maml_jax.meta's default outer step at the real size: its meta-gradient against float64.
 
 Omniglot Conv4 (64 filters), 5 inner steps, second order, MSL weights of epoch 3, learned
 per-layer per-step rates and per-step BN weights made distinct at every step, 2 tasks of
@@ -24,8 +24,8 @@ import sys
 
 import pytest
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
-                                "benchmarks"))
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(
+    os.path.abspath(__file__)))), "benchmarks"))
 
 import formulation_consistency
 import grad_check

@@ -1,4 +1,5 @@
-"""Models of your own: NNX, linen and plain-function adapters; the loss contract; labels."""
+"""maml_jax.model_adapters, models of your own: NNX, linen and plain-function adapters give
+the same meta-gradient; the inner-loop mask (batch norm left out; ANIL's head only)."""
 
 import functools
 
@@ -12,33 +13,10 @@ import pytest
 from flax import nnx
 
 import maml_jax as mj
-from maml_jax import meta
+from maml_jax import core
+from tests.support.tiny_nets import LinenNet, NnxNet, classification_tasks
 
-WAYS, STEPS = 2, 1
-
-
-class NnxNet(nnx.Module):
-    """Dense -> BatchNorm -> relu -> Dense, tiny."""
-
-    def __init__(self, rngs):
-        self.lin = nnx.Linear(3, 4, rngs=rngs)
-        self.bn = nnx.BatchNorm(4, rngs=rngs)
-        self.head = nnx.Linear(4, WAYS, rngs=rngs)
-
-    def __call__(self, x):
-        return self.head(nnx.relu(self.bn(self.lin(x))))
-
-
-class LinenNet(nn.Module):
-    """The linen twin of ``NnxNet`` (a standard ``nn.BatchNorm``)."""
-
-    @nn.compact
-    def __call__(self, x):
-        x = nn.Dense(4)(x)
-        x = nn.BatchNorm(use_running_average=False, epsilon=1e-5)(x)
-        return nn.Dense(WAYS)(nn.relu(x))
-
-
+STEPS = 1
 LINEN_NAMES = {"lin": "Dense_0", "bn": "BatchNorm_0", "head": "Dense_1"}
 
 
@@ -52,13 +30,6 @@ def _apply_twin(params, x):
     mean, var = h.mean(0), h.var(0)
     h = (h - mean) / jnp.sqrt(var + 1e-5) * params["bn"]["scale"] + params["bn"]["bias"]
     return jax.nn.relu(h) @ params["head"]["kernel"] + params["head"]["bias"]
-
-
-def _tasks(num_tasks=2, seed=0):
-    rng = np.random.default_rng(seed)
-    x = jnp.asarray(rng.normal(size=(num_tasks, 8, 3)), jnp.float32)
-    y = jnp.asarray(np.tile(np.arange(4) % WAYS, (num_tasks, 2)))
-    return (x[:, :4], y[:, :4]), (x[:, 4:], y[:, 4:])
 
 
 @pytest.fixture(scope="module")
@@ -81,7 +52,7 @@ def _meta_gradient(loss_fn, params, lrs, tasks):
 
 
 def test_nnx_linen_and_apply_models_give_the_same_meta_gradient(nnx_parts):
-    tasks = _tasks()
+    tasks = classification_tasks()
     assert nnx_parts.inner_loop_mask == {"bn": {"bias": False, "scale": False},
                                          "head": {"bias": True, "kernel": True},
                                          "lin": {"bias": True, "kernel": True}}
@@ -93,7 +64,7 @@ def test_nnx_linen_and_apply_models_give_the_same_meta_gradient(nnx_parts):
     variables = LinenNet().init(jax.random.PRNGKey(0), jnp.zeros((1, 3)))
     linen_mask = mj.inner_loop_mask(linen_params, variables["batch_stats"])
     assert linen_mask == _to_linen(nnx_parts.inner_loop_mask)
-    l_loss, l_grads, _ = _meta_gradient(mj.linen_loss_fn(LinenNet()), linen_params,
+    l_loss, l_grads, _ = _meta_gradient(mj.make_loss_fn(LinenNet()), linen_params,
                                         _to_linen(lrs), tasks)
     chex.assert_trees_all_close(l_loss, loss, rtol=1e-5)
     chex.assert_trees_all_close(l_grads, jax.tree.map(_to_linen, grads,
@@ -115,7 +86,7 @@ def test_nnx_batch_norm_model_trains_through_jit_outer_step(nnx_parts):
     state = mj.init_meta_state(*jax.tree.map(jnp.copy, (nnx_parts.params, lrs)), opt,
                                jax.random.PRNGKey(0),
                                model_state=jax.tree.map(jnp.copy, nnx_parts.model_state))
-    tasks = _tasks(seed=2)
+    tasks = classification_tasks(seed=2)
     new, metrics = mj.jit_outer_step(state, tasks, loss_fn=nnx_parts.loss_fn, optimizer=opt,
                                      config=mj.MetaConfig(num_inner_steps=1, bn_momentum=1.0),
                                      first_order=False, msl=False)
@@ -132,113 +103,61 @@ def test_nnx_batch_norm_model_trains_through_jit_outer_step(nnx_parts):
                                atol=1e-6)
 
 
-@pytest.fixture(scope="module")
-def linen_facade():
-    maml = mj.ModelAgnosticMetaLearning(LinenNet(), inner_lr=0.1, inner_steps=1)
-    (xs, ys), (xq, yq) = _tasks(seed=3)
-    maml.init(xs[0])
-    before = jax.tree.map(np.asarray, maml.state.model_state)
-    loss = maml.meta_train_step(xs, ys, xq, yq)
-    return maml, before, loss
+@pytest.mark.parametrize("per_step_bn", [True, False])
+def test_inner_loop_mask_excludes_batch_norm(per_step_bn):
+    variables = jax.eval_shape(
+        mj.Conv4(num_classes=2, num_filters=4, per_step_bn=per_step_bn).init,
+        jax.random.PRNGKey(0), jnp.zeros((1, 28, 28, 1)))
+    mask = mj.inner_loop_mask(variables)
+    assert mask["conv0"]["kernel"] and mask["head"]["bias"]
+    assert not mask["norm0"]["scale"] and not mask["norm3"]["bias"]
+    # By batch statistics, by Conv4's names (params only): the same mask.
+    assert mj.inner_loop_mask(variables["params"]) == mask
+    assert mj.inner_loop_mask(variables["params"], variables["batch_stats"]) == mask
 
 
-def test_facade_with_standard_batch_norm(linen_facade):
-    maml, before, loss = linen_facade
-    assert np.isfinite(loss)
-    assert maml.inner_lrs["BatchNorm_0"]["scale"] is None  # not adapted in the inner loop
-    assert maml.inner_lrs["Dense_0"]["kernel"].shape == (1,)
-    # nn.BatchNorm reports no statistics: its running statistics keep their values.
-    chex.assert_trees_all_equal(jax.device_get(maml.state.model_state), before)
-
-
-def test_facade_adapt_with_a_task_axis_adapts_each_task(linen_facade):
-    maml, _, _ = linen_facade
-    (xs, ys), _ = _tasks(seed=4)
-    batched = maml.adapt(xs, ys)
-    one = maml.adapt(xs[1], ys[1])
-    chex.assert_trees_all_close(jax.tree.map(lambda a: a[1], batched), one, rtol=1e-5)
-    with pytest.raises(ValueError, match="neither one task"):
-        maml.adapt(xs[None], ys[None])
-
-
-def test_facade_label_errors(linen_facade):
-    maml, _, _ = linen_facade
-    (xs, ys), (xq, yq) = _tasks(seed=5)
-    with pytest.raises(ValueError, match=r"query labels must lie in \[0, 2\)"):
-        maml.meta_train_step(xs, ys, xq, yq + 2)
-    with pytest.raises(TypeError, match="support labels must be integer class indices"):
-        maml.evaluate(xs, ys.astype(np.float32), xq, yq)
-
-
-# -- the loss contract and trace-time checks (no compiles) --------------------------------
-
-def _quad(p, b, t):
-    return jnp.sum((p["w"] - b) ** 2)
-
-
-def test_every_entry_point_accepts_scalar_and_pair_losses():
-    params, lrs, batch = {"w": jnp.ones(2)}, {"w": jnp.float32(0.1)}, jnp.zeros(2)
-    pair = lambda p, b, t: (_quad(p, b, t), {"extra": jnp.float32(1.0)})
-    chex.assert_trees_all_close(mj.adapt(pair, params, lrs, batch, num_steps=1),
-                                mj.adapt(_quad, params, lrs, batch, num_steps=1))
-    loss, (per_step, aux) = mj.task_loss(_quad, params, lrs, batch, batch, num_steps=1,
-                                         step_weights=jnp.ones(1), has_aux=True)
-    assert aux == {}
-    loss2, per_step2 = mj.task_loss(pair, params, lrs, batch, batch, num_steps=1,
-                                    step_weights=jnp.ones(1))
-    chex.assert_trees_all_close((loss, per_step), (loss2, per_step2))
-
-
-def test_bad_loss_outputs_raise_type_errors():
-    params, lrs, batch = {"w": jnp.ones(2)}, {"w": 0.1}, jnp.zeros(2)
-    with pytest.raises(TypeError, match=r"scalar loss, got an array of shape \(2,\)"):
-        mj.adapt(lambda p, b, t: (p["w"] - b) ** 2, params, lrs, batch, num_steps=1)
-    with pytest.raises(TypeError, match="a tuple of 3 items"):
-        mj.adapt(lambda p, b, t: (_quad(p, b, t), {}, 1), params, lrs, batch, num_steps=1)
-
-
-def test_label_checks_at_trace_time():
-    logits = jax.ShapeDtypeStruct((4, 3), jnp.float32)
-    check = lambda y: jax.eval_shape(
-        lambda o, labels: mj.prediction_loss(o, labels, "cross_entropy"), logits, y)
-    check(jax.ShapeDtypeStruct((4,), jnp.int32))
-    with pytest.raises(TypeError, match="one-hot labels"):
-        check(jax.ShapeDtypeStruct((4, 3), jnp.float32))
-    with pytest.raises(ValueError, match=r"labels must have shape \(4,\)"):
-        check(jax.ShapeDtypeStruct((4, 1), jnp.int32))
-    with pytest.raises(ValueError, match="mse targets must have the model outputs' shape"):
-        jax.eval_shape(lambda o, labels: mj.prediction_loss(o, labels, "mse"),
-                       jax.ShapeDtypeStruct((4, 1), jnp.float32),
-                       jax.ShapeDtypeStruct((4,), jnp.float32))
-    mj.check_labels(np.array([0, 2]), 3)
-    with pytest.raises(ValueError, match=r"must lie in \[0, 3\)"):
-        mj.check_labels(np.array([0, 3]), 3)
-
-
-def test_wrong_mask_structure_names_the_path():
-    params = {"a": {"kernel": jnp.zeros(2), "bias": jnp.zeros(2)}, "b": jnp.zeros(1)}
-    with pytest.raises(ValueError, match="params has 'a/kernel' which mask lacks"):
-        mj.init_inner_lrs(params, 1, 0.1, mask={"a": {"bias": True}, "b": True})
-
-
-def test_auto_task_batching_maps_convolutions_on_cpu():
-    class ConvNet(nn.Module):
+def test_inner_loop_mask_recognises_batch_norm_by_its_statistics():
+    class Net(nn.Module):
         @nn.compact
         def __call__(self, x):
-            return nn.Dense(2)(nn.Conv(2, (3, 3))(x).reshape(x.shape[0], -1))
+            x = nn.BatchNorm(use_running_average=False, name="bn")(nn.Dense(3)(x))
+            return nn.Dense(2)(nn.LayerNorm()(x))
 
-    batch = (jnp.zeros((2, 6, 6, 1)), jnp.zeros((2,), jnp.int32))
-    config = mj.MetaConfig()
-    conv_params = jax.eval_shape(ConvNet().init, jax.random.PRNGKey(0), batch[0])["params"]
-    conv4 = mj.Conv4(num_classes=2, num_filters=2, num_blocks=1)
-    conv4_params = jax.eval_shape(conv4.init, jax.random.PRNGKey(0), batch[0])["params"]
-    on_cpu = jax.default_backend() == "cpu"
-    assert meta._batching(config, mj.make_loss_fn(ConvNet()), conv_params, batch) == \
-        ("map" if on_cpu else "vmap")
-    # Conv4 writes its convolutions as matmuls on CPU: vmap stays the fastest there.
-    assert meta._batching(config, mj.make_loss_fn(conv4), conv4_params, batch) == "vmap"
-    assert meta._batching(mj.MetaConfig(task_batching="vmap"), mj.make_loss_fn(ConvNet()),
-                          conv_params, batch) == "vmap"
+    variables = jax.eval_shape(Net().init, jax.random.PRNGKey(0), jnp.zeros((1, 2)))
+    mask = mj.inner_loop_mask(variables)
+    assert not mask["bn"]["scale"] and not mask["bn"]["bias"]
+    assert mask["LayerNorm_0"]["scale"] and mask["Dense_0"]["kernel"]  # no batch statistics
+    with pytest.raises(ValueError, match="cannot tell whether the scale/bias of module"):
+        mj.inner_loop_mask(variables["params"])
+
+
+def test_anil_adapts_the_head_alone():
+    """One inner SGD step with the ANIL mask: the body is untouched, the head takes the
+    closed-form step ``head - rate * d loss / d head``."""
+    model = mj.MLP(hidden=(5,))
+    params = model.init(jax.random.PRNGKey(1), jnp.zeros((1, 1)))["params"]
+    mask = mj.inner_loop_mask(params, only="head")
+    assert jax.tree.map(bool, mask) == {"dense0": {"kernel": False, "bias": False},
+                                        "head": {"kernel": True, "bias": True}}
+    lrs = core.init_inner_lrs(params, 1, 0.3, "scalar", mask=mask)
+    loss_fn = mj.make_loss_fn(model, "mse")
+    x = jnp.linspace(-1, 1, 8)[:, None]
+    support = (x, jnp.sin(3 * x))
+    adapted = core.adapt(loss_fn, params, lrs, support, num_steps=1)
+    np.testing.assert_array_equal(adapted["dense0"]["kernel"], params["dense0"]["kernel"])
+    g = jax.grad(lambda p: core.split_loss_output(loss_fn(p, support, 0))[0])(params)
+    for name in ("kernel", "bias"):
+        np.testing.assert_allclose(adapted["head"][name],
+                                   params["head"][name] - 0.3 * g["head"][name], rtol=1e-6)
+
+
+@pytest.mark.parametrize("call, message", [
+    (lambda: mj.inner_loop_mask({"body": {"w": 1}, "out": {"w": 1}}, only="head"),
+     r"no top-level module 'head'; they have \['body', 'out'\]"),
+])
+def test_bad_requests_name_the_value(call, message):
+    with pytest.raises(ValueError, match=message):
+        call()
 
 
 class ApplyLossFnTest(chex.TestCase):

@@ -1,7 +1,9 @@
 """Tests for maml_jax.data.omniglot.
 
 Almost everything runs on tiny Omniglot-shaped archives that the tests build themselves
-(Pillow-drawn 105x105 1-bit PNGs); one test (marked ``slow``) reads the real archives.
+(``tests/support/omniglot_archives.py``: Pillow-drawn 105x105 1-bit PNGs); one test (marked
+``slow``) reads the real archives. The episode samplers the module re-exports are tested in
+``test_episodes.py``.
 """
 
 from __future__ import annotations
@@ -15,69 +17,12 @@ import urllib.error
 import zipfile
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
 from PIL import Image
 
 from maml_jax.data import omniglot as om
-
-# Tiny layout: background has 2 alphabets / 3 characters, evaluation 1 / 2.
-TINY_LAYOUT = {
-    "images_background": {"Beta": 1, "Alpha": 2},  # deliberately unsorted
-    "images_evaluation": {"Gamma": 2},
-}
-TINY_COUNTS = {
-    "images_background": (2, 3, 60),
-    "images_evaluation": (1, 2, 40),
-}
-TINY_NAMES = [
-    "background/Alpha/character01",
-    "background/Alpha/character02",
-    "background/Beta/character01",
-    "evaluation/Gamma/character01",
-    "evaluation/Gamma/character02",
-]
-
-
-def _png_bytes(rng: np.random.RandomState) -> bytes:
-    # Black strokes (False) on white paper (True), like the real data: a few random
-    # rectangles so every drawing differs and resizing has something to anti-alias.
-    paper = np.ones((105, 105), dtype=bool)
-    for _ in range(4):
-        r, c = rng.randint(0, 90, size=2)
-        h, w = rng.randint(3, 15, size=2)
-        paper[r : r + h, c : c + w] = False
-    buf = io.BytesIO()
-    Image.fromarray(paper).convert("1").save(buf, format="PNG")
-    return buf.getvalue()
-
-
-def make_archive(
-    path: pathlib.Path,
-    stem: str,
-    layout: dict[str, int],
-    *,
-    seed: int = 0,
-    drawings: int = 20,
-    short_char: tuple[str, int] | None = None,
-) -> dict[str, bytes]:
-    """Writes an Omniglot-layout zip (stored, like the shared re-packed copies)."""
-    rng = np.random.RandomState(seed)
-    members: dict[str, bytes] = {}
-    char_id = 0
-    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_STORED) as zf:
-        zf.writestr(f"{stem}/", b"")
-        for alphabet, n_chars in layout.items():
-            zf.writestr(f"{stem}/{alphabet}/", b"")
-            for c in range(1, n_chars + 1):
-                char_id += 1
-                n = drawings - 1 if short_char == (alphabet, c) else drawings
-                for d in range(1, n + 1):
-                    name = f"{stem}/{alphabet}/character{c:02d}/{char_id:04d}_{d:02d}.png"
-                    members[name] = _png_bytes(rng)
-                    zf.writestr(name, members[name])
-    return members
+from tests.support.omniglot_archives import TINY_COUNTS, TINY_LAYOUT, TINY_NAMES, make_archive
 
 
 @pytest.fixture
@@ -379,169 +324,11 @@ def test_split_custom_and_errors():
         om.split_classes(5, preset="custom")
 
 
-# ------------------------------------------------------------------------ sampling
-
-
-C, H = 12, 8
-
-
-@pytest.fixture(scope="module")
-def synth():
-    # Random float images: every drawing and every rotation of it is unique, so any
-    # sampled image can be traced back to (class, drawing, rotation).
-    imgs = np.random.RandomState(0).rand(C, 20, H, H).astype(np.float32)
-    lookup = {}
-    for c in range(C):
-        for d in range(20):
-            for k in range(4):
-                lookup[np.rot90(imgs[c, d], k).tobytes()] = (c, d, k)
-    assert len(lookup) == C * 20 * 4
-    return imgs, lookup
-
-
-def _trace(x, lookup):
-    return [lookup[np.asarray(im[..., 0]).tobytes()] for im in np.asarray(x)]
-
-
-def _check_task(task, lookup, n, k, q, rotate):
-    xs, ys, xq, yq = task
-    assert xs.shape == (n * k, H, H, 1) and xq.shape == (n * q, H, H, 1)
-    assert xs.dtype == jnp.float32 and xq.dtype == jnp.float32
-    assert ys.dtype == jnp.int32 and yq.dtype == jnp.int32
-    np.testing.assert_array_equal(ys, np.repeat(np.arange(n), k))
-    np.testing.assert_array_equal(yq, np.repeat(np.arange(n), q))
-    s, qq = _trace(xs, lookup), _trace(xq, lookup)
-    classes, rots = [], []
-    for i in range(n):
-        si, qi = s[i * k : (i + 1) * k], qq[i * q : (i + 1) * q]
-        cls = {t[0] for t in si + qi}
-        rot = {t[2] for t in si + qi}
-        assert len(cls) == 1 and len(rot) == 1  # one class, one rotation, support & query
-        draws = [t[1] for t in si + qi]
-        assert len(set(draws)) == k + q  # distinct drawings: support/query disjoint
-        classes.append(cls.pop())
-        rots.append(rot.pop())
-    assert len(set(classes)) == n
-    if not rotate:
-        assert rots == [0] * n
-    return classes, rots
-
-
-def test_sample_task_shapes_labels_and_exact_copies(synth):
-    imgs, lookup = synth
-    task = om.sample_task(jax.random.PRNGKey(0), jnp.asarray(imgs), 5, 2, 3, rotate=False)
-    _check_task(task, lookup, 5, 2, 3, rotate=False)
-    # NumPy input works too.
-    task_np = om.sample_task(jax.random.PRNGKey(0), imgs, 5, 2, 3)
-    for a, b in zip(task, task_np, strict=True):
-        np.testing.assert_array_equal(a, b)
-
-
-def test_sample_task_deterministic_and_key_dependent(synth):
-    imgs, _ = synth
-    a = om.sample_task(jax.random.PRNGKey(7), imgs, 5, 1, 5, rotate=True)
-    b = om.sample_task(jax.random.PRNGKey(7), imgs, 5, 1, 5, rotate=True)
-    c = om.sample_task(jax.random.PRNGKey(8), imgs, 5, 1, 5, rotate=True)
-    for x, y in zip(a, b, strict=True):
-        np.testing.assert_array_equal(x, y)
-    assert not np.array_equal(a[0], c[0])
-
-
-def test_sample_task_rotation_per_class(synth):
-    imgs, lookup = synth
-    all_rots, all_classes = [], []
-    for seed in range(8):
-        task = om.sample_task(jax.random.PRNGKey(seed), imgs, 4, 1, 2, rotate=True)
-        classes, rots = _check_task(task, lookup, 4, 1, 2, rotate=True)
-        all_rots += rots
-        all_classes += classes
-    assert set(all_rots) == {0, 1, 2, 3}
-    assert len(set(all_classes)) > 4  # classes vary between episodes
-
-
-def test_sample_under_jit_and_vmap(synth):
-    imgs, lookup = synth
-    key = jax.random.PRNGKey(3)
-    jitted = jax.jit(lambda k, im: om.sample_task(k, im, 3, 2, 2, rotate=True))
-    eager = om.sample_task(key, imgs, 3, 2, 2, rotate=True)
-    for a, b in zip(jitted(key, jnp.asarray(imgs)), eager, strict=True):
-        np.testing.assert_array_equal(a, b)
-
-    keys = jax.random.split(key, 6)
-    batch = jax.vmap(lambda k: om.sample_task(k, imgs, 3, 2, 2, rotate=True))(keys)
-    assert batch[0].shape == (6, 6, H, H, 1)
-    for i in range(6):
-        _check_task([t[i] for t in batch], lookup, 3, 2, 2, rotate=True)
-
-    many = om.sample_tasks(key, imgs, 6, 3, 2, 2, rotate=True)
-    assert many[0].shape == (6, 6, H, H, 1) and many[3].shape == (6, 6)
-    for a, b in zip(many, batch, strict=True):  # task i uses jax.random.split(key, B)[i]
-        np.testing.assert_array_equal(a, b)
-
-
-def test_task_spec_errors(synth):
-    imgs, _ = synth
-    key = jax.random.PRNGKey(0)
-    with pytest.raises(ValueError,
-                       match="asked for 20-way tasks but the 'val' split has only 5 classes"):
-        om.validate_task_spec(5, 20, 1, 1, split_name="val")
-    with pytest.raises(ValueError, match=r"13-way.*only 12 classes"):
-        om.sample_task(key, imgs, 13, 1, 1)
-    with pytest.raises(ValueError, match="'train' split has only 12 classes"):
-        om.sample_tasks(key, imgs, 2, 20, 1, 1, split_name="train")
-    with pytest.raises(ValueError, match=r"21 distinct drawings.*only 20 drawings"):
-        om.sample_task(key, imgs, 5, 5, 16)
-    with pytest.raises(ValueError, match="k_shot"):
-        om.sample_task(key, imgs, 5, 0, 1)
-    with pytest.raises(ValueError, match="21 distinct"):
-        om.fixed_tasks(imgs, num_ways=2, k_shot=1, q_query=20)
-
-
-def test_fixed_tasks_deterministic(synth):
-    imgs, lookup = synth
-    a = om.fixed_tasks(imgs, num_ways=5, k_shot=1, q_query=3, num_tasks=20, seed=0)
-    b = om.fixed_tasks(jnp.asarray(imgs), num_ways=5, k_shot=1, q_query=3, num_tasks=20, seed=0)
-    c = om.fixed_tasks(imgs, num_ways=5, k_shot=1, q_query=3, num_tasks=20, seed=1)
-    assert a[0].shape == (20, 5, H, H, 1) and a[2].shape == (20, 15, H, H, 1)
-    for x, y in zip(a, b, strict=True):
-        np.testing.assert_array_equal(x, y)
-    assert not np.array_equal(a[0], c[0])
-    for i in range(20):
-        _check_task([t[i] for t in a], lookup, 5, 1, 3, rotate=False)  # never rotated
-    assert len({tuple(np.asarray(a[0][i]).ravel()[:4]) for i in range(20)}) > 1
-
-
-def test_fixed_tasks_pinned_fingerprint(synth):
-    """The fixed evaluation tasks are the same in every process and every version of this
-    code: the (class, drawing) of the first two tasks, pinned (seed 0, 5-way 1-shot 3-query)."""
-    imgs, lookup = synth
-    xs, _, xq, _ = om.fixed_tasks(imgs, num_ways=5, k_shot=1, q_query=3, num_tasks=20, seed=0)
-    trace = lambda x: [t[:2] for t in _trace(x, lookup)]
-    assert trace(xs[0]) == [(0, 17), (10, 11), (8, 16), (4, 18), (5, 12)]
-    assert trace(xq[0])[:6] == [(0, 12), (0, 4), (0, 7), (10, 3), (10, 16), (10, 4)]
-    assert trace(xs[1]) == [(10, 4), (5, 0), (3, 8), (11, 10), (4, 4)]
-    assert trace(xq[1])[-3:] == [(4, 5), (4, 18), (4, 1)]
-
-
-def test_class_expansion(synth):
-    imgs, _ = synth
-    for arr in (imgs, jnp.asarray(imgs)):
-        out = om.class_expansion(arr)
-        assert out.shape == (4 * C, 20, H, H)
-        assert isinstance(out, np.ndarray) == isinstance(arr, np.ndarray)  # kind kept
-        for k in range(4):
-            np.testing.assert_array_equal(
-                np.asarray(out[k * C : (k + 1) * C]), np.rot90(imgs, k, axes=(2, 3))
-            )
-    with pytest.raises(ValueError):
-        om.class_expansion(imgs[:, :, :, :4])
-
-
 # ----------------------------------------------------------------------- real data
 
 
 def _real_data_dir() -> pathlib.Path | None:
-    candidates = [pathlib.Path(__file__).resolve().parents[1] / ".." / "shared" / "data"
+    candidates = [pathlib.Path(__file__).resolve().parents[3] / ".." / "shared" / "data"
                   / "omniglot"]
     if os.environ.get(om.DATA_DIR_ENV_VAR):
         candidates.append(pathlib.Path(os.environ[om.DATA_DIR_ENV_VAR]))
