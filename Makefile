@@ -4,8 +4,9 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.requirements-installed
 BENCH_STAMP := $(VENV)/.bench-requirements-installed
+DOCS_STAMP := $(VENV)/.docs-requirements-installed
 
-.PHONY: demo test lint install bench check-full clean
+.PHONY: demo test lint install bench check-full docs clean
 
 $(STAMP): requirements.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -18,6 +19,11 @@ $(BENCH_STAMP): $(STAMP) benchmarks/requirements.txt
 	$(PY) -m pip install --quiet -r benchmarks/requirements.txt
 	touch $(BENCH_STAMP)
 
+# The documentation site's tools (mkdocs, mkdocstrings), pinned in docs/requirements.txt.
+$(DOCS_STAMP): $(STAMP) docs/requirements.txt
+	$(PY) -m pip install --quiet -r docs/requirements.txt
+	touch $(DOCS_STAMP)
+
 install: $(STAMP)
 
 demo: $(STAMP)
@@ -29,6 +35,11 @@ test: $(STAMP) $(BENCH_STAMP)
 # ruff, configured in pyproject.toml (CI runs it before the tests).
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
+
+# The documentation site (mkdocs.yml, docs/) into site/; --strict: any warning fails, a
+# docstring's included. docs/results.md is generated: python -m experiments.results_page.
+docs: $(DOCS_STAMP)
+	$(VENV)/bin/mkdocs build --strict --site-dir site
 
 # CPU benchmark against PyTorch (installs the benchmark-only requirements).
 bench: $(BENCH_STAMP)
@@ -43,4 +54,4 @@ check-full: $(BENCH_STAMP)
 	$(PY) benchmarks/formulation_consistency.py --instances 12
 
 clean:
-	rm -rf runs .pytest_cache
+	rm -rf runs .pytest_cache site
