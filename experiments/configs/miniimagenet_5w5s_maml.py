@@ -1,25 +1,24 @@
 """MAML on mini-ImageNet 5-way 5-shot (Finn et al., 2017), the MAML++ paper's baseline.
 
-Ravi and Larochelle's split (64/16/20 classes of 600 images, 84x84 RGB), 32 filters,
-meta-batch 2, 15 query images per class, 5 inner steps at train and 10 at test, fixed scalar
-alpha 0.01, final-step loss, shared batch norm, second order, Adam 1e-3 (constant), 60,000
-iterations (120 epochs of 500), no augmentation, 600 fixed validation / test tasks.
+``config_lib.miniimagenet_config``: Ravi and Larochelle's split (84x84 RGB), 32 filters,
+meta-batch 2, 15 query images per class, 5 inner steps in training and 10 at test,
+fixed scalar alpha 0.01, final-step loss, shared batch norm, constant Adam 1e-3 for 120
+epochs of 500 iterations.
 
-Run (the data cannot be downloaded: see the README, "mini-ImageNet", for the layouts):
+Run (the data cannot be downloaded; its layouts: docs/experiments.md, "mini-ImageNet"):
     python -m experiments.train --config=experiments/configs/miniimagenet_5w5s_maml.py \\
         --workdir runs/miniimagenet_5w5s_maml --data-dir /path/to/miniimagenet
     python -m experiments.evaluate --workdir runs/miniimagenet_5w5s_maml \\
         --data-dir /path/to/miniimagenet
-
-CPU smoke variant (``:smoke``: 8 filters, 32 pixels, 5 query images per class, 2 epochs of
-20 iterations, 50 validation / test tasks, a mini-ImageNet of any size; checks that the
-data, the model and the training loop run end to end; a few minutes on a 2-core CPU after
-the images are decoded, not measured on the real data):
+CPU smoke variant (``:smoke``: 8 filters, 32 pixels, 2 epochs of 20 iterations, any
+mini-ImageNet-layout folder; checks the path end to end):
     python -m experiments.train --config=experiments/configs/miniimagenet_5w5s_maml.py:smoke \\
         --workdir runs/smoke/miniimagenet_5w5s_maml_smoke --data-dir /path/to/miniimagenet
 
-Expected runtime: not measured (no GPU run yet; a 2-core CPU needs days).
-Paper (MAML test accuracy, Finn et al.): 63.11 +- 0.92 %.
+Expected runtime (estimate; not yet run at full scale): several hours on one H100/H200
+(84x84 RGB, 15 query images per class); the smoke variant about a minute on a 2-core
+CPU.
+Paper (MAML, Finn et al. test accuracy): 63.11 +- 0.92 %. Measured results: docs/results.md.
 """
 
 from experiments.config_lib import MINIIMAGENET_SMOKE, miniimagenet_config, select_variant

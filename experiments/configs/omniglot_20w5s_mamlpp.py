@@ -1,29 +1,23 @@
-"""MAML++ on Omniglot 20-way 5-shot (Antoniou et al., 2019, reference settings).
+"""MAML++ on Omniglot 20-way 5-shot (Antoniou et al., 2019), the reference code's settings.
 
-Meta-batch 8, 5 inner steps at train and test, alpha0 0.1 learned per layer and step
-(LSLR), per-step batch norm, multi-step loss annealed over 10 epochs, second order from
-the start (``first_order_epochs=0``, the reference's ``first_order_to_second_order_epoch=-1``),
-Adam 1e-3 cosine-annealed to 1e-5 over 100 epochs of 500 iterations, 1 query image per class,
-64 filters, reference class split (1150/50/423), rotation augmentation on the training
-tasks, 600 fixed validation / test tasks.
+The MAML++ recipe (``config_lib.mamlpp_config``): Conv4 with 64 filters and per-step batch
+norm, 5 inner steps, per-layer per-step learned rates from 0.1 (LSLR), multi-step loss
+annealed over 10 epochs, second order from the start, Adam 1e-3 cosine-annealed over 100
+epochs of 500 iterations, meta-batch 8, 1 query image per class, the reference class split.
 
 Run:
     python -m experiments.train --config=experiments/configs/omniglot_20w5s_mamlpp.py \\
         --workdir runs/omniglot_20w5s_mamlpp --data-dir ../shared/data/omniglot
     python -m experiments.evaluate --workdir runs/omniglot_20w5s_mamlpp \\
         --data-dir ../shared/data/omniglot
-
-CPU smoke variant (``:smoke``: 16 filters, 3 epochs of 100 iterations, 100 validation
-tasks, the full 600 test tasks; minutes on a 2-core CPU, far from converged):
+CPU smoke variant (``:smoke``: 16 filters, 3 epochs of 100 iterations; far from converged):
     python -m experiments.train --config=experiments/configs/omniglot_20w5s_mamlpp.py:smoke \\
         --workdir runs/smoke/omniglot_20w5s_mamlpp_smoke --data-dir ../shared/data/omniglot
 
-Expected runtime: not measured on a GPU yet (no GPU was lent to the session that wrote
-this). The project's H100 target (>= 100 meta-steps/s for 20w1s) puts the 50,000 iterations
-at ~9 min plus validation; the reference PyTorch code (2 meta-steps/s on an H100) needs ~7 h.
-On a 2-core CPU a second-order step takes ~1.0 s (5w1s) / ~3.8 s (20w1s) (benchmarks/RESULTS.md,
-measured 2026-11-26 after the max-pool gradient fix): half a day to days.
-Paper (MAML++ test accuracy): 99.33 +- 0.03 %.
+Expected runtime (estimate): one to two hours on one H100/H200 (the 20-epoch 5w1s GPU run
+on the results page scaled to this schedule); the smoke variant a few minutes on a
+2-core CPU.
+Paper (MAML++ test accuracy): 99.33 +- 0.03 %. Measured results: docs/results.md.
 """
 
 from experiments.config_lib import OMNIGLOT_SMOKE, mamlpp_config, select_variant
