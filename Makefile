@@ -48,7 +48,7 @@ bench: $(BENCH_STAMP)
 # The full-size meta-gradient checks beyond `make test` (~45 min on 2 CPU cores): all 32
 # formulations against PyTorch float64 and finite differences, then every conv_impl x task
 # batching x unroll against the plain formulation and float64 on 12 random instances.
-# Exit status non-zero if any judged comparison fails (README, "Correctness").
+# Exit status non-zero if any judged comparison fails (docs/correctness.md).
 check-full: $(BENCH_STAMP)
 	$(PY) benchmarks/grad_check.py --variants all
 	$(PY) benchmarks/formulation_consistency.py --instances 12
