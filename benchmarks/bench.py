@@ -25,7 +25,6 @@ import platform
 import statistics
 import sys
 import threading
-import time
 
 _HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path[:0] = [_HERE, os.path.dirname(_HERE)]
@@ -34,8 +33,9 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import jax_setup  # noqa: E402
 import numpy as np  # noqa: E402
+import timing  # noqa: E402
 
-from maml_jax import meta  # noqa: E402
+from maml_jax import meta, parallel  # noqa: E402
 
 
 # ---------------------------------------------------------------------------- memory
@@ -119,7 +119,7 @@ class JaxRunner:
                 return jax.tree.map(lambda a: a[idx], data)
 
             self.args = (pool,)
-            self._lower = lambda st: meta.jit_train_steps.lower(
+            self._lower = lambda st: parallel.jit_train_steps.lower(
                 st, pool, sample_tasks=sample_tasks, num_steps=train_steps, **_static(kw, s))
         else:
             self.args = (jax.device_put(tasks),)
@@ -133,9 +133,8 @@ class JaxRunner:
         if self.pool_override is not None:
             models.max_pool_2x2 = self.pool_override
         try:
-            t = time.perf_counter()
-            self.exe = self._lower(self.state).compile()
-            return time.perf_counter() - t
+            self.exe, seconds = timing.timed(lambda: self._lower(self.state).compile())
+            return seconds
         finally:
             models.conv3x3_patches, models.max_pool_2x2 = saved
 
@@ -206,9 +205,8 @@ class TorchRunner:
             self.torch.cuda.synchronize()
 
     def compile(self) -> float:
-        t = time.perf_counter()
-        self.first_loss = self.step()
-        return time.perf_counter() - t
+        self.first_loss, seconds = timing.timed(self.step)   # PyTorch's first step
+        return seconds
 
     def step(self):
         if self.dev == "cpu":
@@ -263,16 +261,11 @@ def run_setting(s, args, label):
             first = getattr(r, "first_loss", first)
         info[r.name] = {"compile_s": c, "rss": mem.delta, "first_loss": first, "times": []}
         print(f"[{label}] {r.name}: compile/warm-up {c:.2f}s", file=sys.stderr, flush=True)
-    t_start = time.perf_counter()
-    for i in range(args.repeats):
+    for _ in timing.rounds(args.repeats, max_seconds=args.max_seconds):
         for r in runners:
             with RssPeak() as mem:
-                t = time.perf_counter()
-                r.step()
-                info[r.name]["times"].append(time.perf_counter() - t)
+                info[r.name]["times"].append(timing.timed(r.step)[1])
             info[r.name]["rss"] = max(info[r.name]["rss"], mem.delta)
-        if i >= 1 and time.perf_counter() - t_start > args.max_seconds:
-            break
     for r in runners:
         d = info[r.name]
         med = statistics.median(d["times"])

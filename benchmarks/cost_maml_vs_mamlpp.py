@@ -35,6 +35,7 @@ import numpy as np
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 
+from benchmarks import timing
 from experiments import wiring
 from experiments.config_lib import validate_config
 from experiments.configs import study_omniglot_ablation as ablation
@@ -123,19 +124,15 @@ def main(argv=None) -> int:
             step = jax.jit(lambda st, t, s=setup, fo=first_order, m=msl: meta.outer_step(
                 st, t, loss_fn=s.train_loss_fn, optimizer=s.optimizer, config=s.meta_config,
                 first_order=fo, msl=m))
-            t0 = time.perf_counter()
-            compiled = step.lower(state, tasks).compile()
-            compile_s = time.perf_counter() - t0
+            compiled, compile_s = timing.compile_timed(step, state, tasks)
             mem = compiled.memory_analysis()
-            jax.block_until_ready(compiled(state, tasks))   # warm-up
+            timing.timed(compiled, state, tasks)   # warm-up
             runners[row] = dict(compiled=compiled, state=state, tasks=tasks, times=[],
                                 msl_active=msl, compile_s=compile_s, mem=mem, cfg=cfg)
             print(f"{setting} {row}: compiled in {compile_s:.1f} s", flush=True)
-        for _ in range(args.repeats):
+        for _ in timing.rounds(args.repeats):
             for r in runners.values():
-                t0 = time.perf_counter()
-                jax.block_until_ready(r["compiled"](r["state"], r["tasks"]))
-                r["times"].append(time.perf_counter() - t0)
+                r["times"].append(timing.timed(r["compiled"], r["state"], r["tasks"])[1])
         base = statistics.median(runners["MAML"]["times"])
         base_tmp = runners["MAML"]["mem"].temp_size_in_bytes
         for row, r in runners.items():

@@ -11,7 +11,6 @@ import argparse
 import json
 import os
 import sys
-import time
 
 _HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path[:0] = [_HERE, os.path.dirname(_HERE)]
@@ -19,6 +18,7 @@ sys.path[:0] = [_HERE, os.path.dirname(_HERE)]
 import jax  # noqa: E402
 import jax_setup  # noqa: E402
 import numpy as np  # noqa: E402
+import timing  # noqa: E402
 
 
 def main():
@@ -52,25 +52,15 @@ def main():
     _, state, step_fn, _ = jax_setup.build(s, conv_impl=a.conv, task_batching=a.batching,
                                            remat=a.remat, unroll=a.unroll)
     tasks = jax.device_put(jax_setup.make_tasks(s))
-    t0 = time.perf_counter()
-    lowered = jax_setup_lower(step_fn, state, tasks)
-    t1 = time.perf_counter()
-    exe = lowered.compile()
-    t2 = time.perf_counter()
-    state, m = exe(state, tasks)
-    jax.block_until_ready((state, m))
+    lowered, trace_s = timing.timed(jax_setup_lower, step_fn, state, tasks)
+    exe, compile_s = timing.timed(lowered.compile)
+    state, m, times = timing.time_steps(exe, state, tasks, repeats=a.repeats)
     first_loss = float(m["loss"])
-    times = []
-    for _ in range(a.repeats):
-        t = time.perf_counter()
-        state, m = exe(state, tasks)
-        jax.block_until_ready((state, m))
-        times.append(time.perf_counter() - t)
     med = float(np.median(times))
     print(json.dumps({"setting": s.name, "conv": a.conv, "batching": a.batching,
                       "unroll": a.unroll, "variant": a.variant, "pool": a.pool, "remat": a.remat,
                       "first_order": a.first_order,
-                      "trace_s": round(t1 - t0, 2), "compile_s": round(t2 - t1, 2),
+                      "trace_s": round(trace_s, 2), "compile_s": round(compile_s, 2),
                       "step_ms": round(med * 1e3, 1), "min_ms": round(min(times) * 1e3, 1),
                       "first_loss": first_loss, "xla_flags": os.environ.get("XLA_FLAGS", "")}))
 

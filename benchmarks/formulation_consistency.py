@@ -42,7 +42,6 @@ import json
 import os
 import platform
 import sys
-import time
 from typing import Any
 
 _HERE = os.path.dirname(os.path.abspath(__file__))
@@ -51,6 +50,7 @@ sys.path[:0] = [_HERE, os.path.dirname(_HERE)]
 import grad_check  # noqa: E402
 import jax  # noqa: E402
 import numpy as np  # noqa: E402
+import timing  # noqa: E402
 
 TOLERANCE_F64 = 1e-8
 TOLERANCE_F32 = grad_check.TOLERANCE
@@ -82,10 +82,10 @@ def run(instances: list[int], *, epoch: int, log=print) -> dict[str, Any]:
         with jax.enable_x64(dtype == "float64"):
             for variant in FORMULATIONS:
                 fn = grad_check.meta_grad_function(variant, dtype=dtype, epoch=epoch)
-                t0 = time.perf_counter()
-                for seed, (meta_params, model_state, tasks) in problems.items():
-                    grads[(dtype, variant, seed)] = fn(meta_params, model_state, tasks)[1]
-                seconds[(dtype, variant)] = round(time.perf_counter() - t0, 1)
+                found, took = timing.timed(
+                    lambda fn=fn: {seed: fn(*problem)[1] for seed, problem in problems.items()})
+                grads.update({(dtype, variant, seed): g for seed, g in found.items()})
+                seconds[(dtype, variant)] = round(took, 1)
                 log(f"{dtype} {variant}: {len(problems)} instances in "
                     f"{seconds[(dtype, variant)]} s (compile included)")
     rows, ok = [], True

@@ -66,8 +66,9 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import jax_setup  # noqa: E402
 import numpy as np  # noqa: E402
+import timing  # noqa: E402
 
-from maml_jax import core, losses, meta, models  # noqa: E402
+from maml_jax import core, meta, model_adapters, models  # noqa: E402
 
 TOLERANCE = 1e-3          # float32, relative error per tensor (correct code here: ~3e-5)
 TOLERANCE_F64 = 1e-6      # float64 (correct code: ~2e-8)
@@ -177,9 +178,8 @@ def jax_grads(variant: str, meta_params, model_state, tasks, *, dtype: str = "fl
     parameters, rates, images and computation in ``dtype``."""
     with jax.enable_x64(dtype == "float64"):
         fn = meta_grad_function(variant, dtype=dtype, setting=setting, epoch=epoch)
-        t0 = time.perf_counter()
-        loss, grads = fn(meta_params, model_state, tasks)
-        return loss, grads, time.perf_counter() - t0
+        (loss, grads), seconds = timing.timed(fn, meta_params, model_state, tasks)
+        return loss, grads, seconds
 
 
 # ----------------------------------------------------------------------------- torch
@@ -230,7 +230,7 @@ def finite_difference_check(meta_params, tasks, grads: dict[str, np.ndarray], *,
         model = models.Conv4(num_classes=setting.ways, num_filters=setting.filters,
                              num_steps=setting.inner_steps, dtype=jnp.float64,
                              pool_impl="reduce_window", conv_impl="patches")
-        loss_fn = losses.make_loss_fn(model, "cross_entropy", has_aux=False)
+        loss_fn = model_adapters.make_loss_fn(model, "cross_entropy", has_aux=False)
         weights = core.msl_weights(epoch, setting.inner_steps, meta.MetaConfig().msl_epochs)
         weights = weights.astype(jnp.float64)
         (xs, ys), (xq, yq) = tasks

@@ -11,7 +11,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from maml_jax import core, losses, meta, models
+from maml_jax import core, meta, model_adapters, models
 
 
 @dataclasses.dataclass(frozen=True)
@@ -67,17 +67,20 @@ def build(s: Setting, *, conv_impl: str | None = None, task_batching: str = "aut
     if dtype != jnp.float32:
         params = jax.tree.map(lambda a: a.astype(dtype), params)
     lrs = core.init_inner_lrs(params, s.inner_steps, inner_lr, "layer_step",
-                              mask=models.inner_loop_mask(params))
+                              mask=model_adapters.inner_loop_mask(variables))
     if dtype != jnp.float32:
         lrs = jax.tree.map(lambda a: None if a is None else a.astype(dtype), lrs,
                            is_leaf=lambda a: a is None)
-    optimizer = meta.make_meta_optimizer(outer_lr)
-    config = meta.MetaConfig(num_inner_steps=s.inner_steps, msl=s.msl,
-                             first_order=s.first_order, learn_inner_lrs=True,
-                             task_batching=task_batching, remat=remat, unroll=unroll)
+    # MAML++ (LSLR, MSL) at a constant meta learning rate, as the experiment configs and
+    # the facade build it.
+    loop = meta.make_outer_loop(
+        lr_granularity="layer_step", num_inner_steps=s.inner_steps, msl=s.msl,
+        first_order=s.first_order, meta_lr=outer_lr, task_batching=task_batching,
+        remat=remat, unroll=unroll)
+    optimizer, config = loop.optimizer, loop.config
     state = meta.init_meta_state(params, lrs, optimizer, run_key,
                                  model_state=variables.get("batch_stats", {}))
-    loss_fn = losses.make_loss_fn(model, "cross_entropy", collect_bn_stats=True)
+    loss_fn = model_adapters.make_loss_fn(model, "cross_entropy", collect_bn_stats=True)
     step_fn = functools.partial(meta.jit_outer_step, loss_fn=loss_fn, optimizer=optimizer,
                                 config=config, first_order=s.first_order, msl=s.msl)
     return model, state, step_fn, dict(loss_fn=loss_fn, optimizer=optimizer, config=config)

@@ -22,17 +22,16 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import jax
 
-from benchmarks import jax_setup
+from benchmarks import jax_setup, timing
 
 
 def footprint(setting: jax_setup.Setting, remat: bool) -> dict:
     """Compiles one outer step; returns XLA's memory analysis in bytes and compile seconds."""
     _, state, step_fn, _ = jax_setup.build(setting, remat=remat)
     tasks = jax_setup.make_tasks(setting)
-    t0 = time.perf_counter()
-    compiled = step_fn.func.lower(state, tasks, **step_fn.keywords).compile() \
-        if hasattr(step_fn, "func") else step_fn.lower(state, tasks).compile()
-    seconds = time.perf_counter() - t0
+    compiled, seconds = (
+        timing.compile_timed(step_fn.func, state, tasks, **step_fn.keywords)
+        if hasattr(step_fn, "func") else timing.compile_timed(step_fn, state, tasks))
     m = compiled.memory_analysis()
     total = (m.argument_size_in_bytes + m.output_size_in_bytes + m.temp_size_in_bytes
              - m.alias_size_in_bytes)

@@ -34,6 +34,7 @@ sys.path[:0] = [_HERE, os.path.dirname(_HERE)]
 import bench  # noqa: E402
 import jax  # noqa: E402
 import jax_setup  # noqa: E402
+import timing  # noqa: E402
 
 # Trace lines that summarise rather than time single ops (counting them would count twice).
 _SUMMARY_LINES = ("XLA Modules", "Steps", "XLA TraceMe", "Framework", "Source code",
@@ -98,11 +99,9 @@ def main(argv=None) -> int:
     cost = runner.exe.cost_analysis()
     cost = (cost[0] if isinstance(cost, (list, tuple)) and cost else cost) or {}
     with tempfile.TemporaryDirectory() as d:
-        t = time.perf_counter()
         with jax.profiler.trace(d):
-            for _ in range(args.steps):
-                runner.step()
-        wall_ms = (time.perf_counter() - t) / args.steps * 1e3
+            _, seconds = timing.timed(lambda: [runner.step() for _ in range(args.steps)])
+        wall_ms = seconds / args.steps * 1e3
         files = glob.glob(os.path.join(d, "**", "*.xplane.pb"), recursive=True)
         if not files:
             raise SystemExit("the profiler wrote no .xplane.pb trace")

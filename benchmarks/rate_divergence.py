@@ -38,10 +38,12 @@ import numpy as np
 
 import maml_jax as mj
 from experiments import sinusoid
+from experiments.config_lib import sinusoid_config, validate_config
 
 RATES = {"per_parameter": ("parameter", 5), "meta_sgd": ("meta_sgd", 5),
          "meta_sgd_1": ("meta_sgd", 1), "lslr": ("layer_step", 5)}
 FIXED = {"maml_5_steps": 5, "maml_1_step": 1}
+ITERATIONS_PER_EPOCH = 500
 
 
 def _clip(text: str | None, variant: str) -> float | None:
@@ -57,13 +59,13 @@ def _clip(text: str | None, variant: str) -> float | None:
     return value
 
 
-def method(variant: str) -> sinusoid.MethodConfig:
+def method(variant: str) -> dict:
+    """The config keys of a variant (``<rates>:<rate update>[:<inner clip>]``, see above)."""
     rates, *rest = variant.split(":")
     if rates in FIXED and len(rest) <= 1:
-        return sinusoid.MethodConfig(name=variant, num_inner_steps=FIXED[rates],
-                                     inner_lr=0.01, granularity="scalar",
-                                     learn_inner_lrs=False, msl=False,
-                                     inner_grad_clip=_clip(rest[0] if rest else None, variant))
+        return dict(num_inner_steps=FIXED[rates], lr_granularity="scalar",
+                    learn_inner_lrs=False,
+                    inner_grad_clip=_clip(rest[0] if rest else None, variant))
     updates = ("auto", *mj.RATE_UPDATE_PRESETS)
     if rates not in RATES or len(rest) not in (1, 2) or rest[0] not in updates:
         raise SystemExit(f"unknown variant {variant!r}: <{'|'.join(RATES)}>:"
@@ -71,35 +73,40 @@ def method(variant: str) -> sinusoid.MethodConfig:
                          "[:<inner clip>]")
     granularity, steps = RATES[rates]
     update = rest[0]
-    clip = (mj.default_inner_grad_clip(granularity) if update == "auto" and len(rest) == 1
+    # "auto" alone: the granularity's library defaults, the inner-gradient clip included.
+    clip = ("auto" if update == "auto" and len(rest) == 1
             else _clip(rest[1] if len(rest) == 2 else None, variant))
-    return sinusoid.MethodConfig(name=variant, num_inner_steps=steps, inner_lr=0.01,
-                                 granularity=granularity, learn_inner_lrs=True, msl=False,
-                                 inner_grad_clip=clip,
-                                 **mj.rate_update_preset(update, granularity))
+    return dict(num_inner_steps=steps, lr_granularity=granularity, learn_inner_lrs=True,
+                rate_update=update, inner_grad_clip=clip)
+
+
+def variant_config(variant: str, seed: int, iterations: int) -> dict:
+    """The checked sinusoid config of one variant and seed (K = 5, final-step loss; test
+    tasks of seed ``1000 + seed``, 600 of them with 100 query points)."""
+    keys = method(variant)
+    steps = keys["num_inner_steps"]
+    return validate_config(sinusoid_config(
+        name=variant, k_shot=5, q_query=5, msl=False, seed=seed, test_seed=1000 + seed,
+        num_epochs=iterations // ITERATIONS_PER_EPOCH, iterations_per_epoch=ITERATIONS_PER_EPOCH,
+        steps_per_call=250, sinusoid_eval_shots=(5,), num_inner_steps_eval=steps,
+        sinusoid_eval_steps=(steps,), **keys))
 
 
 def run_one(variant: str, seed: int, iterations: int) -> dict:
-    m = method(variant)
-    cfg = sinusoid.SinusoidConfig(methods=(m,), iterations=iterations,
-                                  iterations_per_epoch=500, k_train=5, seed=seed,
-                                  steps_per_call=250, eval_shots=(5,),
-                                  eval_steps=(m.num_inner_steps,))
+    cfg = variant_config(variant, seed, iterations)
+    steps = cfg["num_inner_steps"]
     losses = []
-    real_check = mj.check_finite
 
     def watch(metrics, step):   # the largest mean meta loss of each host call
         losses.append(float(np.mean(metrics["loss"])))
-        return real_check(metrics, step)
+        return mj.check_finite(metrics, step)
 
     row = {"variant": variant, "seed": seed, "iterations": iterations,
-           "num_inner_steps": m.num_inner_steps, "inner_grad_clip": m.inner_grad_clip}
+           "num_inner_steps": steps, "inner_grad_clip": cfg["inner_grad_clip"]}
     t0 = time.perf_counter()
-    sinusoid.mj.check_finite = watch
     try:
-        meta_params, _, _ = sinusoid.train_method(cfg, m, progress=False)
-        mse = sinusoid.evaluate_method(cfg, meta_params,
-                                       m.inner_grad_clip)[5][:, m.num_inner_steps]
+        meta_params = sinusoid.train_sinusoid(cfg, check_finite=watch).meta_params
+        mse = sinusoid.evaluate_sinusoid(cfg, meta_params)[5][:, steps]
         mean, ci = mj.mean_ci95(mse)
         rates = np.concatenate([np.ravel(r) for r in
                                 jax.tree.leaves(jax.device_get(meta_params["inner_lrs"]))])
@@ -108,8 +115,6 @@ def run_one(variant: str, seed: int, iterations: int) -> dict:
     except mj.NonFiniteLossError as err:
         text = str(err)
         row.update(diverged=True, diverged_at=int(text.split("outer step ")[1].split(";")[0]))
-    finally:
-        sinusoid.mj.check_finite = real_check
     finite = [v for v in losses if np.isfinite(v)]
     row.update(max_mean_meta_loss=max(finite) if finite else None,
                seconds=round(time.perf_counter() - t0, 1))
@@ -124,6 +129,9 @@ def main(argv=None) -> int:
     p.add_argument("--out", default=None)
     args = p.parse_args(argv)
     variants = args.variants.split(",")
+    if args.iterations < 1 or args.iterations % ITERATIONS_PER_EPOCH:
+        raise SystemExit(f"--iterations must be a positive multiple of {ITERATIONS_PER_EPOCH} "
+                         f"(whole epochs), got {args.iterations}")
     for v in variants:
         method(v)   # unknown variants fail before anything runs
     rows = []

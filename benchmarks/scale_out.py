@@ -26,7 +26,6 @@ import pathlib
 import statistics
 import subprocess
 import sys
-import time
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -35,6 +34,7 @@ sys.path.insert(0, str(ROOT))
 def worker(args) -> dict:
     import jax
 
+    from benchmarks import timing
     from experiments import datasets, wiring
     from experiments.config_lib import mamlpp_config, validate_config
     from maml_jax import meta, parallel
@@ -57,17 +57,8 @@ def worker(args) -> dict:
               num_steps=args.steps_per_call, loss_fn=setup.train_loss_fn,
               optimizer=setup.optimizer, config=setup.meta_config, first_order=first_order,
               msl=msl)
-    t0 = time.perf_counter()
-    compiled = parallel.jit_train_steps.lower(state, data, **kw).compile()
-    compile_s = time.perf_counter() - t0
-    state, _ = compiled(state, data)               # warm-up
-    jax.block_until_ready(state)
-    times = []
-    for _ in range(args.repeats):
-        t0 = time.perf_counter()
-        state, metrics = compiled(state, data)
-        jax.block_until_ready((state, metrics))
-        times.append(time.perf_counter() - t0)
+    compiled, compile_s = timing.compile_timed(parallel.jit_train_steps, state, data, **kw)
+    state, _, times = timing.time_steps(compiled, state, data, repeats=args.repeats)
     med = statistics.median(times)
     steps_s = args.steps_per_call / med
     return {"devices": len(devices), "seeds": cfg["num_seeds"], "compile_s": compile_s,

@@ -7,8 +7,17 @@ them best first; ``read_workdir_config`` reads the config a run was trained with
 ``check_resumable`` refuses to resume a workdir whose saved config differs.
 
 Example:
-    >>> mngr = checkpoint_manager(workdir, keep_best=5, read_only=True)  # doctest: +SKIP
-    >>> ranked_checkpoints(mngr)[0]   # (step, val_accuracy) of the best  # doctest: +SKIP
+    >>> import shutil, tempfile
+    >>> workdir = pathlib.Path(tempfile.mkdtemp())
+    >>> state = meta.MetaState(jnp.int32(4), {"w": jnp.ones(2)}, (), {}, jnp.zeros(2, jnp.uint32))
+    >>> mngr = checkpoint_manager(workdir, keep_best=1)
+    >>> for step, accuracy in ((2, 0.6), (4, 0.5)):
+    ...     save_checkpoint(mngr, state, {"val_accuracy": accuracy}, {"epoch": step // 2}, step)
+    >>> ranked_checkpoints(mngr)   # (step, val_accuracy), best first
+    [(2, 0.6), (4, 0.5)]
+    >>> restore_checkpoint(mngr, 2, state)[1]
+    {'epoch': 1}
+    >>> mngr.close(); shutil.rmtree(workdir)
 """
 
 from __future__ import annotations
@@ -25,12 +34,13 @@ import numpy as np
 from experiments.config_lib import ConfigError, config_from_json
 from maml_jax import meta
 
-__all__ = ["CHECKPOINT_DIR", "CONFIG_FILE", "checkpoint_manager", "save_checkpoint",
+__all__ = ["CHECKPOINT_DIR", "CONFIG_FILE", "SUMMARY_FILE", "checkpoint_manager", "save_checkpoint",
            "restore_checkpoint", "ranked_checkpoints", "read_workdir_config",
            "check_resumable", "write_json"]
 
 CHECKPOINT_DIR = "checkpoints"
 CONFIG_FILE = "config.json"
+SUMMARY_FILE = "train_summary.json"   # experiments.train writes it when a call ends
 
 # Keys that may differ between the saved config and a resumed run's config.
 _RESUMABLE_CHANGES = ("eval_batch_size", "num_test_tasks", "ensemble_size", "paper_test_accuracy",
@@ -145,7 +155,8 @@ def check_resumable(workdir: pathlib.Path, cfg: dict, *, require: bool = False) 
     ``require`` (``--resume``) and there is none.
 
     Example:
-        >>> check_resumable(pathlib.Path("runs/new"), cfg)  # doctest: +SKIP
+        >>> from experiments.config_lib import mamlpp_config, validate_config
+        >>> check_resumable(pathlib.Path("runs/no_such_run"), validate_config(mamlpp_config(5, 1)))
         False
     """
     ckpt_dir = pathlib.Path(workdir) / CHECKPOINT_DIR

@@ -12,6 +12,7 @@ checkpoint and prints a table.
 
 from __future__ import annotations
 
+import functools
 import json
 import pathlib
 import sys
@@ -19,10 +20,13 @@ import sys
 from absl import flags
 
 from experiments import flag_parsing, plots
-from experiments.config_lib import ConfigError
+
+__all__ = ["compare_runs", "define_flags", "main"]
 
 
 def compare_runs(dirs, out, quiet: bool = False) -> str:
+    """Plots the runs' per-step test accuracy into ``out`` and returns (and, unless
+    ``quiet``, prints) their table; ``FileNotFoundError`` names a run without results."""
     curves, lines = {}, [f"{'run':<34} {'best (%)':>16} {'ensemble (%)':>16} {'paper (%)':>14}"]
     for run_dir in dirs:
         d = pathlib.Path(run_dir)
@@ -56,29 +60,28 @@ def define_flags() -> flags.FlagValues:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m experiments.compare RUN_DIR ... [--out=PNG]``; 2 if a run lacks results.
+    """``python -m experiments.compare RUN_DIR ... [--out=PNG]``; 2 if a run lacks results
+    (``flag_parsing.run_main``).
 
-    Example:
-        >>> main(["runs/omniglot_5w1s_maml", "runs/omniglot_5w1s_mamlpp"])  # doctest: +SKIP
-        0
+    Example (a directory that ``experiments.evaluate`` did not write to):
+        >>> main(["runs/no_such_run"])
+        2
     """
     full = flag_parsing.program_argv("python -m experiments.compare", argv)
+    # A run without test_results.json is bad input here, not a bug: one line and status 2.
+    return flag_parsing.run_main(functools.partial(_main, full),
+                                 usage_errors=(FileNotFoundError,))
+
+
+def _main(full: list[str]) -> int:
     fv = define_flags()
-    try:
-        rest = flag_parsing.parse_or_help(fv, full, __doc__)
-        if rest is None:
-            return 0
-        workdirs = flag_parsing.run_dirs(rest)
-    except ConfigError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+    rest = flag_parsing.parse_or_help(fv, full, __doc__)
+    if rest is None:
+        return 0
+    workdirs = flag_parsing.run_dirs(rest)
     out = fv["out"].value or str(pathlib.Path(workdirs[0]).resolve().parent /
                                  "compare_per_step_accuracy.png")
-    try:
-        compare_runs(workdirs, out)
-    except FileNotFoundError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+    compare_runs(workdirs, out)
     return 0
 
 

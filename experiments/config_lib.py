@@ -26,15 +26,15 @@ from maml_jax import core, meta
 
 __all__ = ["ConfigError", "DATA_SOURCES", "MINIIMAGENET_INNER_LR_PRESETS", "OMNIGLOT_SMOKE",
            "MINIIMAGENET_SMOKE", "base_config", "mamlpp_config", "maml_config",
-           "miniimagenet_config", "select_variant", "validate_config", "config_to_json",
-           "config_from_json"]
+           "miniimagenet_config", "sinusoid_config", "comparison_config", "compared_methods",
+           "select_variant", "validate_config", "config_to_json", "config_from_json"]
 
 
 class ConfigError(ValueError):
     """A config file or override is invalid (raised before anything is compiled)."""
 
 
-DATA_SOURCES = ("omniglot", "synthetic", "tfds", "miniimagenet", "image_folder")
+DATA_SOURCES = ("omniglot", "synthetic", "tfds", "miniimagenet", "image_folder", "sinusoid")
 
 
 def base_config() -> config_dict.ConfigDict:
@@ -55,6 +55,7 @@ def base_config() -> config_dict.ConfigDict:
         "data": "omniglot",          # "omniglot" (zips) | "tfds" (a prepared TFDS omniglot)
                                      # | "synthetic" (random learnable glyphs) |
                                      # "miniimagenet" | "image_folder" (both need --data-dir)
+                                     # | "sinusoid" (regression, experiments.sinusoid)
         "image_size": 28,
         "image_channels": 1,         # 1 (Omniglot, grey folders) or 3 (RGB)
         "image_resize": False,       # image datasets: resize other sizes (else an error)
@@ -67,6 +68,11 @@ def base_config() -> config_dict.ConfigDict:
         "synthetic_counts": (40, 10, 10),      # train / val / test classes (synthetic)
         "synthetic_seed": 0,
         "rotate_train": True,        # per-class 90-degree rotations on train tasks
+        # only for data="sinusoid" (an MLP regressor; K = k_shot support and q_query query
+        # points per training task, q_query_eval query points per test task)
+        "sinusoid_hidden": (40, 40),         # the MLP's hidden widths
+        "sinusoid_eval_shots": (5, 10),      # support points of the test tasks, one row each
+        "sinusoid_eval_steps": (1, 5, 10),   # inner steps reported (<= num_inner_steps_eval)
         # task shape
         "num_ways": 5,
         "k_shot": 1,
@@ -224,6 +230,115 @@ def miniimagenet_config(num_ways: int, k_shot: int, method: str = "mamlpp", *,
     return _updated(cfg, updates)
 
 
+def sinusoid_config(**updates) -> config_dict.ConfigDict:
+    """MAML (Finn et al., 2017) sinusoid regression values: one meta-learner.
+
+    A 2 x 40 ReLU MLP (``sinusoid_hidden``), K = 10 support and 10 query points per
+    training task, meta-batch 25, 1 inner step at a fixed scalar alpha 0.01, final-step
+    loss, constant Adam 1e-3, 70 epochs of 1,000 iterations (the paper's 70,000), 500 outer
+    steps per host call, tasks vmapped (an MLP has no convolutions). Tested on 600 fixed
+    tasks (``test_seed`` 1000) with 5 and 10 support points (``sinusoid_eval_shots``) and
+    100 query points (``q_query_eval``), adapted for 10 steps and reported after 1, 5 and
+    10 (``sinusoid_eval_steps``). ``experiments.sinusoid`` trains and tests it.
+
+    Example:
+        >>> cfg = sinusoid_config(k_shot=5, q_query=5)
+        >>> cfg.data, cfg.num_epochs * cfg.iterations_per_epoch, cfg.sinusoid_hidden
+        ('sinusoid', 70000, (40, 40))
+    """
+    cfg = base_config()
+    cfg.update(name="sinusoid_maml", data="sinusoid", k_shot=10, q_query=10, q_query_eval=100,
+               per_step_bn=False, num_inner_steps=1, num_inner_steps_eval=10, inner_lr=0.01,
+               lr_granularity="scalar", learn_inner_lrs=False, msl=False,
+               lr_schedule="constant", meta_batch_size=25, num_epochs=70,
+               iterations_per_epoch=1000, steps_per_call=500, task_batching="vmap",
+               test_seed=1000)
+    return _updated(cfg, updates)
+
+
+# The keys a comparison adds to its shared settings (``comparison_config``).
+_COMPARISON_KEYS = ("methods", "paper_note")
+
+
+def _method_entry(name: str, updates: Mapping[str, Any]) -> config_dict.ConfigDict:
+    """One method's keys, each typed as in ``base_config`` (so that an override of a
+    method's key parses as that key's type)."""
+    known = base_config()
+    unknown = sorted(set(updates) - set(known))
+    if unknown:
+        raise ConfigError(f"method {name!r}: unknown config keys {unknown}")
+    fields = {}
+    for key, value in updates.items():
+        try:
+            fields[key] = config_dict.FieldReference(value,
+                                                     field_type=known.get_ref(key).get_type())
+        except TypeError as err:
+            raise ConfigError(f"method {name!r}: {key}: {err}") from None
+    return config_dict.ConfigDict(fields)
+
+
+def comparison_config(shared: Mapping[str, Any], methods: Mapping[str, Mapping[str, Any]], *,
+                      paper_note: str = "") -> config_dict.ConfigDict:
+    """Several meta-learners trained and tested side by side (``experiments.sinusoid``).
+
+    The comparison is ``shared`` (the settings every method has, a full config) plus two
+    keys: ``methods``, the keys in which each named method differs from ``shared``, and
+    ``paper_note``, a line the results quote. ``--config.KEY=VALUE`` changes ``KEY`` for
+    every method that does not set it itself; ``--config.methods.NAME.KEY=VALUE`` changes
+    a key that method ``NAME`` sets. ``compared_methods`` gives each method's config.
+
+    Args:
+        shared: A config (``sinusoid_config(...)``) or a dict of config keys.
+        methods: ``{name: {key: value}}``, in the order the results list them.
+        paper_note: What the paper reports, quoted under the results.
+
+    Example:
+        >>> cmp = comparison_config(sinusoid_config(),
+        ...                         {"MAML": {}, "MAML-5": {"num_inner_steps": 5}})
+        >>> {name: c["num_inner_steps"] for name, c in compared_methods(cmp).items()}
+        {'MAML': 1, 'MAML-5': 5}
+    """
+    values = shared.to_dict() if isinstance(shared, config_dict.ConfigDict) else dict(shared)
+    cfg = _updated(base_config(), values)
+    entries = config_dict.ConfigDict({name: _method_entry(name, updates)
+                                      for name, updates in methods.items()})
+    with cfg.unlocked():
+        cfg.methods = entries
+        cfg.paper_note = paper_note
+    cfg.lock()
+    return cfg
+
+
+def compared_methods(config: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
+    """The checked config of every method of a comparison, by name, in its order.
+
+    A method's config is the comparison's shared settings updated with its own keys and
+    named after it. A plain config (no ``methods``) is one method, named by its ``name``.
+
+    Raises:
+        ConfigError: naming the method whose config is invalid.
+
+    Example:
+        >>> list(compared_methods(sinusoid_config(name="MAML")))
+        ['MAML']
+    """
+    raw = config.to_dict() if isinstance(config, config_dict.ConfigDict) else dict(config)
+    methods = raw.pop("methods", None)
+    raw.pop("paper_note", None)
+    if methods is None:
+        cfg = validate_config(raw)
+        return {cfg["name"]: cfg}
+    if not methods:
+        raise ConfigError("the comparison has no methods")
+    out = {}
+    for name, updates in methods.items():
+        try:
+            out[name] = validate_config({**raw, **updates, "name": name})
+        except ConfigError as err:
+            raise ConfigError(f"method {name!r}: {err}") from None
+    return out
+
+
 #: ``:smoke`` variant of the Omniglot configs: the same recipe with 16 filters and 3 epochs
 #: of 100 iterations, 100 validation and the full 600 test tasks (minutes on a 2-core CPU).
 OMNIGLOT_SMOKE = dict(num_filters=16, num_epochs=3, iterations_per_epoch=100,
@@ -353,6 +468,20 @@ def validate_config(config: Mapping[str, Any]) -> dict[str, Any]:
          f"({cfg['synthetic_num_classes']})")
     cfg["synthetic_counts"] = tuple(int(c) for c in counts)
     need(cfg["image_size"] >= 16, "image_size must be >= 16 (four 2x2 poolings)")
+    for key, lowest in (("sinusoid_hidden", 1), ("sinusoid_eval_shots", 1),
+                        ("sinusoid_eval_steps", 0)):
+        v = cfg[key]
+        need(isinstance(v, (tuple, list)) and len(v) >= 1 and
+             all(isinstance(x, int) and not isinstance(x, bool) and x >= lowest for x in v),
+             f"{key} must be a non-empty tuple of integers >= {lowest}, got {v!r}")
+        cfg[key] = tuple(v)
+    if cfg["data"] == "sinusoid":
+        need(max(cfg["sinusoid_eval_steps"]) <= cfg["num_inner_steps_eval"],
+             f"sinusoid_eval_steps {cfg['sinusoid_eval_steps']} reports steps past "
+             f"num_inner_steps_eval ({cfg['num_inner_steps_eval']}), the steps the test tasks "
+             "are adapted for")
+        need(cfg["num_seeds"] == 1, "data='sinusoid' trains one seed per run: num_seeds must "
+             "be 1 (a study grid trains several seeds as separate cells)")
     need(cfg["num_seeds"] % cfg["seed_shards"] == 0,
          f"num_seeds ({cfg['num_seeds']}) must be a multiple of seed_shards "
          f"({cfg['seed_shards']}): each device on the 'seeds' axis holds the same number of seeds")

@@ -66,6 +66,9 @@ def load_images(cfg: dict, data_dir: str | None) -> tuple[Any, dict[str, np.ndar
     as :class:`~maml_jax.data.episodes.ClassImages` (``uint8``, normalised on the device
     with the training split's statistics). Index classes with :func:`select_classes`.
     """
+    if cfg["data"] == "sinusoid":   # its tasks are drawn on the device from a key
+        raise ConfigError("data='sinusoid' has no images to load: train it with "
+                          "python -m experiments.sinusoid or a study grid")
     if cfg["data"] in ("miniimagenet", "image_folder"):
         return _load_image_dataset(cfg, data_dir)
     if cfg["data"] == "synthetic":

@@ -16,6 +16,7 @@ comparisons between runs), ``per_step_accuracy.png`` (query accuracy after each 
 
 from __future__ import annotations
 
+import functools
 import pathlib
 import sys
 from typing import Any
@@ -24,9 +25,11 @@ import jax
 import numpy as np
 from absl import flags
 
-from experiments import checkpoints, datasets, evaluation, flag_parsing, plots, wiring
-from experiments.config_lib import ConfigError
+from experiments import checkpoints, datasets, flag_parsing, plots, task_metrics, wiring
+from experiments.trained_workdir import TrainedWorkdir, open_trained_workdir
 from maml_jax import meta, parallel
+
+__all__ = ["run_evaluation", "format_table", "define_flags", "main"]
 
 
 def _ci(values) -> tuple[float, float]:
@@ -42,13 +45,13 @@ def _per_task(task_accuracy) -> list[float]:
     return [round(100 * float(a), 4) for a in task_accuracy]
 
 
-def _evaluate_seed(cfg, setup, mngr, ranked, ens, tasks, template, seed_index, workdir,
-                   mesh) -> dict[str, Any]:
+def _evaluate_seed(run: TrainedWorkdir, ens: int, tasks, seed_index: int) -> dict[str, Any]:
     """Best checkpoint and top-``ens`` ensemble of one seed (of a population) on ``tasks``."""
+    cfg, setup, mesh, workdir = run.cfg, run.setup, run.mesh, run.workdir
     (xs, ys), (xq, yq) = tasks
     members, logits_sum, best = [], None, None
-    for rank, (step, val_acc) in enumerate(ranked[:ens]):
-        state, info = checkpoints.restore_checkpoint(mngr, step, template)
+    for rank, (step, val_acc) in enumerate(run.ranked[:ens]):
+        state, info = run.restore(step)
         mp = wiring.seed_state(state, cfg, seed_index).meta_params
         if mesh is None:
             logits = np.asarray(setup.final_logits(mp["params"], mp["inner_lrs"], (xs, ys), xq))
@@ -63,7 +66,7 @@ def _evaluate_seed(cfg, setup, mngr, ranked, ens, tasks, template, seed_index, w
                         "test_accuracy_pct": 100 * m, "test_ci95_pct": 100 * c})
         logits_sum = logits if logits_sum is None else logits_sum + logits
         if rank == 0:
-            per = evaluation.evaluate_params(setup, cfg, mp, tasks, mesh)["accuracy"]
+            per = task_metrics.evaluate_params(setup, cfg, mp, tasks, mesh)["accuracy"]
             ps_mean, ps_ci = meta.mean_ci95(per) if per.shape[0] > 1 else (per.mean(0), 0 * per[0])
             best = {**members[0], "per_step_accuracy_pct": [100 * float(v) for v in ps_mean],
                     "per_step_ci95_pct": [100 * float(v) for v in ps_ci],
@@ -95,30 +98,16 @@ def run_evaluation(workdir: str | pathlib.Path, *, data_dir: str | None = None,
     seed means.
     """
     workdir = pathlib.Path(workdir)
-    cfg = checkpoints.read_workdir_config(workdir)
-    if cfg is None:
-        raise ConfigError(f"{workdir} holds no {checkpoints.CONFIG_FILE}: not a training workdir")
-    if num_tasks is not None:
-        cfg["num_test_tasks"] = int(num_tasks)
-    ens = int(ensemble_size or cfg["ensemble_size"])
-    all_images, splits = images if images is not None else datasets.load_images(cfg, data_dir)
-    datasets.check_task_requests(cfg, splits, all_images)
-    mesh = wiring.make_mesh(cfg)
-    mngr = checkpoints.checkpoint_manager(workdir, cfg["keep_best"], read_only=True)
-    try:
-        ranked = checkpoints.ranked_checkpoints(mngr)
-        if not ranked:
-            raise ConfigError(f"no checkpoint with a validation accuracy in {workdir}")
-        setup = wiring.get_setup(cfg)
+    updates = {} if num_tasks is None else {"num_test_tasks": int(num_tasks)}
+    with open_trained_workdir(workdir, images=images, data_dir=data_dir,
+                              config_updates=updates) as run:
+        cfg = run.cfg
+        ens = int(ensemble_size or cfg["ensemble_size"])
         tasks = datasets.fixed_eval_tasks(
-            jax.device_put(datasets.select_classes(all_images, splits["test"])), cfg, "test")
-        if mesh is not None:  # once, not for every checkpoint and seed
-            tasks = parallel.replicate(tasks, mesh)
-        template = wiring.place_state(wiring.init_population(cfg, setup), cfg, mesh)
-        seeds = [_evaluate_seed(cfg, setup, mngr, ranked, ens, tasks, template, i, workdir, mesh)
-                 for i in range(cfg["num_seeds"])]
-    finally:
-        mngr.close()
+            jax.device_put(datasets.select_classes(run.images, run.splits["test"])), cfg, "test")
+        if run.mesh is not None:  # once, not for every checkpoint and seed
+            tasks = parallel.replicate(tasks, run.mesh)
+        seeds = [_evaluate_seed(run, ens, tasks, i) for i in range(cfg["num_seeds"])]
     results = {
         "config_name": cfg["name"], "num_test_tasks": cfg["num_test_tasks"],
         "num_ways": cfg["num_ways"], "k_shot": cfg["k_shot"], "q_query": cfg["q_query_eval"],
@@ -163,6 +152,23 @@ def run_evaluation(workdir: str | pathlib.Path, *, data_dir: str | None = None,
 
 
 def format_table(results: dict[str, Any]) -> str:
+    """The printed summary of ``run_evaluation``'s results.
+
+    Example:
+        >>> best = {"step": 500, "test_accuracy_pct": 98.5, "test_ci95_pct": 0.25,
+        ...         "per_step_accuracy_pct": [20.0, 98.5]}
+        >>> print(format_table({"config_name": "omniglot_5w1s_mamlpp", "num_ways": 5,
+        ...                     "k_shot": 1, "num_test_tasks": 600, "num_inner_steps_eval": 1,
+        ...                     "best": best, "ensemble": {"size": 5, "test_accuracy_pct": 98.75,
+        ...                                                "test_ci95_pct": 0.25}}))
+        ... # doctest: +NORMALIZE_WHITESPACE
+        omniglot_5w1s_mamlpp: 5-way 1-shot, 600 test tasks, 1 inner steps
+        model                             test accuracy (%)
+        ---------------------------------------------------
+        best checkpoint (step 500)           98.50 +- 0.25
+        top-5 ensemble                       98.75 +- 0.25
+        per-step accuracy (best): 20.0 98.5
+    """
     b, e = results["best"], results["ensemble"]
     rows = [(f"best checkpoint (step {b['step']})", b["test_accuracy_pct"], b["test_ci95_pct"]),
             (f"top-{e['size']} ensemble", e["test_accuracy_pct"], e["test_ci95_pct"])]
@@ -214,25 +220,26 @@ def main(argv: list[str] | None = None) -> int:
         argv: The arguments without the program name; None reads ``sys.argv``.
 
     Returns:
-        The exit status: 0, or 2 for a flag, config or data error.
+        The exit status (``flag_parsing.run_main``): 0, or 2 for a flag, config or data
+        error.
 
-    Example:
-        >>> main(["--workdir=runs/omniglot_5w1s_mamlpp_smoke", "--num-tasks=100"])  # doctest: +SKIP
-        0
+    Example (a directory that training did not write):
+        >>> main(["--workdir=runs/no_such_run"])
+        2
     """
     argv = flag_parsing.program_argv("python -m experiments.evaluate", argv)
+    return flag_parsing.run_main(functools.partial(_main, argv))
+
+
+def _main(argv: list[str]) -> int:
     fv = define_flags()
-    try:
-        rest = flag_parsing.parse_or_help(fv, argv, __doc__)
-        if rest is None:
-            return 0
-        flag_parsing.check_no_arguments(rest)
-        results = run_evaluation(fv["workdir"].value, data_dir=fv["data-dir"].value,
-                                 num_tasks=fv["num-tasks"].value,
-                                 ensemble_size=fv["ensemble-size"].value)
-    except (ConfigError, datasets.DataError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+    rest = flag_parsing.parse_or_help(fv, argv, __doc__)
+    if rest is None:
+        return 0
+    flag_parsing.check_no_arguments(rest)
+    results = run_evaluation(fv["workdir"].value, data_dir=fv["data-dir"].value,
+                             num_tasks=fv["num-tasks"].value,
+                             ensemble_size=fv["ensemble-size"].value)
     print(format_table(results))
     return 0
 

@@ -3,7 +3,8 @@
 Every script builds a fresh ``absl.flags.FlagValues`` per call of its ``main(argv)``
 (absl's global ``FLAGS`` would keep values between calls, e.g. between tests in one
 process) and parses it with :func:`parse`, which turns every flag or config problem into a
-``ConfigError`` with a one-line message (the scripts print it and exit with status 2).
+``ConfigError`` with a one-line message; :func:`run_main` runs the script's body and turns
+the errors into exit statuses (2: flags, config or data; 3: a non-finite loss).
 
 Example:
     >>> from absl import flags
@@ -17,19 +18,23 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from absl import flags
 from ml_collections import config_dict, config_flags
 
 from experiments.config_lib import ConfigError
+from experiments.datasets import DataError
+from maml_jax.meta import NonFiniteLossError
 
 __all__ = ["program_argv", "define_config_flag", "parse", "parse_or_help",
-           "check_no_arguments", "run_dirs", "config_from_flags", "wants_help", "help_text"]
+           "check_no_arguments", "run_dirs", "config_from_flags", "wants_help", "help_text",
+           "EXIT_STATUS", "run_main"]
 
 
 def program_argv(prog: str, argv: Sequence[str] | None) -> list[str]:
@@ -51,21 +56,32 @@ def define_config_flag(flag_values: flags.FlagValues, argv: Sequence[str], *,
     overrides in it (by default it would read ``sys.argv``, wrong for in-process calls).
     The loaded ConfigDict is locked, so an override of an unknown key is an error.
     """
-    holder = config_flags.DEFINE_config_file(
-        name, default, help_string or (
-            "config file, experiments/configs/<name>.py, optionally :variant (e.g. :smoke); "
-            f"override keys with --{name}.KEY=VALUE"),
-        flag_values=flag_values, lock_config=True, sys_argv=list(argv))
+    with _config_files_load_quietly():   # a default config file is loaded right here
+        holder = config_flags.DEFINE_config_file(
+            name, default, help_string or (
+                "config file, experiments/configs/<name>.py, optionally :variant (e.g. :smoke); "
+                f"override keys with --{name}.KEY=VALUE"),
+            flag_values=flag_values, lock_config=True, sys_argv=list(argv))
     if required:
         flags.mark_flag_as_required(name, flag_values=flag_values)
     return holder
 
 
+@contextlib.contextmanager
+def _config_files_load_quietly():
+    """ml_collections 1.1.0 imports config files with the deprecated ``load_module()``."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="the load_module", category=DeprecationWarning)
+        yield
+
+
 def _override_key(argv: Sequence[str], key: str, name: str) -> str:
-    """The command-line argument that overrides ``key`` (for error messages)."""
+    """The command-line argument that overrides ``key``, at any depth (for error messages:
+    ``--config.methods.MAML.inner_lr`` when ``inner_lr`` is the unknown key)."""
     for arg in argv:
-        if arg.split("=", 1)[0] in (f"--{name}.{key}", f"-{name}.{key}"):
-            return arg.split("=", 1)[0]
+        flag = arg.split("=", 1)[0]
+        if flag.startswith((f"--{name}.", f"-{name}.")) and flag.endswith(f".{key}"):
+            return flag
     return f"--{name}.{key}"
 
 
@@ -82,10 +98,7 @@ def parse(flag_values: flags.FlagValues, argv: Sequence[str], *,
             file that is missing or does not import, a missing required flag.
     """
     try:
-        with warnings.catch_warnings():
-            # ml_collections 1.1.0 imports config files with the deprecated load_module().
-            warnings.filterwarnings("ignore", message="the load_module",
-                                    category=DeprecationWarning)
+        with _config_files_load_quietly():
             rest = flag_values(list(argv))
     except flags.IllegalFlagValueError as err:
         text = str(err)
@@ -106,6 +119,12 @@ def parse(flag_values: flags.FlagValues, argv: Sequence[str], *,
         name = config_flag or "config"
         raise ConfigError(f"{_override_key(argv, key, name)}: unknown config key {key!r}"
                           + (f" ({hint})" if hint else "")) from None
+    except ValueError as err:
+        # config_flags: an override whose key path is not Python (``--config.num-ways=3``;
+        # a key that is not an identifier is written ``--config.methods['MAML++'].msl=...``).
+        raise ConfigError(f"cannot read a --{config_flag or 'config'} override ({err}); keys "
+                          "are Python names, others are indexed: --config.methods['MAML++']"
+                          ".msl=False") from None
     if config_flag is not None:
         _check_config_loaded(flag_values, config_flag, config_types)
     return rest
@@ -190,3 +209,32 @@ def wants_help(argv: Sequence[str]) -> bool:
 def help_text(doc: str, flag_values: flags.FlagValues) -> str:
     """The script's docstring followed by its flags."""
     return f"{doc.strip()}\n\nflags:\n{flag_values.get_help()}"
+
+
+#: The exit status of a script that an error of this type ended: 2 for the user's input
+#: (flags, config, data), 3 for meta-training that diverged (a non-finite loss).
+EXIT_STATUS = {ConfigError: 2, DataError: 2, NonFiniteLossError: 3}
+
+
+def run_main(body: Callable[[], int | None], *,
+             usage_errors: tuple[type[Exception], ...] = ()) -> int:
+    """Runs a script's main body and returns the script's exit status.
+
+    The body returns the status (None: 0). An error of a type in ``EXIT_STATUS`` ends it
+    with that status, as do ``usage_errors`` (further types that mean bad input to this
+    script) with 2; its message goes to stderr as one line, ``error: <message>``, without
+    a traceback. Any other error propagates (a bug, with its traceback).
+
+    Example:
+        >>> def body():
+        ...     raise ConfigError("num_ways must be an integer >= 1, got 0")
+        >>> run_main(body), run_main(lambda: None), run_main(lambda: 1)
+        (2, 0, 1)
+    """
+    handled = (*EXIT_STATUS, *usage_errors)
+    try:
+        status = body()
+    except handled as err:
+        print(f"error: {err}", file=sys.stderr)
+        return next((code for kind, code in EXIT_STATUS.items() if isinstance(err, kind)), 2)
+    return 0 if status is None else int(status)

@@ -1,9 +1,14 @@
 """The run's metrics: ``metrics.jsonl``, ``metrics.csv`` and TensorBoard events.
 
 Example:
-    >>> logger = MetricsLogger(workdir, resume_step=None)  # doctest: +SKIP
-    >>> logger.log({"step": 50, "epoch": 0, "kind": "train", "loss": 1.2})  # doctest: +SKIP
-    >>> logger.close()  # doctest: +SKIP
+    >>> import shutil, tempfile
+    >>> workdir = pathlib.Path(tempfile.mkdtemp())
+    >>> logger = MetricsLogger(workdir, resume_step=None)
+    >>> logger.log({"step": 50, "epoch": 0, "kind": "train", "loss": 1.2})
+    >>> logger.close()
+    >>> (workdir / "metrics.csv").read_text().splitlines()[1].split(",")[1:5]
+    ['50', '0', 'train', '1.2']
+    >>> shutil.rmtree(workdir)
 """
 
 from __future__ import annotations

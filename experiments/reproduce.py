@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
+import functools
 import json
 import pathlib
 import platform
@@ -179,7 +180,7 @@ def _run_one(name: str, cfg: dict, workdir: pathlib.Path, *, images, budget_s: f
              eval_s: float, stop_after: int | None, progress: bool, command: str) -> str:
     """Trains (or continues) and evaluates one run on ``images`` (``load_images``'s
     value, loaded once for every run that shares it); returns what this call did."""
-    summary = _read(workdir / "train_summary.json")
+    summary = _read(workdir / checkpoints.SUMMARY_FILE)
     log = _read(workdir / "reproduce_calls.json") or {"calls": []}
     finished = bool(summary and summary.get("finished"))
     if finished and _evaluated_step(log["calls"], workdir) == summary["step"]:
@@ -233,7 +234,7 @@ def _row(name: str, workdir: pathlib.Path, cfg: dict, has_data: bool) -> dict[st
            "paper_test_accuracy_pct": (list(cfg["paper_test_accuracy"])
                                        if cfg.get("paper_test_accuracy") else None),
            "workdir": str(workdir)}
-    summary = _read(workdir / "train_summary.json")
+    summary = _read(workdir / checkpoints.SUMMARY_FILE)
     results = _read(workdir / "test_results.json")
     calls = (_read(workdir / "reproduce_calls.json") or {"calls": []})["calls"]
     if (workdir / "failed.json").is_file():
@@ -280,10 +281,11 @@ def run_table(table: PaperTable, root: str | pathlib.Path, *, cells=None, method
     the table (see the module docstring). Every config and data folder is checked before
     anything trains.
 
-    Example:
-        >>> from experiments.configs import paper_table
-        >>> run_table(paper_table.get_config(), "runs/paper_table", cells=["omniglot_5w1s"],
-        ...           methods=["mamlpp"], data_dir="../shared/data")  # doctest: +SKIP
+    Usage (MAML++ on Omniglot 5-way 1-shot, 3 seeds, with the Omniglot archives)::
+
+        from experiments.configs import paper_table
+        run_table(paper_table.get_config(), "runs/paper_table", cells=["omniglot_5w1s"],
+                  methods=["mamlpp"], data_dir="../shared/data")
     """
     if max_minutes is not None and not max_minutes > 0:
         raise ConfigError(f"--max-minutes must be positive, got {max_minutes}")
@@ -416,30 +418,29 @@ def main(argv: list[str] | None = None) -> int:
     """``python -m experiments.reproduce`` / ``maml-jax-reproduce``; the exit status: 0, 2
     for a flag, config or data error.
 
-    Example:
-        >>> main(["--cells=omniglot_5w1s", "--methods=mamlpp", "--smoke",
-        ...       "--data-dir=../shared/data", "--root=/tmp/table"])  # doctest: +SKIP
-        0
+    Example (a request that is refused before anything loads or trains):
+        >>> main(["--cells=omniglot_5w1s", "--seeds=0"])
+        2
     """
     full = flag_parsing.program_argv("python -m experiments.reproduce", argv)
+    return flag_parsing.run_main(functools.partial(_main, full))
+
+
+def _main(full: list[str]) -> int:
     fv = define_flags()
-    try:
-        rest = flag_parsing.parse_or_help(fv, full, __doc__)
-        if rest is None:
-            return 0
-        flag_parsing.check_no_arguments(rest)
-        table = flag_parsing.config_from_flags([f"--config={fv['table'].value}"], (PaperTable,))
-        command = "python -m experiments.reproduce " + shlex.join(full[1:])
-        report = run_table(table, fv["root"].value, cells=fv["cells"].value,
-                           methods=fv["methods"].value, seeds=fv["seeds"].value,
-                           smoke=fv["smoke"].value, data_dir=fv["data-dir"].value,
-                           max_minutes=fv["max-minutes"].value,
-                           eval_minutes=fv["eval-minutes"].value,
-                           stop_after=fv["stop-after"].value, overrides=tuple(fv["set"].value),
-                           progress=fv["progress"].value, command=command)
-    except (ConfigError, datasets.DataError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+    rest = flag_parsing.parse_or_help(fv, full, __doc__)
+    if rest is None:
+        return 0
+    flag_parsing.check_no_arguments(rest)
+    table = flag_parsing.config_from_flags([f"--config={fv['table'].value}"], (PaperTable,))
+    command = "python -m experiments.reproduce " + shlex.join(full[1:])
+    report = run_table(table, fv["root"].value, cells=fv["cells"].value,
+                       methods=fv["methods"].value, seeds=fv["seeds"].value,
+                       smoke=fv["smoke"].value, data_dir=fv["data-dir"].value,
+                       max_minutes=fv["max-minutes"].value,
+                       eval_minutes=fv["eval-minutes"].value,
+                       stop_after=fv["stop-after"].value, overrides=tuple(fv["set"].value),
+                       progress=fv["progress"].value, command=command)
     print(format_table(report))
     return 0
 

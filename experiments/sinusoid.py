@@ -1,281 +1,206 @@
 """Sinusoid regression: meta-train MAML and MAML++ and compare them (``make demo``).
 
-    python -m experiments.sinusoid --config=experiments/configs/sinusoid_demo.py \\
+    python -m experiments.sinusoid --config=experiments/configs/sinusoid_paper.py:demo \\
         [--config.KEY=VALUE ...] [--workdir=runs/sinusoid_demo] [--iterations=N] [--no-progress]
 
-``--config`` is a config file (``FILE.py[:variant]``, e.g. ``sinusoid_paper.py:smoke``)
-whose ``get_config()`` returns ``sinusoid_config(...)``; ``--config.iterations=2000``
-overrides a top-level key.
+``--config`` is a config file (``FILE.py[:variant]``) whose ``get_config()`` returns a
+comparison (``config_lib.comparison_config``: settings shared by named methods) or a single
+sinusoid config (``config_lib.sinusoid_config``). ``--config.KEY=VALUE`` overrides a shared
+key (for every method that does not set it itself), ``--config.methods.NAME.KEY=VALUE`` a
+key that method NAME sets (``--config.methods['MAML++'].KEY=VALUE`` for a name that is not
+a Python name); ``--iterations=N`` trains N iterations (``num_epochs`` =
+N / ``iterations_per_epoch``, a whole number).
 
-Writes ``results.json``, ``results.md`` and three plots into the workdir: the query loss
-after each inner step (MAML vs MAML++), the spread of per-task final losses, and the
-learned inner learning rates of MAML++ per layer and step.
+Every method trains with the experiments' one training loop (``experiments.training_loop``)
+and is tested on the config's fixed test tasks. Writes ``results.json`` (with every
+method's checked config), ``results.md`` and three plots into the workdir: the query loss
+after each inner step, the spread of per-task final losses, and the learned inner learning
+rates per layer and step. ``train_sinusoid_workdir`` is a study grid's sinusoid cell.
 """
 
 from __future__ import annotations
 
-import dataclasses
+import functools
 import json
 import os
 import pathlib
 import platform
 import sys
 import time
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Mapping
+from typing import Any, NamedTuple
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 from absl import flags
-from ml_collections import config_dict
 
 import maml_jax as mj
-from experiments import flag_parsing
-from experiments.config_lib import ConfigError
+from experiments import flag_parsing, training_loop, wiring
+from experiments.config_lib import ConfigError, compared_methods, config_to_json
+
+__all__ = ["RUN_FILE", "META_PARAMS_FILE", "SNAPSHOTS_FILE", "SinusoidRun", "train_sinusoid",
+           "evaluate_sinusoid", "results_table", "make_plots", "run_comparison",
+           "train_sinusoid_workdir", "define_flags", "with_iterations", "main"]
+
+# A study grid's sinusoid cell (``train_sinusoid_workdir``), read by experiments.study_runs.
+RUN_FILE = "run.json"
+META_PARAMS_FILE = "meta_params.msgpack"
+SNAPSHOTS_FILE = "inner_lr_snapshots.msgpack"
+
+# The keys that define a method's test tasks and table columns: a comparison's methods
+# share them, so that their rows are comparable.
+_TEST_KEYS = ("sinusoid_eval_shots", "sinusoid_eval_steps", "num_test_tasks", "q_query_eval",
+              "test_seed")
 
 
-@dataclasses.dataclass(frozen=True)
-class MethodConfig:
-    """One meta-learner of the comparison."""
+class SinusoidRun(NamedTuple):
+    """A meta-trained sinusoid learner (``train_sinusoid``)."""
 
-    name: str
-    num_inner_steps: int
-    inner_lr: float
-    granularity: str
-    learn_inner_lrs: bool
-    msl: bool
-    msl_epochs: int = 10
-    cosine: bool = False
-    min_meta_lr: float = 1e-5
-    first_order_epochs: int = 0
-    clip_value: float | None = None  # element-wise meta-gradient clipping (optax.clip)
-    inner_lr_scale: float | None = None  # meta learning rate of the inner rates, relative
-    inner_lr_update: str = "additive"    # meta.INNER_LR_UPDATES: "additive" (reference) | "log"
-    inner_loop: str = "all"              # "all" | "head" (ANIL: only the output layer adapts)
-    inner_grad_clip: float | None = None  # inner-gradient global-norm clip (None: no clip)
+    meta_params: Any          # {"params", "inner_lrs"}
+    train_log: list[dict]     # {"iteration", "loss"} per host call (mean meta loss)
+    seconds: float            # training wall time, compilation included
 
 
-@dataclasses.dataclass(frozen=True)
-class SinusoidConfig:
-    """A sinusoid experiment: shared task/optimiser settings and the methods compared."""
-
-    methods: tuple[MethodConfig, ...]
-    iterations: int = 70_000
-    iterations_per_epoch: int = 1_000
-    meta_batch_size: int = 25
-    k_train: int = 10
-    meta_lr: float = 1e-3
-    hidden: tuple[int, ...] = (40, 40)
-    eval_shots: tuple[int, ...] = (5, 10)
-    eval_steps: tuple[int, ...] = (1, 5, 10)
-    num_eval_tasks: int = 600
-    eval_query_points: int = 100
-    steps_per_call: int = 500
-    seed: int = 0
-    paper: str = ""
+def _check_sinusoid(cfg: Mapping[str, Any]) -> None:
+    if cfg["data"] != "sinusoid":
+        raise ConfigError(f"{cfg['name']}: experiments.sinusoid trains data='sinusoid' configs, "
+                          f"got data={cfg['data']!r}")
 
 
-def _config_dict(fields: dict[str, Any]) -> config_dict.ConfigDict:
-    # None-valued fields (clip_value, inner_lr_scale) become float placeholders, so that
-    # ``--config.KEY=VALUE`` can set them.
-    return config_dict.ConfigDict(
-        {k: config_dict.placeholder(float) if v is None else v for k, v in fields.items()})
+def _progress_bar(enabled: bool, total: int, desc: str):
+    if not enabled:
+        return None
+    from tqdm import tqdm
+    return tqdm(total=total, desc=desc, unit="it", dynamic_ncols=True)
 
 
-def method_config(**fields) -> config_dict.ConfigDict:
-    """One method of a sinusoid config file, as a ConfigDict (``MethodConfig``'s fields).
+def train_sinusoid(cfg: Mapping[str, Any], *, progress: bool = False,
+                   on_chunk: Callable[[int, Any], None] | None = None,
+                   check_finite: Callable[[dict, int], None] = mj.check_finite) -> SinusoidRun:
+    """Meta-trains one sinusoid config (checked, ``data="sinusoid"``) from its seed.
+
+    Args:
+        cfg: A checked config (``validate_config``; a comparison's ``compared_methods``).
+        progress: Show a tqdm bar.
+        on_chunk: Called as ``on_chunk(iterations_done, meta_params)`` before the first
+            host call and after every one (a study grid records the learned rates so).
+        check_finite: ``training_loop.train_chunks``'s check of each call's metrics.
 
     Example:
-        >>> method_config(name="MAML", num_inner_steps=1, inner_lr=0.01, granularity="scalar",
-        ...               learn_inner_lrs=False, msl=False).msl_epochs
-        10
+        >>> from experiments.config_lib import sinusoid_config, validate_config
+        >>> cfg = validate_config(sinusoid_config(sinusoid_hidden=(8,), meta_batch_size=2,
+        ...                                       num_epochs=2, iterations_per_epoch=4,
+        ...                                       steps_per_call=2))
+        >>> run = train_sinusoid(cfg)
+        >>> [r["iteration"] for r in run.train_log], sorted(run.meta_params)
+        ([2, 4, 6, 8], ['inner_lrs', 'params'])
     """
-    return _config_dict(dataclasses.asdict(MethodConfig(**fields)))
-
-
-def sinusoid_config(methods, **fields) -> config_dict.ConfigDict:
-    """A sinusoid config file's ``get_config()`` value: ``SinusoidConfig``'s fields, locked.
-
-    ``methods``: ``method_config`` values. Top-level keys are overridden from the command
-    line (``--config.iterations=2000``), a method's inside the tuple is not.
-    """
-    cfg = _config_dict({**dataclasses.asdict(SinusoidConfig(methods=(), **fields)),
-                        "methods": tuple(methods)})
-    cfg.lock()
-    return cfg
-
-
-def from_config_dict(config: config_dict.ConfigDict) -> SinusoidConfig:
-    """The typed ``SinusoidConfig`` of a config file's ConfigDict (``ConfigError`` if it
-    names unknown keys)."""
-    raw = config.to_dict()
-    fields = {f.name for f in dataclasses.fields(SinusoidConfig)}
-    method_fields = {f.name for f in dataclasses.fields(MethodConfig)}
-    unknown = sorted(set(raw) - fields) + sorted(
-        {k for m in raw.get("methods", ()) for k in m} - method_fields)
-    if unknown:
-        raise ConfigError(f"unknown sinusoid config keys {unknown}")
-    methods = tuple(MethodConfig(**{k: m[k] for k in m}) for m in raw.pop("methods", ()))
-    raw = {k: tuple(v) if isinstance(v, list) else v for k, v in raw.items()}
-    return SinusoidConfig(methods=methods, **raw)
-
-
-def load_config(path: str | os.PathLike, overrides=()) -> SinusoidConfig:
-    """Loads a config file (``FILE.py[:arg]``) as the scripts' ``--config`` flag does.
-
-    ``overrides``: ``--config.KEY=VALUE`` arguments. Raises ``SystemExit`` with the
-    reason if it is not a sinusoid config.
-    """
-    try:
-        return from_config_dict(flag_parsing.config_from_flags(
-            [f"--config={path}", *overrides]))
-    except ConfigError as err:
-        raise SystemExit(f"error: {err}") from None
-
-
-def _meta_config(cfg: SinusoidConfig, m: MethodConfig) -> mj.MetaConfig:
-    return mj.MetaConfig(
-        num_inner_steps=m.num_inner_steps, msl=m.msl, msl_epochs=m.msl_epochs,
-        first_order_epochs=m.first_order_epochs, learn_inner_lrs=m.learn_inner_lrs,
-        iterations_per_epoch=cfg.iterations_per_epoch,
-        # A 40-unit MLP has no convolutions: vmap over tasks is fastest on every backend.
-        task_batching="vmap", inner_grad_clip=m.inner_grad_clip)
-
-
-def train_method(cfg: SinusoidConfig, m: MethodConfig, progress: bool = True,
-                 on_chunk: Callable[[int, Any], None] | None = None):
-    """Meta-trains one method; returns ``(meta_params, per-step train-loss log, seconds)``.
-
-    ``on_chunk(iterations_done, meta_params)``, if given, is called after every host call
-    (every ``steps_per_call`` iterations, and once before the first; the study records the
-    learned rates through training with it).
-    """
-    model = mj.MLP(hidden=cfg.hidden)
-    loss_fn = mj.make_loss_fn(model, "mse")
-    root = jax.random.PRNGKey(cfg.seed)
-    init_key, run_key = jax.random.split(root)
-    params = model.init(init_key, jnp.zeros((1, 1)))["params"]
-    if m.inner_loop not in ("all", "head"):
-        raise ConfigError(f"{m.name}: inner_loop must be 'all' or 'head', got {m.inner_loop!r}")
-    mask = mj.inner_loop_mask(params, only="head") if m.inner_loop == "head" else None
-    lrs = mj.init_inner_lrs(params, m.num_inner_steps, m.inner_lr, m.granularity, mask=mask)
-    total_epochs = max(1, cfg.iterations // cfg.iterations_per_epoch)
-    lr = (mj.meta_lr_schedule(cfg.meta_lr, m.min_meta_lr, total_epochs,
-                              cfg.iterations_per_epoch) if m.cosine else cfg.meta_lr)
-    optimizer = mj.make_meta_optimizer(lr, clip_value=m.clip_value,
-                                       inner_lr_scale=m.inner_lr_scale,
-                                       inner_lr_update=m.inner_lr_update)
-    config = _meta_config(cfg, m)
-    state = mj.init_meta_state(params, lrs, optimizer, run_key)
-
-    def sample(key, data):
-        del data
-        return mj.sample_sinusoid_tasks(key, cfg.meta_batch_size, cfg.k_train, cfg.k_train)
-
-    chunk = _divisor_at_most(cfg.iterations_per_epoch, cfg.steps_per_call)
-    log = []
-    bar = _progress(cfg.iterations, f"{m.name:8s}", progress)
+    _check_sinusoid(cfg)
+    setup = wiring.get_setup(cfg)
+    state = wiring.init_state(cfg, setup)
+    total = cfg["num_epochs"] * cfg["iterations_per_epoch"]
+    bar = _progress_bar(progress, total, f"{cfg['name']:8s}")
     start = time.perf_counter()
-    done = 0
     if on_chunk is not None:
         on_chunk(0, state.meta_params)
-    while done < cfg.iterations:
-        n = min(chunk, cfg.iterations - done)
-        first_order, msl = mj.phase(config, done // cfg.iterations_per_epoch)
-        state, metrics = mj.jit_train_steps(
-            state, None, sample_tasks=sample, num_steps=n, loss_fn=loss_fn,
-            optimizer=optimizer, config=config, first_order=first_order, msl=msl)
-        metrics = jax.device_get(metrics)
-        mj.check_finite(metrics, done)
-        done += n
-        log.append({"iteration": done, "loss": float(np.mean(metrics["loss"]))})
+    log = []
+    for chunk in training_loop.train_chunks(state, None, setup, total_steps=total,
+                                            check_finite=check_finite):
+        state = chunk.state
+        log.append({"iteration": chunk.step, "loss": float(np.mean(chunk.metrics["loss"]))})
         if on_chunk is not None:
-            on_chunk(done, state.meta_params)
-        bar.update(n)
-        bar.set_postfix(loss=f"{log[-1]['loss']:.3f}")
-    bar.close()
-    return state.meta_params, log, time.perf_counter() - start
+            on_chunk(chunk.step, state.meta_params)
+        if bar is not None:
+            bar.update(chunk.num_steps)
+            bar.set_postfix(loss=f"{log[-1]['loss']:.3f}")
+    if bar is not None:
+        bar.close()
+    return SinusoidRun(state.meta_params, log, time.perf_counter() - start)
 
 
-def _divisor_at_most(n: int, k: int) -> int:
-    """The largest divisor of ``n`` that is <= ``k``: phase switches land on epoch edges."""
-    return max(d for d in range(1, min(n, k) + 1) if n % d == 0)
+def evaluate_sinusoid(cfg: Mapping[str, Any], meta_params: Any) -> dict[int, np.ndarray]:
+    """Per-task query MSE after 0..``num_inner_steps_eval`` steps, per test support size.
 
+    The test tasks are the config's fixed ones (``test_seed``, ``num_test_tasks``,
+    ``q_query_eval`` query points), one set per ``sinusoid_eval_shots`` entry; the inner
+    loop adapts as in meta-training (the config's inner-gradient clip).
 
-def _progress(total: int, desc: str, enabled: bool):
-    try:
-        from tqdm import tqdm
-        return tqdm(total=total, desc=desc, disable=not enabled, unit="it", dynamic_ncols=True)
-    except ImportError:  # tqdm is in requirements.txt; this keeps the library importable
-        class _Null:
-            def update(self, n): pass
-            def set_postfix(self, **kw): pass
-            def close(self): pass
-        return _Null()
-
-
-def evaluate_method(cfg: SinusoidConfig, meta_params: Any,
-                    inner_grad_clip: float | None = None) -> dict[int, np.ndarray]:
-    """Per-task query MSE after 0..max(eval_steps) inner steps, for every eval shot count.
-
-    ``inner_grad_clip``: the method's (``MethodConfig.inner_grad_clip``): evaluation adapts
-    as meta-training did.
+    Example:
+        >>> from experiments.config_lib import sinusoid_config, validate_config
+        >>> cfg = validate_config(sinusoid_config(
+        ...     sinusoid_hidden=(8,), num_test_tasks=3, q_query_eval=4, sinusoid_eval_shots=(5,),
+        ...     num_inner_steps_eval=2, sinusoid_eval_steps=(1, 2)))
+        >>> setup = wiring.get_setup(cfg)
+        >>> losses = evaluate_sinusoid(cfg, wiring.init_state(cfg, setup).meta_params)
+        >>> {k: v.shape for k, v in losses.items()}   # (tasks, steps + 1)
+        {5: (3, 3)}
     """
-    loss_fn = mj.make_loss_fn(mj.MLP(hidden=cfg.hidden), "mse")
-    max_steps = max(cfg.eval_steps)
+    _check_sinusoid(cfg)
+    setup = wiring.get_setup(cfg)
     out = {}
-    for k in cfg.eval_shots:
-        tasks = mj.sinusoid_eval_tasks(cfg.seed + 1000, cfg.num_eval_tasks, k,
-                                       cfg.eval_query_points)
-        losses, _ = mj.jit_evaluate_tasks(loss_fn, meta_params["params"],
-                                          meta_params["inner_lrs"], tasks, num_steps=max_steps,
-                                          inner_grad_clip=inner_grad_clip)
+    for k in cfg["sinusoid_eval_shots"]:
+        tasks = mj.sinusoid_eval_tasks(cfg["test_seed"], cfg["num_test_tasks"], k,
+                                       cfg["q_query_eval"])
+        losses, _ = mj.jit_evaluate_tasks(setup.eval_loss_fn, meta_params["params"],
+                                          meta_params["inner_lrs"], tasks,
+                                          num_steps=cfg["num_inner_steps_eval"],
+                                          inner_grad_clip=setup.meta_config.inner_grad_clip)
         out[k] = np.asarray(losses)
     return out
 
 
-def results_table(cfg: SinusoidConfig, evals: dict[str, dict[int, np.ndarray]]) -> str:
-    """A markdown table of mean ± 95% CI query MSE."""
+def results_table(steps: tuple[int, ...], evals: Mapping[str, Mapping[int, np.ndarray]]) -> str:
+    """A markdown table of the mean ± 95 % CI query MSE after each of ``steps``.
+
+    Example:
+        >>> losses = np.array([[1.0, 0.5], [3.0, 0.5]])  # 2 tasks, after 0 and 1 steps
+        >>> print(results_table((1,), {"MAML": {5: losses}}))
+        | method | K | 1 step |
+        |---|---|---|
+        | MAML | 5 | 0.500 ± 0.000 |
+    """
     head = "| method | K | " + " | ".join(f"{s} step{'' if s == 1 else 's'}"
-                                         for s in cfg.eval_steps) + " |"
-    lines = [head, "|" + "---|" * (2 + len(cfg.eval_steps))]
+                                         for s in steps) + " |"
+    lines = [head, "|" + "---|" * (2 + len(steps))]
     for name, ev in evals.items():
         for k, losses in ev.items():
             cells = []
-            for s in cfg.eval_steps:
+            for s in steps:
                 mean, ci = mj.mean_ci95(losses[:, s])
                 cells.append(f"{mean:.3f} ± {ci:.3f}")
             lines.append(f"| {name} | {k} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
-def make_plots(cfg: SinusoidConfig, evals, learned_lrs, workdir: pathlib.Path) -> list[str]:
-    """Writes the three PNGs; returns their file names."""
+def make_plots(evals: Mapping[str, Mapping[int, np.ndarray]], learned_lrs: Mapping[str, Any],
+               workdir: pathlib.Path, *, shots: tuple[int, ...],
+               steps: tuple[int, ...]) -> list[str]:
+    """Writes the three PNGs (trajectories per support size ``shots``, the spread after the
+    last of ``steps``, the learned rates); returns their file names."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     files = []
-    fig, axes = plt.subplots(1, len(cfg.eval_shots), figsize=(5 * len(cfg.eval_shots), 4))
+    fig, axes = plt.subplots(1, len(shots), figsize=(5 * len(shots), 4))
     axes = np.atleast_1d(axes)
-    for ax, k in zip(axes, cfg.eval_shots, strict=True):
+    for ax, k in zip(axes, shots, strict=True):
         for name, ev in evals.items():
             mean, ci = mj.mean_ci95(ev[k], axis=0)
-            steps = np.arange(len(mean))
-            ax.plot(steps, mean, marker="o", label=name)
-            ax.fill_between(steps, mean - ci, mean + ci, alpha=0.2)
+            x = np.arange(len(mean))
+            ax.plot(x, mean, marker="o", label=name)
+            ax.fill_between(x, mean - ci, mean + ci, alpha=0.2)
+        num_tasks = next(iter(evals.values()))[k].shape[0]
         ax.set_yscale("log")
         ax.set(title=f"{k}-shot: query MSE after each inner step", xlabel="inner steps",
-               ylabel="query MSE (600 test tasks, 95% CI)")
+               ylabel=f"query MSE ({num_tasks} test tasks, 95% CI)")
         ax.legend()
     fig.tight_layout()
     fig.savefig(workdir / "trajectory.png", dpi=120)
     plt.close(fig)
     files.append("trajectory.png")
 
-    k = max(cfg.eval_shots)
-    s = max(cfg.eval_steps)
+    k, s = max(shots), max(steps)
     fig, ax = plt.subplots(figsize=(5, 4))
     names = list(evals)
     ax.boxplot([evals[n][k][:, s] for n in names], showfliers=True)
@@ -289,8 +214,7 @@ def make_plots(cfg: SinusoidConfig, evals, learned_lrs, workdir: pathlib.Path) -
 
     fig, ax = plt.subplots(figsize=(6, 4))
     for name, lrs in learned_lrs.items():
-        flat = jax.tree_util.tree_flatten_with_path(lrs)[0]
-        for path, value in flat:
+        for path, value in jax.tree_util.tree_flatten_with_path(lrs)[0]:
             leaf = np.atleast_1d(np.asarray(value))
             label = "/".join(str(getattr(p, "key", p)) for p in path)
             ax.plot(np.arange(1, len(leaf) + 1), leaf, marker="o", label=f"{name}: {label}")
@@ -304,78 +228,67 @@ def make_plots(cfg: SinusoidConfig, evals, learned_lrs, workdir: pathlib.Path) -
     return files
 
 
-def define_flags() -> flags.FlagValues:
-    """The script's flags on a fresh ``FlagValues`` (see ``experiments.flag_parsing``)."""
-    fv = flags.FlagValues()
-    flags.DEFINE_string("config", "experiments/configs/sinusoid_demo.py",
-                        "sinusoid config file, FILE.py[:variant]; override its keys with "
-                        "--config.KEY=VALUE", flag_values=fv)
-    flags.DEFINE_string("workdir", None, "output directory (default runs/<config file name>)",
-                        flag_values=fv)
-    flags.DEFINE_integer("iterations", None, "override the config's iterations",
-                         flag_values=fv)
-    flags.DEFINE_bool("no-progress", False, "no tqdm progress bar", flag_values=fv)
-    return fv
+def _shared_test_settings(configs: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
+    """The test settings every method of a comparison shares (``ConfigError`` if not)."""
+    first_name, first = next(iter(configs.items()))
+    for name, cfg in configs.items():
+        differ = [key for key in _TEST_KEYS if cfg[key] != first[key]]
+        if differ:
+            raise ConfigError(f"methods {first_name!r} and {name!r} are tested differently "
+                              f"({', '.join(differ)}): set these keys for the whole comparison")
+    return {key: first[key] for key in _TEST_KEYS}
 
 
-def main(argv: list[str] | None = None) -> dict:
-    """``python -m experiments.sinusoid``; returns the results (``SystemExit`` on bad input).
+def _config_record(cfg: Mapping[str, Any]) -> dict[str, Any]:
+    """A checked config as JSON values (as a workdir's config.json records it)."""
+    return json.loads(config_to_json(cfg))
 
-    Example:
-        >>> main(["--config=experiments/configs/sinusoid_paper.py:smoke", "--workdir=/tmp/s",
-        ...       "--no-progress"])["train_seconds"].keys()  # doctest: +SKIP
-        dict_keys(['MAML', 'MAML++'])
+
+def run_comparison(configs: Mapping[str, Mapping[str, Any]], workdir: str | pathlib.Path, *,
+                   progress: bool = False, command: str = "", paper_note: str = "") -> dict:
+    """Trains and tests every method, writes results.md / results.json / plots; returns
+    the results (see the module docstring).
+
+    Args:
+        configs: ``{method name: checked sinusoid config}`` (``compared_methods``).
+        workdir: The output directory (created).
+        progress: tqdm bars.
+        command: The command line, recorded in the results.
+        paper_note: What the paper reports, quoted under the table.
     """
-    full = flag_parsing.program_argv("python -m experiments.sinusoid", argv)
-    # --config.KEY=VALUE go to the config (load_config); the other flags are parsed here.
-    overrides = [a for a in full[1:] if a.startswith(("--config.", "-config."))]
-    fv = define_flags()
-    try:
-        if flag_parsing.parse_or_help(fv, [a for a in full if a not in overrides],
-                                      __doc__) is None:
-            return {}
-    except ConfigError as err:
-        raise SystemExit(f"error: {err}") from None
-    cfg = load_config(fv["config"].value, overrides)
-    iterations = fv["iterations"].value
-    if iterations is not None:
-        if iterations < 1:
-            raise SystemExit("--iterations must be >= 1")
-        cfg = dataclasses.replace(cfg, iterations=iterations)
-    config_path = fv["config"].value.split(":", 1)[0]
-    progress = not fv["no-progress"].value
-    workdir = pathlib.Path(fv["workdir"].value or f"runs/{pathlib.Path(config_path).stem}")
+    for cfg in configs.values():
+        _check_sinusoid(cfg)
+    test = _shared_test_settings(configs)
+    workdir = pathlib.Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
-
-    print(f"sinusoid: {cfg.iterations} meta-iterations per method, meta-batch "
-          f"{cfg.meta_batch_size}, K={cfg.k_train}; device {jax.devices()[0].device_kind}")
+    first = next(iter(configs.values()))
+    print(f"sinusoid: {', '.join(configs)}; meta-batch {first['meta_batch_size']}, "
+          f"K={first['k_shot']}; device {jax.devices()[0].device_kind}")
     evals, learned, timings, logs = {}, {}, {}, {}
-    for m in cfg.methods:
-        meta_params, log, seconds = train_method(cfg, m, progress=progress)
-        evals[m.name] = evaluate_method(cfg, meta_params, m.inner_grad_clip)
-        timings[m.name] = seconds
-        logs[m.name] = log
-        if m.learn_inner_lrs:
-            learned[m.name] = jax.device_get(meta_params["inner_lrs"])
+    for name, cfg in configs.items():
+        run = train_sinusoid(cfg, progress=progress)
+        evals[name] = evaluate_sinusoid(cfg, run.meta_params)
+        timings[name], logs[name] = run.seconds, run.train_log
+        if cfg["learn_inner_lrs"]:
+            learned[name] = jax.device_get(run.meta_params["inner_lrs"])
 
-    table = results_table(cfg, evals)
-    plots = make_plots(cfg, evals, learned, workdir)
+    steps = test["sinusoid_eval_steps"]
+    table = results_table(steps, evals)
+    plots = make_plots(evals, learned, workdir, shots=test["sinusoid_eval_shots"], steps=steps)
     stamp = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
-    machine = f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, " \
-              f"jax {jax.__version__} on {jax.devices()[0].device_kind}"
-    command = "python -m experiments.sinusoid " + " ".join(argv if argv is not None
-                                                          else sys.argv[1:])
+    machine = (f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
+               f"jax {jax.__version__} on {jax.devices()[0].device_kind}")
     md = [f"# Sinusoid results ({stamp})", "", f"Command: `{command}`", f"Machine: {machine}",
           "", "Query MSE on the fixed test tasks (mean ± 95% CI):", "", table, "",
           "Training time: " + ", ".join(f"{k} {v:.0f} s" for k, v in timings.items()),
-          "", cfg.paper]
+          "", paper_note]
     (workdir / "results.md").write_text("\n".join(md) + "\n")
     result = {
         "date": stamp, "command": command, "machine": machine,
-        "config": dataclasses.asdict(cfg),
+        "configs": {name: _config_record(cfg) for name, cfg in configs.items()},
         "train_seconds": timings, "train_log": logs,
-        "test_mse": {name: {str(k): {str(s): list(mj.mean_ci95(v[:, s]))
-                                     for s in cfg.eval_steps} for k, v in ev.items()}
+        "test_mse": {name: {str(k): {str(s): list(mj.mean_ci95(v[:, s])) for s in steps}
+                            for k, v in ev.items()}
                      for name, ev in evals.items()},
         "plots": plots,
     }
@@ -385,8 +298,108 @@ def main(argv: list[str] | None = None) -> dict:
     return result
 
 
+def train_sinusoid_workdir(cfg: Mapping[str, Any], workdir: str | pathlib.Path, *,
+                           snapshots: int = 8, progress: bool = False) -> dict[str, Any]:
+    """A study grid's sinusoid cell: trains ``cfg`` into ``workdir``; returns run.json.
+
+    Writes the meta-parameters (``META_PARAMS_FILE``), ``snapshots`` + 1 snapshots of the
+    learned rates through training (``SNAPSHOTS_FILE``, keyed by iteration) and
+    ``RUN_FILE``: what the study reads (method = the config's name, K, seed, trained steps,
+    ...), the checked config, the training log and ``finished``. No checkpoints: a cell
+    is minutes long and restarts if interrupted.
+    """
+    from flax import serialization
+    total = cfg["num_epochs"] * cfg["iterations_per_epoch"]
+    every = max(cfg["steps_per_call"], total // max(1, snapshots))
+    snaps = {}
+
+    def record(done, meta_params):
+        if done % every == 0 or done == total:
+            snaps[str(done)] = jax.device_get(meta_params["inner_lrs"])
+
+    run = train_sinusoid(cfg, progress=progress, on_chunk=record)
+    workdir = pathlib.Path(workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    (workdir / META_PARAMS_FILE).write_bytes(
+        serialization.msgpack_serialize(jax.device_get(run.meta_params)))
+    (workdir / SNAPSHOTS_FILE).write_bytes(serialization.msgpack_serialize(snaps))
+    info = {"kind": "sinusoid", "method": cfg["name"], "k_shot": cfg["k_shot"],
+            "seed": cfg["seed"], "trained_steps": cfg["num_inner_steps"],
+            "hidden": list(cfg["sinusoid_hidden"]), "msl": cfg["msl"],
+            "msl_epochs": cfg["msl_epochs"], "inner_grad_clip": cfg["inner_grad_clip"],
+            "num_epochs": cfg["num_epochs"], "iterations": total,
+            "train_seconds": run.seconds, "config": _config_record(cfg),
+            "train_log": run.train_log, "finished": True,
+            "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
+    (workdir / RUN_FILE).write_text(json.dumps(info, indent=1))
+    return info
+
+
+def define_flags(argv: list[str]) -> flags.FlagValues:
+    """The script's flags on a fresh ``FlagValues`` (see ``experiments.flag_parsing``);
+    ``argv`` is the full command line (``--config.KEY=VALUE`` overrides are read from it)."""
+    fv = flags.FlagValues()
+    flag_parsing.define_config_flag(
+        fv, argv, required=False, default="experiments/configs/sinusoid_demo.py",
+        help_string="sinusoid config file, FILE.py[:variant] (a comparison or one config); "
+                    "override its keys with --config.KEY=VALUE, a method's with "
+                    "--config.methods.NAME.KEY=VALUE")
+    flags.DEFINE_string("workdir", None, "output directory (default runs/<config file name>)",
+                        flag_values=fv)
+    flags.DEFINE_integer("iterations", None, "train this many iterations (a whole number of "
+                         "epochs: sets num_epochs)", flag_values=fv)
+    flags.DEFINE_bool("no-progress", False, "no tqdm progress bar", flag_values=fv)
+    return fv
+
+
+def with_iterations(config, iterations: int | None):
+    """``config`` (a comparison or one config) trained for ``iterations`` in all: its
+    ``num_epochs`` set to ``iterations / iterations_per_epoch`` (None: unchanged).
+
+    Example:
+        >>> from experiments.config_lib import sinusoid_config
+        >>> with_iterations(sinusoid_config(iterations_per_epoch=500), 2000).num_epochs
+        4
+    """
+    if iterations is None:
+        return config
+    ipe = config.iterations_per_epoch
+    if iterations < 1:
+        raise ConfigError("--iterations must be >= 1")
+    if iterations % ipe:
+        raise ConfigError(f"--iterations={iterations} is not a whole number of epochs of "
+                          f"{ipe} iterations (iterations_per_epoch)")
+    config.num_epochs = iterations // ipe
+    return config
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m experiments.sinusoid``; returns the exit status (``flag_parsing.run_main``:
+    2 for a bad flag or config, 3 if training diverges).
+
+    Example (``--iterations`` must be whole epochs; nothing is trained):
+        >>> main(["--config=experiments/configs/sinusoid_paper.py:smoke", "--iterations=7"])
+        2
+    """
+    full = flag_parsing.program_argv("python -m experiments.sinusoid", argv)
+    return flag_parsing.run_main(functools.partial(_main, full))
+
+
+def _main(full: list[str]) -> int:
+    fv = define_flags(full)
+    rest = flag_parsing.parse_or_help(fv, full, __doc__, config_flag="config")
+    if rest is None:
+        return 0
+    flag_parsing.check_no_arguments(rest)
+    config = with_iterations(fv["config"].value, fv["iterations"].value)
+    configs = compared_methods(config)
+    config_path = fv["config"].config_filename.split(":", 1)[0]
+    workdir = fv["workdir"].value or f"runs/{pathlib.Path(config_path).stem}"
+    run_comparison(configs, workdir, progress=not fv["no-progress"].value,
+                   command="python -m experiments.sinusoid " + " ".join(full[1:]),
+                   paper_note=config.get("paper_note", ""))
+    return 0
+
+
 if __name__ == "__main__":
-    # Run the importable module's main, so configs (which import experiments.sinusoid)
-    # and this script share one SinusoidConfig class.
-    from experiments import sinusoid as _self  # noqa: PLW0406 - deliberate, see above
-    _self.main()
+    sys.exit(main())

@@ -1,11 +1,12 @@
 """Which sinusoid test tasks make MAML++'s 5-shot interval wide, and why.
 
     python -m experiments.sinusoid_outliers --config=experiments/configs/sinusoid_paper.py \\
-        --workdir=runs/sinusoid_outliers [--top=10]
+        --workdir=runs/sinusoid_outliers [--config.KEY=VALUE ...] [--top=10]
 
-Trains the config's methods (or reloads them from ``--workdir``), evaluates every method on
-the config's fixed 600 test tasks with K = 5 support points for up to 10 steps, and for the
-tasks with the largest final query loss reports what distinguishes them:
+Trains the comparison's methods (``experiments.sinusoid``; or reloads them from
+``--workdir``), evaluates every method on the config's fixed 600 test tasks with K = 5
+support points for up to 10 steps, and for the tasks with the largest final query loss
+reports what distinguishes them:
 
 - the task (amplitude and phase, fitted exactly from the query points: y = A sin(x - phi));
 - where the 5 support points lie (the widest gap between them, and the covered range of
@@ -21,21 +22,23 @@ Writes ``outliers.json`` and ``outliers.md`` into the workdir.
 
 from __future__ import annotations
 
-import dataclasses
+import functools
 import json
 import pathlib
 import sys
 import time
+from collections.abc import Mapping
+from typing import Any
 
 import jax
 import numpy as np
 from absl import flags
 
 import maml_jax as mj
-from experiments import flag_parsing, sinusoid
-from experiments.config_lib import ConfigError
+from experiments import flag_parsing, sinusoid, wiring
+from experiments.config_lib import ConfigError, compared_methods
 
-__all__ = ["fit_sine", "support_coverage", "analyse", "main"]
+__all__ = ["fit_sine", "support_coverage", "analyse", "to_markdown", "define_flags", "main"]
 
 
 def fit_sine(x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
@@ -55,7 +58,12 @@ def fit_sine(x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
 
 
 def support_coverage(xs: np.ndarray, lo: float = -5.0, hi: float = 5.0) -> tuple[float, float]:
-    """``(widest gap, covered range)`` of support inputs within ``[lo, hi]`` (edges included)."""
+    """``(widest gap, covered range)`` of support inputs within ``[lo, hi]`` (edges included).
+
+    Example:
+      >>> support_coverage(np.array([1.0, -3.0, 2.0]))   # gaps 2, 4, 1, 3; range 2 - (-3)
+      (4.0, 5.0)
+    """
     pts = np.sort(np.concatenate([[lo], np.asarray(xs).ravel(), [hi]]))
     inner = np.sort(np.asarray(xs).ravel())
     return float(np.diff(pts).max()), float(inner[-1] - inner[0])
@@ -68,25 +76,34 @@ def _support_losses(loss_fn, meta_params, support, num_steps, inner_grad_clip=No
                                  inner_grad_clip=inner_grad_clip)[0]
 
 
-def analyse(cfg: sinusoid.SinusoidConfig, params_by_method: dict, *, k: int = 5,
+def analyse(configs: Mapping[str, Mapping[str, Any]], params_by_method: dict, *, k: int = 5,
             num_steps: int = 10, top: int = 10, focus: str | None = None) -> dict:
-    """The outlier analysis on the config's fixed test tasks (see the module docstring).
+    """The outlier analysis on the fixed test tasks (see the module docstring).
 
-    Each method adapts with its ``MethodConfig.inner_grad_clip`` (methods are matched to
-    ``params_by_method`` by name), as it was meta-trained.
+    Args:
+        configs: ``{method name: checked config}`` (``compared_methods``); the test tasks
+            are the focus method's (``test_seed``, ``num_test_tasks``, ``q_query_eval``).
+        params_by_method: ``{method name: meta-parameters}``; each adapts with its
+            config's model and inner-gradient clip, as it was meta-trained.
+        k: Support points of the test tasks.
+        num_steps: Inner steps.
+        top: Tasks reported.
+        focus: The method analysed (default: the last).
     """
-    clips = {m.name: m.inner_grad_clip for m in cfg.methods}
-    loss_fn = mj.make_loss_fn(mj.MLP(hidden=cfg.hidden), "mse")
-    support, query = mj.sinusoid_eval_tasks(cfg.seed + 1000, cfg.num_eval_tasks, k,
-                                            cfg.eval_query_points)
+    focus = focus or list(params_by_method)[-1]
+    test = configs[focus]
+    focus_setup = wiring.get_setup(test)
+    support, query = mj.sinusoid_eval_tasks(test["test_seed"], test["num_test_tasks"], k,
+                                            test["q_query_eval"])
     query_loss, support_loss = {}, {}
     for name, mp in params_by_method.items():
+        setup = wiring.get_setup(configs[name])
+        clip = setup.meta_config.inner_grad_clip
         query_loss[name] = np.asarray(mj.jit_evaluate_tasks(
-            loss_fn, mp["params"], mp["inner_lrs"], (support, query), num_steps=num_steps,
-            inner_grad_clip=clips.get(name))[0])
-        support_loss[name] = np.asarray(_support_losses(loss_fn, mp, support, num_steps,
-                                                        clips.get(name)))
-    focus = focus or list(params_by_method)[-1]
+            setup.eval_loss_fn, mp["params"], mp["inner_lrs"], (support, query),
+            num_steps=num_steps, inner_grad_clip=clip)[0])
+        support_loss[name] = np.asarray(_support_losses(setup.eval_loss_fn, mp, support,
+                                                        num_steps, clip))
     final = query_loss[focus][:, num_steps]
     order = np.argsort(final)[::-1]
     xs, xq, yq = (np.asarray(a) for a in (support[0], query[0], query[1]))
@@ -134,9 +151,9 @@ def analyse(cfg: sinusoid.SinusoidConfig, params_by_method: dict, *, k: int = 5,
         "per_method_mean_ci95": {n: [float(v) for v in mj.mean_ci95(q[:, num_steps])]
                                  for n, q in query_loss.items()},
         "top": rows,
-        "alpha_scaled": _alpha_scaled(loss_fn, params_by_method[focus], support, query,
-                                      num_steps, scales=(1.0, 0.75, 0.5),
-                                      inner_grad_clip=clips.get(focus)),
+        "alpha_scaled": _alpha_scaled(focus_setup.eval_loss_fn, params_by_method[focus],
+                                      support, query, num_steps, scales=(1.0, 0.75, 0.5),
+                                      inner_grad_clip=focus_setup.meta_config.inner_grad_clip),
     }
     return result
 
@@ -197,14 +214,17 @@ def to_markdown(res: dict) -> str:
     return "\n".join(lines)
 
 
-def define_flags() -> flags.FlagValues:
-    """The script's flags on a fresh ``FlagValues`` (see ``experiments.flag_parsing``)."""
+def define_flags(argv: list[str]) -> flags.FlagValues:
+    """The script's flags on a fresh ``FlagValues`` (see ``experiments.flag_parsing``);
+    ``argv`` is the full command line (``--config.KEY=VALUE`` overrides are read from it)."""
     fv = flags.FlagValues()
-    flags.DEFINE_string("config", "experiments/configs/sinusoid_paper.py",
-                        "sinusoid config file, FILE.py[:variant]", flag_values=fv)
+    flag_parsing.define_config_flag(
+        fv, argv, required=False, default="experiments/configs/sinusoid_paper.py",
+        help_string="sinusoid comparison config file, FILE.py[:variant]; override its keys "
+                    "with --config.KEY=VALUE")
     flags.DEFINE_string("workdir", None, "trained methods and the outputs", flag_values=fv)
-    flags.DEFINE_integer("iterations", None, "override the config's iterations",
-                         lower_bound=1, flag_values=fv)
+    flags.DEFINE_integer("iterations", None, "train this many iterations (a whole number of "
+                         "epochs: sets num_epochs)", lower_bound=1, flag_values=fv)
     flags.DEFINE_integer("top", 10, "tasks to report", lower_bound=1, flag_values=fv)
     flags.DEFINE_string("focus", None, "method to analyse (default: the last)",
                         flag_values=fv)
@@ -213,37 +233,45 @@ def define_flags() -> flags.FlagValues:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m experiments.sinusoid_outliers``; returns the exit status (2: bad flags)."""
-    from flax import serialization
+    """``python -m experiments.sinusoid_outliers``; returns the exit status (2: bad flags or
+    config, ``flag_parsing.run_main``).
+
+    Example (``--workdir`` is required):
+        >>> main(["--config=experiments/configs/sinusoid_paper.py:smoke"])
+        2
+    """
     full = flag_parsing.program_argv("python -m experiments.sinusoid_outliers", argv)
-    overrides = [a for a in full[1:] if a.startswith(("--config.", "-config."))]
-    fv = define_flags()
-    try:
-        if flag_parsing.parse_or_help(fv, [a for a in full if a not in overrides],
-                                      __doc__) is None:
-            return 0
-    except ConfigError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    cfg = sinusoid.load_config(fv["config"].value, overrides)
-    if fv["iterations"].value is not None:
-        cfg = dataclasses.replace(cfg, iterations=fv["iterations"].value)
+    return flag_parsing.run_main(functools.partial(_main, full))
+
+
+def _main(full: list[str]) -> int:
+    from flax import serialization
+    fv = define_flags(full)
+    if (rest := flag_parsing.parse_or_help(fv, full, __doc__, config_flag="config")) is None:
+        return 0
+    flag_parsing.check_no_arguments(rest)
+    config = sinusoid.with_iterations(fv["config"].value, fv["iterations"].value)
+    configs = compared_methods(config)
+    focus = fv["focus"].value
+    if focus is not None and focus not in configs:
+        raise ConfigError(f"--focus={focus!r} is not a method of the comparison: {list(configs)}")
     work = pathlib.Path(fv["workdir"].value)
     work.mkdir(parents=True, exist_ok=True)
     params = {}
-    for m in cfg.methods:
-        f = work / f"{m.name}.msgpack"
+    for name, cfg in configs.items():
+        f = work / f"{name}.msgpack"
         if f.is_file():
-            params[m.name] = serialization.msgpack_restore(f.read_bytes())
+            params[name] = serialization.msgpack_restore(f.read_bytes())
             continue
-        mp, _, seconds = sinusoid.train_method(cfg, m, progress=False)
-        print(f"{m.name}: trained in {seconds:.0f} s", flush=True)
-        f.write_bytes(serialization.msgpack_serialize(jax.device_get(mp)))
-        params[m.name] = jax.device_get(mp)
-    res = analyse(cfg, params, top=fv["top"].value, focus=fv["focus"].value)
+        run = sinusoid.train_sinusoid(cfg)
+        print(f"{name}: trained in {run.seconds:.0f} s", flush=True)
+        params[name] = jax.device_get(run.meta_params)
+        f.write_bytes(serialization.msgpack_serialize(params[name]))
+    res = analyse(configs, params, top=fv["top"].value, focus=focus)
+    first = next(iter(configs.values()))
     res.update(date=time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
                command="python -m experiments.sinusoid_outliers " + " ".join(full[1:]),
-               iterations=cfg.iterations)
+               iterations=first["num_epochs"] * first["iterations_per_epoch"])
     (work / "outliers.json").write_text(json.dumps(res, indent=1, default=float))
     md = to_markdown(res)
     (work / "outliers.md").write_text(md + "\n")

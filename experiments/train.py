@@ -25,6 +25,7 @@ an uninterrupted one. The workdir receives ``config.json``, ``metrics.jsonl``,
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import math
 import pathlib
@@ -36,7 +37,15 @@ import jax
 import numpy as np
 from absl import flags
 
-from experiments import checkpoints, datasets, evaluation, flag_parsing, plots, wiring
+from experiments import (
+    checkpoints,
+    datasets,
+    flag_parsing,
+    plots,
+    task_metrics,
+    training_loop,
+    wiring,
+)
 from experiments.config_lib import ConfigError, config_to_json, validate_config
 from experiments.metrics_log import MetricsLogger
 from maml_jax import meta, parallel
@@ -89,7 +98,7 @@ def _step_bytes_per_seed(setup, cfg, train_images) -> int | None:
         return None
     one = wiring.place_state(wiring.init_state(cfg, setup), {**cfg, "num_seeds": 1}, None)
     first_order, msl = meta.phase(setup.meta_config, 0)
-    compiled = meta.jit_train_steps.lower(
+    compiled = parallel.jit_train_steps.lower(
         one, jax.device_put(jax.tree.map(parallel.host_array, train_images)),
         sample_tasks=setup.sample_fn,
         num_steps=setup.steps_per_call, loss_fn=setup.train_loss_fn, optimizer=setup.optimizer,
@@ -154,11 +163,11 @@ class _Validation:
 
 def _validate_and_save(v: _Validation, state, step: int, epoch: int) -> dict[str, Any]:
     """Validates ``state`` and checkpoints it (ranked by its validation accuracy)."""
-    if not evaluation.tree_all_finite(state):
+    if not bool(meta.tree_all_finite(state)):
         raise meta.NonFiniteLossError(
             f"meta-training stopped: the meta-parameters became non-finite by "
             f"step {step}; no checkpoint was written. Lower the learning rates.")
-    val = evaluation.validate_population(v.setup, v.cfg, state, v.val_tasks, v.mesh)
+    val = task_metrics.validate_population(v.setup, v.cfg, state, v.val_tasks, v.mesh)
     if not math.isfinite(val["val_loss"]):
         raise meta.NonFiniteLossError(f"non-finite validation loss at step {step}")
     if v.logger is not None:
@@ -187,7 +196,7 @@ def _write_outputs(state, cfg: dict, workdir: pathlib.Path, summary: dict) -> No
     plots.plot_inner_lrs(jax.tree.map(parallel.host_array, first.meta_params["inner_lrs"]),
                          workdir / "inner_lrs.png",
                          title=f"{cfg['name']}: inner learning rates{seed_note}")
-    checkpoints.write_json(workdir / "train_summary.json", summary)
+    checkpoints.write_json(workdir / checkpoints.SUMMARY_FILE, summary)
 
 
 def state_digest(tree) -> str:
@@ -228,13 +237,12 @@ def train_and_evaluate(cfg, workdir: str | pathlib.Path, *, data_dir: str | None
             ``datasets.load_images`` returns them (a float ``[C, 20, S, S]`` array or a
             ``ClassImages``), used instead of loading the config's data (tests, custom data).
 
-    Example:
-        >>> from experiments.config_lib import mamlpp_config
-        >>> cfg = mamlpp_config(5, 1, data="synthetic", synthetic_num_classes=30,
-        ...                     synthetic_counts=(20, 5, 5), num_filters=4, num_epochs=1,
-        ...                     iterations_per_epoch=2, steps_per_call=2, num_val_tasks=4)
-        >>> train_and_evaluate(cfg, "runs/tiny", progress=False)["finished"]  # doctest: +SKIP
-        True
+    Usage (synthetic glyphs and a tiny network, no data to download)::
+
+        cfg = mamlpp_config(5, 1, data="synthetic", synthetic_num_classes=30,
+                            synthetic_counts=(20, 5, 5), num_filters=4, num_epochs=1,
+                            iterations_per_epoch=2, steps_per_call=2, num_val_tasks=4)
+        train_and_evaluate(cfg, "runs/tiny", progress=False)["finished"]   # True
     """
     cfg = validate_config(cfg)
     _check_max_minutes(max_minutes)
@@ -263,30 +271,25 @@ def train_and_evaluate(cfg, workdir: str | pathlib.Path, *, data_dir: str | None
         _check_population_memory(setup, cfg, train_images, mesh)
     validation = _Validation(cfg, setup, val_tasks, mesh, mngr, logger, workdir)
 
-    ipe, k = cfg["iterations_per_epoch"], setup.steps_per_call
+    ipe = cfg["iterations_per_epoch"]
     total = cfg["num_epochs"] * ipe
-    step = int(parallel.host_array(state.step).reshape(-1)[0])
+    step = training_loop.steps_done(state)
     t_start = epoch_start = time.time()
     bar = _progress_bar(progress and main_process, cfg, total, step)
     last_val, stopped_by = None, None
     limit_s = None if max_minutes is None else 60.0 * max_minutes
+    chunks = training_loop.train_chunks(
+        state, train_images, setup, total_steps=total, mesh=mesh, population=population,
+        check_finite=functools.partial(check_finite, cfg=cfg))
     try:
-        while step < total:
-            epoch = step // ipe
-            first_order, msl = meta.phase(setup.meta_config, epoch)
-            state, metrics = parallel.jit_train_steps(
-                state, train_images, mesh=mesh, population=population,
-                sample_tasks=setup.sample_fn, num_steps=k,
-                loss_fn=setup.train_loss_fn, optimizer=setup.optimizer,
-                config=setup.meta_config, first_order=first_order, msl=msl)
-            metrics = jax.tree.map(parallel.host_array, metrics)
-            check_finite(metrics, step, cfg)
-            step += k
-            rec = _train_record(metrics, step, epoch, setup, first_order, msl, population)
+        for chunk in chunks:
+            state, step, epoch = chunk.state, chunk.step, chunk.epoch
+            rec = _train_record(chunk.metrics, step, epoch, setup, chunk.first_order, chunk.msl,
+                                population)
             if logger is not None:
                 logger.log(rec)
             if bar is not None:
-                bar.update(k)
+                bar.update(chunk.num_steps)
                 bar.set_postfix(epoch=epoch, loss=f"{rec['loss']:.3f}",
                                 acc=f"{rec['accuracy']:.3f}",
                                 val=("-" if last_val is None else f"{last_val:.3f}"))
@@ -433,37 +436,35 @@ def main(argv: list[str] | None = None) -> int:
         argv: The arguments without the program name; None reads ``sys.argv``.
 
     Returns:
-        The exit status: 0, 2 for a config / flag / data error, 3 for a non-finite loss.
+        The exit status (``flag_parsing.run_main``): 0, 2 for a config / flag / data
+        error, 3 for a non-finite loss.
 
-    Example:
+    Example (a bad config is refused before anything loads or compiles):
         >>> main(["--config=experiments/configs/omniglot_5w1s_mamlpp.py:smoke",
-        ...       "--config.num_filters=8", "--workdir=runs/x", "--no-progress"])  # doctest: +SKIP
-        0
+        ...       "--config.num_ways=0"])
+        2
     """
     argv = flag_parsing.program_argv("python -m experiments.train", argv)
+    return flag_parsing.run_main(functools.partial(_main, argv))
+
+
+def _main(argv: list[str]) -> int:
     fv = define_flags(argv)
-    try:
-        rest = flag_parsing.parse_or_help(fv, argv, __doc__, config_flag="config")
-        if rest is None:
-            return 0
-        flag_parsing.check_no_arguments(rest)
-        init_distributed(distributed_settings(distributed_flags(fv)))
-        config = fv["config"].value
-        if fv["num-seeds"].value is not None:
-            config.num_seeds = fv["num-seeds"].value
-        cfg = validate_config(config)
-        workdir = fv["workdir"].value or str(pathlib.Path("runs") / cfg["name"])
-        summary = train_and_evaluate(cfg, workdir, data_dir=fv["data-dir"].value,
-                                     resume=fv["resume"].value,
-                                     stop_after=fv["stop-after"].value,
-                                     max_minutes=fv["max-minutes"].value,
-                                     progress=not fv["no-progress"].value)
-    except (ConfigError, datasets.DataError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    except meta.NonFiniteLossError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 3
+    rest = flag_parsing.parse_or_help(fv, argv, __doc__, config_flag="config")
+    if rest is None:
+        return 0
+    flag_parsing.check_no_arguments(rest)
+    init_distributed(distributed_settings(distributed_flags(fv)))
+    config = fv["config"].value
+    if fv["num-seeds"].value is not None:
+        config.num_seeds = fv["num-seeds"].value
+    cfg = validate_config(config)
+    workdir = fv["workdir"].value or str(pathlib.Path("runs") / cfg["name"])
+    summary = train_and_evaluate(cfg, workdir, data_dir=fv["data-dir"].value,
+                                 resume=fv["resume"].value,
+                                 stop_after=fv["stop-after"].value,
+                                 max_minutes=fv["max-minutes"].value,
+                                 progress=not fv["no-progress"].value)
     print(json.dumps({"workdir": workdir, **summary}))
     return 0
 

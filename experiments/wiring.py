@@ -1,7 +1,9 @@
 """From a checked config to the library's arguments: model, optimizer, sampler, state, mesh.
 
 The library (``maml_jax``) receives explicit arguments only; ``get_setup(cfg)`` builds them
-(``Setup``) and caches them per config, so that repeated runs in one process hand
+(``Setup``: Conv4 and cross-entropy on images, or for ``data="sinusoid"`` an MLP, the mean
+squared error and the sinusoid task sampler; the outer loop from ``maml_jax.make_outer_loop``
+either way) and caches them per config, so that repeated runs in one process hand
 ``jax.jit`` the *same* static arguments and do not recompile. ``init_population`` builds
 the initial ``MetaState`` (of one seed or a population), ``make_mesh`` / ``place_state`` put
 it on the devices.
@@ -26,15 +28,18 @@ import jax.numpy as jnp
 import optax
 
 from experiments.config_lib import ConfigError
-from maml_jax import core, losses, meta, models, parallel
+from maml_jax import core, meta, model_adapters, models, parallel, task_batching
 from maml_jax.data import episodes
+from maml_jax.data.sinusoid import sample_sinusoid_tasks
 
-__all__ = ["Setup", "steps_per_call", "eval_batch_size", "get_setup", "init_state",
-           "init_population", "make_mesh", "place_state", "seed_state"]
+__all__ = ["Setup", "OUTER_LOOP_KEYS", "steps_per_call", "eval_batch_size", "get_setup",
+           "init_state", "init_population", "make_mesh", "place_state", "seed_state"]
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
 class Setup:
+    """What training and evaluation hand the library for one config (``get_setup``)."""
+
     model: Any
     meta_config: meta.MetaConfig
     optimizer: optax.GradientTransformation
@@ -43,8 +48,9 @@ class Setup:
     eval_loss_fn: Callable
     sample_fn: Callable
     steps_per_call: int
-    final_logits: Callable    # jitted (params, inner_lrs, (xs, ys), xq, sharding=None) -> logits
-                              # per task (sharding: parallel.task_sharding(mesh))
+    final_logits: Callable | None  # jitted (params, inner_lrs, (xs, ys), xq, sharding=None)
+                              # -> logits per task (sharding: parallel.task_sharding(mesh));
+                              # None for regression (data="sinusoid"): no classes to rank
     init_variables: Callable  # jitted model.init: one compile per Setup, not per init_state
 
 
@@ -54,6 +60,14 @@ _SETUP_KEYS = ("num_ways", "k_shot", "q_query", "num_filters", "activation", "co
                "task_batching", "remat", "meta_batch_size", "meta_lr", "min_meta_lr",
                "lr_schedule", "clip_value", "num_epochs", "rotate_train", "steps_per_call",
                "eval_batch_size", "rate_update", "lr_granularity", "inner_grad_clip")
+# The config keys that are make_outer_loop's arguments of the same name.
+OUTER_LOOP_KEYS = ("lr_granularity", "num_inner_steps", "msl", "msl_epochs", "first_order",
+                   "first_order_epochs", "learn_inner_lrs", "meta_lr", "lr_schedule",
+                   "min_meta_lr", "num_epochs", "iterations_per_epoch", "clip_value",
+                   "rate_update", "inner_grad_clip", "task_batching", "remat")
+# What a sinusoid Setup depends on (the image keys do not apply to it).
+_SINUSOID_SETUP_KEYS = ("data", "sinusoid_hidden", "k_shot", "q_query", "meta_batch_size",
+                        "steps_per_call", *OUTER_LOOP_KEYS)
 _SETUP_CACHE: dict[tuple, Setup] = {}
 
 
@@ -71,33 +85,45 @@ def eval_batch_size(cfg: dict) -> int:
 
 
 def get_setup(cfg: dict) -> Setup:
-    key = tuple((k, repr(cfg[k])) for k in _SETUP_KEYS)
-    if key in _SETUP_CACHE:
-        return _SETUP_CACHE[key]
+    """The ``Setup`` of a checked config (``validate_config``), built once per config."""
+    sinusoid = cfg["data"] == "sinusoid"
+    key = tuple((k, repr(cfg[k])) for k in (_SINUSOID_SETUP_KEYS if sinusoid else _SETUP_KEYS))
+    if key not in _SETUP_CACHE:
+        _SETUP_CACHE[key] = _sinusoid_setup(cfg) if sinusoid else _image_setup(cfg)
+    return _SETUP_CACHE[key]
+
+
+def _outer_loop(cfg: dict) -> meta.OuterLoop:
+    return meta.make_outer_loop(**{key: cfg[key] for key in OUTER_LOOP_KEYS})
+
+
+def _sinusoid_setup(cfg: dict) -> Setup:
+    """An MLP regressor meta-trained on sinusoid tasks drawn on the device."""
+    model = models.MLP(hidden=tuple(cfg["sinusoid_hidden"]))
+    loop = _outer_loop(cfg)
+    # An MLP has no batch norm: training and evaluation share one loss function.
+    loss_fn = model_adapters.make_loss_fn(model, "mse")
+    b, k, q = cfg["meta_batch_size"], cfg["k_shot"], cfg["q_query"]
+
+    def sample_fn(key, data):
+        del data  # sinusoid tasks come from the key alone
+        return sample_sinusoid_tasks(key, b, k, q)
+
+    return Setup(model, loop.config, loop.optimizer, loop.meta_lr, loss_fn, loss_fn, sample_fn,
+                 steps_per_call(cfg), None, jax.jit(model.init))
+
+
+def _image_setup(cfg: dict) -> Setup:
+    """Conv4 classifying N-way K-shot image tasks sampled from the training classes."""
     n = cfg["num_inner_steps"]
     model = models.Conv4(num_classes=cfg["num_ways"], num_filters=cfg["num_filters"],
                          num_steps=n, per_step_bn=cfg["per_step_bn"],
                          activation=cfg["activation"], conv_impl=cfg["conv_impl"])
-    mc = meta.MetaConfig(num_inner_steps=n, msl=cfg["msl"], msl_epochs=cfg["msl_epochs"],
-                         first_order=cfg["first_order"],
-                         first_order_epochs=cfg["first_order_epochs"],
-                         learn_inner_lrs=cfg["learn_inner_lrs"],
-                         iterations_per_epoch=cfg["iterations_per_epoch"],
-                         task_batching=cfg["task_batching"], remat=cfg["remat"],
-                         inner_grad_clip=cfg["inner_grad_clip"])  # resolved by validate_config
-    if cfg["lr_schedule"] == "cosine":
-        schedule = meta.meta_lr_schedule(cfg["meta_lr"], cfg["min_meta_lr"], cfg["num_epochs"],
-                                         cfg["iterations_per_epoch"])
-        lr = schedule
-    else:
-        lr = float(cfg["meta_lr"])
-        schedule = lambda count: lr
-    optimizer = meta.make_meta_optimizer(
-        lr, clip_value=cfg["clip_value"],
-        **meta.rate_update_preset(cfg["rate_update"], cfg["lr_granularity"]))
-    train_loss_fn = losses.make_loss_fn(model, "cross_entropy", collect_bn_stats=True)
+    loop = _outer_loop(cfg)
+    mc = loop.config
+    train_loss_fn = model_adapters.make_loss_fn(model, "cross_entropy", collect_bn_stats=True)
     # Transductive evaluation (the reference's): BN uses each batch's own statistics.
-    eval_loss_fn = losses.make_loss_fn(model, "cross_entropy")
+    eval_loss_fn = model_adapters.make_loss_fn(model, "cross_entropy")
     b, w, k, q, rot = (cfg["meta_batch_size"], cfg["num_ways"], cfg["k_shot"], cfg["q_query"],
                        bool(cfg["rotate_train"]))
 
@@ -122,12 +148,10 @@ def get_setup(cfg: dict) -> Setup:
                                     mutable=["batch_stats"])
             return logits
 
-        return parallel.map_tasks(one, (support, xq), sharding=sharding, batch_size=bs)
+        return task_batching.map_tasks(one, (support, xq), sharding=sharding, batch_size=bs)
 
-    setup = Setup(model, mc, optimizer, schedule, train_loss_fn, eval_loss_fn, sample_fn,
-                  steps_per_call(cfg), final_logits, jax.jit(model.init))
-    _SETUP_CACHE[key] = setup
-    return setup
+    return Setup(model, mc, loop.optimizer, loop.meta_lr, train_loss_fn, eval_loss_fn, sample_fn,
+                 steps_per_call(cfg), final_logits, jax.jit(model.init))
 
 
 # config "inner_loop" -> inner_loop_mask(only=...): ANIL adapts the classifier alone.
@@ -138,17 +162,23 @@ def init_state(cfg: dict, setup: Setup) -> meta.MetaState:
     """The initial MetaState: Xavier params, inner rates (BN, and for ANIL the body, masked
     out), root PRNG key."""
     init_key, run_key = jax.random.split(jax.random.PRNGKey(cfg["seed"]))
-    s = cfg["image_size"]
     # One compiled init instead of the forward pass op by op (~120 small compiles).
-    variables = setup.init_variables(init_key,
-                                     jnp.zeros((1, s, s, cfg["image_channels"]), jnp.float32))
+    variables = setup.init_variables(init_key, jnp.zeros(_example_input_shape(cfg), jnp.float32))
     params = variables["params"]
     lrs = core.init_inner_lrs(params, cfg["num_inner_steps"], float(cfg["inner_lr"]),
                               cfg["lr_granularity"],
-                              mask=models.inner_loop_mask(params,
+                              mask=model_adapters.inner_loop_mask(params,
                                                           only=_ADAPTED[cfg["inner_loop"]]))
     return meta.init_meta_state(params, lrs, setup.optimizer, run_key,
                                 model_state=variables.get("batch_stats", {}))
+
+
+def _example_input_shape(cfg: dict) -> tuple[int, ...]:
+    """One input of the config's model: a scalar x (sinusoid) or an image."""
+    if cfg["data"] == "sinusoid":
+        return (1, 1)
+    s = cfg["image_size"]
+    return (1, s, s, cfg["image_channels"])
 
 
 def init_population(cfg: dict, setup: Setup) -> meta.MetaState:

@@ -17,7 +17,7 @@ import zipfile
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 PACKAGE_DIRS = ("maml_jax", "experiments")
 # Recorded run outputs live under experiments/results: data, not part of the package.
-NOT_PACKAGED = ("experiments/results",)
+NOT_PACKAGED = ("experiments/results/",)
 
 
 def _sources() -> set[str]:

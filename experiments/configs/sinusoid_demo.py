@@ -1,12 +1,11 @@
-"""Sinusoid, scaled down to run in a few minutes on a 2-core CPU (``make demo``).
+"""Sinusoid MAML vs MAML++, scaled down to a few minutes on a 2-core CPU (``make demo``).
 
 Run:      make demo    (= python -m experiments.sinusoid
           --config=experiments/configs/sinusoid_demo.py, the same config as
           ``--config=experiments/configs/sinusoid_paper.py:demo``)
-Runtime:  see the README's results table (2-core CPU, both methods, training + evaluation).
 Paper:    the full-scale config is sinusoid_paper.py (MAML paper: 5-shot MSE 0.67 / 0.38 /
-          0.35 after 1 / 5 / 10 steps at 70,000 iterations); this one trains for fewer
-          iterations with the same settings, so expect somewhat higher errors.
+          0.35 after 1 / 5 / 10 steps); this one trains for fewer iterations with the same
+          settings, so expect somewhat higher errors. The run prints its own table.
 """
 
 from experiments.configs import sinusoid_paper

@@ -14,39 +14,41 @@ Paper:    none for this grid; MAML (Finn et al. 2017, 70,000 iterations): 5-shot
           0.67 / 0.38 / 0.35 after 1 / 5 / 10 steps. Measured results: docs/results.md.
 """
 
-import maml_jax as mj
-from experiments.configs import sinusoid_paper
-from experiments.sinusoid import MethodConfig, SinusoidConfig
-from experiments.study_grid import SinusoidGrid
+from experiments.config_lib import sinusoid_config
+from experiments.study_grid import StudyGrid
 
 N = 5
-# The per-weight granularities' defaults ("auto" in the Omniglot configs): log-space rate
-# update and the inner-gradient clip; both resolve to the same values for meta_sgd.
-PER_WEIGHT = dict(inner_lr=0.01, learn_inner_lrs=True, **mj.rate_update_preset("log"),
-                  inner_grad_clip=mj.default_inner_grad_clip("parameter"))
+# The reduced budget: 40 epochs of 500 iterations (20,000 outer steps).
+BUDGET = dict(num_epochs=40, iterations_per_epoch=500)
+# The per-weight granularities' library defaults ("auto"): the log-space rate update and the
+# inner-gradient clip (maml_jax.default_inner_grad_clip: 100, for meta_sgd too).
+PER_WEIGHT = dict(learn_inner_lrs=True, rate_update="auto", inner_grad_clip="auto")
+# --smoke: every cell at a few seconds' scale (its numbers mean nothing).
+SMOKE = dict(num_epochs=2, iterations_per_epoch=20, meta_batch_size=4, steps_per_call=20,
+             msl_epochs=1)
 
 
 def methods():
-    fixed = dict(inner_lr=0.01, granularity="scalar", learn_inner_lrs=False)
-    return (
-        MethodConfig(name="MAML", num_inner_steps=N, msl=False, **fixed),
-        MethodConfig(name="MAML++", num_inner_steps=N, msl=True, msl_epochs=4,
-                     granularity="layer_step", inner_lr=0.01, learn_inner_lrs=True,
-                     inner_lr_scale=0.1),
+    """``{name: the keys in which the method differs from sinusoid_config}``."""
+    fixed = dict(lr_granularity="scalar", learn_inner_lrs=False)
+    return {
+        "MAML": dict(num_inner_steps=N, msl=False, **fixed),
+        # This repository's sinusoid MAML++ recipe: additive rate updates at 0.1x.
+        "MAML++": dict(num_inner_steps=N, msl=True, msl_epochs=4, lr_granularity="layer_step",
+                       learn_inner_lrs=True, rate_update="reference_0.1x"),
         # Meta-SGD as published: one rate per weight, one inner step.
-        MethodConfig(name="Meta-SGD", num_inner_steps=1, msl=False, granularity="meta_sgd",
-                     **PER_WEIGHT),
-        MethodConfig(name="Meta-SGD-5", num_inner_steps=N, msl=False, granularity="meta_sgd",
-                     **PER_WEIGHT),
-        MethodConfig(name="PerWeightStep+MSL", num_inner_steps=N, msl=True, msl_epochs=4,
-                     granularity="parameter", **PER_WEIGHT),
-        MethodConfig(name="ANIL", num_inner_steps=N, msl=False, inner_loop="head", **fixed),
-    )
+        "Meta-SGD": dict(num_inner_steps=1, msl=False, lr_granularity="meta_sgd", **PER_WEIGHT),
+        "Meta-SGD-5": dict(num_inner_steps=N, msl=False, lr_granularity="meta_sgd",
+                           **PER_WEIGHT),
+        "PerWeightStep+MSL": dict(num_inner_steps=N, msl=True, msl_epochs=4,
+                                  lr_granularity="parameter", **PER_WEIGHT),
+        "ANIL": dict(num_inner_steps=N, msl=False, inner_loop="head", **fixed),
+    }
 
 
 def get_config():
-    base = SinusoidConfig(methods=(), iterations=20_000, iterations_per_epoch=500,
-                          paper=sinusoid_paper.PAPER)
-    return SinusoidGrid(base=base, methods=methods(), shots=(5, 10), seeds=(0, 1, 2),
-                        smoke=dict(iterations=40, iterations_per_epoch=20, meta_batch_size=4,
-                                   steps_per_call=20))
+    """Cells ``<method>_K<k>_s<seed>``: K support (and query) points in training and test."""
+    configs = {f"{name}_K{k}": sinusoid_config(name=name, k_shot=k, q_query=k,
+                                               sinusoid_eval_shots=(k,), **BUDGET, **updates)
+               for k in (5, 10) for name, updates in methods().items()}
+    return StudyGrid(configs=configs, seeds=(0, 1, 2), smoke=SMOKE)

@@ -80,16 +80,16 @@ def _patch_compare(mp, calls, tmp):
 
 
 def _patch_sinusoid(mp, calls, tmp):
-    mp.setattr(sinusoid, "train_method",
-               Recorder(calls, "train", lambda *a, **k: ({"inner_lrs": {}}, [], 0.0)))
-    mp.setattr(sinusoid, "evaluate_method", Recorder(calls, "evaluate", {}))
+    mp.setattr(sinusoid, "train_sinusoid", Recorder(
+        calls, "train", lambda *a, **k: sinusoid.SinusoidRun({"inner_lrs": {}}, [], 0.0)))
+    mp.setattr(sinusoid, "evaluate_sinusoid", Recorder(calls, "evaluate", {}))
     mp.setattr(sinusoid, "results_table", Recorder(calls, "table", ""))
     mp.setattr(sinusoid, "make_plots", Recorder(calls, "plots", []))
 
 
 def _patch_outliers(mp, calls, tmp):
-    mp.setattr(sinusoid, "train_method",
-               Recorder(calls, "train", lambda *a, **k: ({"w": [0.0]}, [], 0.0)))
+    mp.setattr(sinusoid, "train_sinusoid", Recorder(
+        calls, "train", lambda *a, **k: sinusoid.SinusoidRun({"w": [0.0]}, [], 0.0)))
     mp.setattr(sinusoid_outliers, "analyse", Recorder(calls, "analyse", {}))
     mp.setattr(sinusoid_outliers, "to_markdown", Recorder(calls, "markdown", ""))
 
@@ -143,17 +143,19 @@ FLAG_VALUES = {
                   "stop-after": ["--stop-after=1"], "set": ["--set=conv_impl=patches"],
                   "smoke": ["--smoke"], "progress": ["--progress"]},
     "sinusoid": {"config": [f"--config={CONFIGS / 'sinusoid_demo.py'}"],
-                 "workdir": ["--workdir={tmp}/other"], "iterations": ["--iterations=7"],
+                 "workdir": ["--workdir={tmp}/other"], "iterations": ["--iterations=60"],
                  "no-progress": ["--no-progress"]},
     "sinusoid_outliers": {"config": [f"--config={CONFIGS / 'sinusoid_demo.py'}"],
-                          "workdir": ["--workdir={tmp}/other"], "iterations": ["--iterations=7"],
+                          "workdir": ["--workdir={tmp}/other"], "iterations": ["--iterations=60"],
                           "top": ["--top=3"], "focus": ["--focus=MAML"]},
 }
 
 
 def _defined_flags(script):
     module = SCRIPTS[script][0]
-    fv = module.define_flags(["prog"]) if script == "train" else module.define_flags()
+    # Scripts with a --config flag read its overrides from the command line they parse.
+    with_config = ("train", "sinusoid", "sinusoid_outliers")
+    fv = module.define_flags(["prog"]) if script in with_config else module.define_flags()
     return sorted(fv)
 
 

@@ -25,13 +25,15 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+import maml_jax as mj
 from experiments import (
     checkpoints,
     config_lib,
     datasets,
     evaluate,
-    evaluation,
     plots,
+    sinusoid,
+    task_metrics,
     train,
     wiring,
 )
@@ -123,8 +125,8 @@ def observe_validation_call(cfg, mp, tmp):
         return jnp.zeros((2, 3)), {"accuracy": jnp.zeros((2, 3))}
 
     mp.setattr(meta, "jit_evaluate_tasks", record)
-    evaluation.evaluate_params(wiring.get_setup(cfg), cfg, {"params": {}, "inner_lrs": {}},
-                               tasks=None)
+    task_metrics.evaluate_params(wiring.get_setup(cfg), cfg, {"params": {}, "inner_lrs": {}},
+                                 tasks=None)
     return calls
 
 
@@ -206,12 +208,12 @@ def observe_evaluation_run(cfg, mp, tmp):
     seen = {}
     ranked = [(12, 0.9), (10, 0.8), (8, 0.7), (6, 0.6), (4, 0.5), (2, 0.4)]
 
-    def evaluate_seed(cfg_, setup, mngr, ranked_, ens, tasks, template, index, workdir, mesh):
-        seen.setdefault("per_seed", []).append((ens, ranked_, _digest(tasks)))
-        result = {"step": ranked_[0][0], "test_accuracy_pct": 50.0, "test_ci95_pct": 1.0,
+    def evaluate_seed(run, ens, tasks, index):
+        seen.setdefault("per_seed", []).append((ens, run.ranked, _digest(tasks)))
+        result = {"step": run.ranked[0][0], "test_accuracy_pct": 50.0, "test_ci95_pct": 1.0,
                   "per_step_accuracy_pct": [20.0, 50.0], "per_step_ci95_pct": [1.0, 1.0]}
-        return {"seed": cfg_["seed"] + index, "best": result,
-                "ensemble": {**result, "size": min(ens, len(ranked_))}, "members": []}
+        return {"seed": run.cfg["seed"] + index, "best": result,
+                "ensemble": {**result, "size": min(ens, len(run.ranked))}, "members": []}
 
     mp.setattr(checkpoints, "checkpoint_manager",
                lambda workdir, keep_best, read_only=False: types.SimpleNamespace(
@@ -223,11 +225,49 @@ def observe_evaluation_run(cfg, mp, tmp):
     return seen, {k: v for k, v in results.items() if k not in ("best", "ensemble")}
 
 
+def observe_sinusoid_evaluation(cfg, mp, tmp):
+    """The fixed test tasks ``sinusoid.evaluate_sinusoid`` asks for and what it hands
+    ``jit_evaluate_tasks`` (recorded, not run)."""
+    calls = []
+    real_tasks = mj.sinusoid_eval_tasks
+
+    def tasks(*args):
+        calls.append(("tasks", args))
+        return real_tasks(*args)
+
+    def evaluate(loss_fn, params, inner_lrs, tasks_, **kwargs):
+        calls.append(("evaluate", _digest(tasks_), sorted(kwargs.items())))
+        return jnp.zeros((2, kwargs["num_steps"] + 1)), {}
+
+    mp.setattr(mj, "sinusoid_eval_tasks", tasks)
+    mp.setattr(mj, "jit_evaluate_tasks", evaluate)
+    sinusoid.evaluate_sinusoid(cfg, {"params": {}, "inner_lrs": {}})
+    return calls
+
+
+def observe_sinusoid_report(cfg, mp, tmp):
+    """The table and plots ``sinusoid.run_comparison`` makes of a method's test losses
+    (training and testing faked: losses 1 + step / 10 on two tasks)."""
+    plotted = []
+    mp.setattr(sinusoid, "train_sinusoid",
+               lambda c, **kw: sinusoid.SinusoidRun({"inner_lrs": {}}, [], 0.0))
+    mp.setattr(sinusoid, "evaluate_sinusoid", lambda c, params: {
+        k: np.tile(1.0 + np.arange(c["num_inner_steps_eval"] + 1) / 10, (2, 1))
+        for k in c["sinusoid_eval_shots"]})
+    # the trajectory plot shows every step adapted, the table the reported ones
+    mp.setattr(sinusoid, "make_plots", lambda evals, *args, **kwargs: plotted.append(
+        (jax.tree.map(np.shape, evals), kwargs)) or [])
+    result = sinusoid.run_comparison({cfg["name"]: cfg}, tmp / "out")
+    table = (tmp / "out" / "results.md").read_text().split("Query MSE", 1)[1]
+    return result["test_mse"], plotted, table
+
+
 # ------------------------------------------------------------------------------- the table
 # key -> (observers that must see a change, the changed value(s), the base's changes).
 # "base" makes the key meaningful (an image-folder key needs data="image_folder").
 IMAGE_FOLDER = {"data": "image_folder"}
 MINIIMAGENET = {"data": "miniimagenet", "image_channels": 3}
+SINUSOID = {"data": "sinusoid", "sinusoid_eval_steps": (1, 2)}   # num_inner_steps_eval 2
 KEY_CHECKS = {
     "name": ((observe_evaluation_run,), {"name": "renamed"}, {}),
     "data": ((observe_data,), {"data": "omniglot"}, {}),
@@ -245,6 +285,11 @@ KEY_CHECKS = {
     "synthetic_counts": ((observe_data,), {"synthetic_counts": (15, 10, 5)}, {}),
     "synthetic_seed": ((observe_data,), {"synthetic_seed": 4}, {}),
     "rotate_train": ((observe_sampler,), {"rotate_train": False}, {}),
+    "sinusoid_hidden": ((observe_model, observe_init), {"sinusoid_hidden": (8,)}, SINUSOID),
+    "sinusoid_eval_shots": ((observe_sinusoid_evaluation, observe_sinusoid_report),
+                            {"sinusoid_eval_shots": (3,)}, SINUSOID),
+    "sinusoid_eval_steps": ((observe_sinusoid_report,), {"sinusoid_eval_steps": (0, 2)},
+                            SINUSOID),
     "num_ways": ((observe_model, observe_sampler), {"num_ways": 3}, {}),
     "k_shot": ((observe_sampler,), {"k_shot": 2}, {}),
     "q_query": ((observe_sampler,), {"q_query": 2}, {}),
@@ -315,3 +360,83 @@ def test_config_key_reaches_what_it_configures(key, monkeypatch, tmp_path):
         after = observe_with(observe, {**base, **changed})
         assert before != after, (f"changing {key} to {changed[key]!r} changed nothing "
                                  f"{observe.__name__} sees")
+
+
+# ------------------------------------------------------------------- the sinusoid path
+# Every key a sinusoid run reads (data="sinusoid": wiring's MLP setup, experiments.sinusoid's
+# evaluation and report) changes what it configures there too; the other keys are the image
+# pipeline's, listed in SINUSOID_IGNORES.
+SINUSOID_BASE = dict(name="tiny", sinusoid_hidden=(4,), meta_batch_size=2, num_epochs=3,
+                     iterations_per_epoch=2, steps_per_call=2, num_inner_steps=2,
+                     num_inner_steps_eval=2, sinusoid_eval_steps=(1, 2), sinusoid_eval_shots=(5,),
+                     num_test_tasks=3, q_query_eval=4, lr_granularity="layer_step",
+                     learn_inner_lrs=True, msl=True, lr_schedule="cosine")
+SINUSOID_KEY_CHECKS = {
+    "name": ((observe_sinusoid_report,), {"name": "renamed"}),
+    "sinusoid_hidden": ((observe_model, observe_init), {"sinusoid_hidden": (8,)}),
+    "k_shot": ((observe_sampler,), {"k_shot": 3}),
+    "q_query": ((observe_sampler,), {"q_query": 3}),
+    "meta_batch_size": ((observe_sampler,), {"meta_batch_size": 3}),
+    "num_inner_steps": ((observe_meta_config, observe_init), {"num_inner_steps": 3}),
+    "inner_lr": ((observe_init,), {"inner_lr": 0.2}),
+    "lr_granularity": ((observe_init,), {"lr_granularity": "parameter"}),
+    "inner_loop": ((observe_init,), {"inner_loop": "head"}),
+    "seed": ((observe_init,), {"seed": 1}),
+    "learn_inner_lrs": ((observe_meta_config,), {"learn_inner_lrs": False}),
+    "msl": ((observe_meta_config,), {"msl": False}),
+    "msl_epochs": ((observe_meta_config,), {"msl_epochs": 4}),
+    "first_order": ((observe_meta_config,), {"first_order": True}),
+    "first_order_epochs": ((observe_meta_config,), {"first_order_epochs": 2}),
+    "task_batching": ((observe_meta_config,), {"task_batching": "map"}),
+    "remat": ((observe_meta_config,), {"remat": True}),
+    "inner_grad_clip": ((observe_meta_config, observe_sinusoid_evaluation),
+                        {"inner_grad_clip": 5.0}),
+    "rate_update": ((observe_optimizer,), {"rate_update": "log"}),
+    "meta_lr": ((observe_optimizer,), {"meta_lr": 2e-3}),
+    "min_meta_lr": ((observe_optimizer,), {"min_meta_lr": 1e-4}),
+    "lr_schedule": ((observe_optimizer,), {"lr_schedule": "constant"}),
+    "clip_value": ((observe_optimizer,), {"clip_value": 10.0}),
+    "num_epochs": ((observe_optimizer,), {"num_epochs": 5}),
+    "iterations_per_epoch": ((observe_meta_config, observe_optimizer),
+                             {"iterations_per_epoch": 4}),
+    "steps_per_call": ((observe_host_loop,), {"steps_per_call": 1}),
+    "num_inner_steps_eval": ((observe_sinusoid_evaluation, observe_sinusoid_report),
+                             {"num_inner_steps_eval": 3}),
+    "num_test_tasks": ((observe_sinusoid_evaluation,), {"num_test_tasks": 5}),
+    "q_query_eval": ((observe_sinusoid_evaluation,), {"q_query_eval": 6}),
+    "test_seed": ((observe_sinusoid_evaluation,), {"test_seed": 7}),
+    "sinusoid_eval_shots": ((observe_sinusoid_evaluation, observe_sinusoid_report),
+                            {"sinusoid_eval_shots": (3,)}),
+    "sinusoid_eval_steps": ((observe_sinusoid_report,), {"sinusoid_eval_steps": (0, 2)}),
+}
+# The image pipeline's keys ("data" selects the pipeline; one seed per sinusoid run).
+SINUSOID_IGNORES = {
+    "data", "image_size", "image_channels", "image_resize", "split", "split_fractions",
+    "split_counts", "dataset_strict", "split_seed", "synthetic_num_classes", "synthetic_counts",
+    "synthetic_seed", "rotate_train", "num_ways", "num_filters", "activation", "conv_impl",
+    "per_step_bn", "num_seeds", "seed_shards", "num_val_tasks", "val_seed", "eval_batch_size",
+    "keep_best", "ensemble_size", "paper_test_accuracy"}
+
+
+def test_every_config_key_is_placed_for_sinusoids():
+    assert not set(SINUSOID_KEY_CHECKS) & SINUSOID_IGNORES
+    assert set(SINUSOID_KEY_CHECKS) | SINUSOID_IGNORES == set(config_lib.base_config())
+
+
+@pytest.mark.parametrize("key", sorted(SINUSOID_KEY_CHECKS))
+def test_config_key_reaches_what_it_configures_in_a_sinusoid_run(key, monkeypatch, tmp_path):
+    observers, changed = SINUSOID_KEY_CHECKS[key]
+    tmp = tmp_path / "observed"
+
+    def observe_with(observe, updates):
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir()
+        cfg = config_lib.validate_config(config_lib.sinusoid_config(**{**SINUSOID_BASE,
+                                                                       **updates}))
+        with monkeypatch.context() as mp:
+            return observe(cfg, mp, tmp)
+
+    for observe in observers:
+        assert observe_with(observe, {}) != observe_with(observe, changed), (
+            f"changing {key} to {changed[key]!r} changed nothing {observe.__name__} sees in a "
+            "sinusoid run")

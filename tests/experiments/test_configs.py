@@ -86,3 +86,29 @@ def test_miniimagenet_config_files(name):
         assert cfg["lr_granularity"] == "scalar" and not cfg["msl"] and not cfg["per_step_bn"]
         assert cfg["num_epochs"] * cfg["iterations_per_epoch"] == 60000
         assert cfg["paper_test_accuracy"] == ((48.70, 1.84) if shots == 1 else (63.11, 0.92))
+
+
+@pytest.mark.parametrize("spec", ["sinusoid_paper", "sinusoid_paper:demo", "sinusoid_paper:smoke",
+                                  "sinusoid_demo"])
+def test_sinusoid_comparison_files(spec):
+    """MAML vs MAML++ as a comparison of ordinary sinusoid configs; ``sinusoid_demo.py``
+    (``make demo``) is ``sinusoid_paper.py:demo``."""
+    file, _, variant = spec.partition(":")
+    cfg = flag_parsing.config_from_flags(
+        [f"--config={CONFIG_DIR / file}.py" + (f":{variant}" if variant else "")])
+    methods = config_lib.compared_methods(cfg)
+    assert list(methods) == ["MAML", "MAML++"]
+    if file == "sinusoid_demo":
+        variant = "demo"
+    iterations = {"": 70_000, "demo": 20_000, "smoke": 40}[variant]
+    maml, plus = methods["MAML"], methods["MAML++"]
+    for m in methods.values():
+        assert m["data"] == "sinusoid" and m["k_shot"] == 10 and m["sinusoid_hidden"] == (40, 40)
+        assert m["num_epochs"] * m["iterations_per_epoch"] == iterations
+    assert (maml["num_inner_steps"], maml["lr_granularity"], maml["learn_inner_lrs"]) == \
+        (1, "scalar", False)
+    assert plus["num_inner_steps"] == (2 if variant == "smoke" else 10)
+    assert (plus["lr_granularity"], plus["rate_update"], plus["lr_schedule"], plus["msl"]) == \
+        ("layer_step", "reference_0.1x", "cosine", True)
+    assert plus["msl_epochs"] == (1 if variant == "smoke" else 10)
+    assert "0.67 / 0.38 / 0.35" in cfg.paper_note

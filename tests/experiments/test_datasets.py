@@ -64,3 +64,17 @@ def test_tfds_source_errors_name_the_extra_and_the_folder(tmp_path, monkeypatch)
         datasets.load_images(cfg, str(tmp_path))
     with pytest.raises(config_lib.ConfigError, match="data='tfds' is grey"):
         config_lib.validate_config({**cfg, "image_channels": 3})
+
+
+def test_a_sinusoid_config_has_no_images_to_load(tmp_path, capsys):
+    """Sinusoid tasks are drawn on the device: the image pipeline refuses them clearly
+    instead of looking for Omniglot."""
+    from experiments import config_lib, datasets, train
+    cfg = config_lib.validate_config(config_lib.sinusoid_config())
+    with pytest.raises(config_lib.ConfigError, match="data='sinusoid' has no images to load"):
+        datasets.load_images(cfg, None)
+    config = tmp_path / "sinusoid.py"
+    config.write_text("from experiments.config_lib import sinusoid_config\n"
+                      "def get_config():\n    return sinusoid_config()\n")
+    assert train.main([f"--config={config}", f"--workdir={tmp_path / 'w'}"]) == 2
+    assert "python -m experiments.sinusoid" in capsys.readouterr().err

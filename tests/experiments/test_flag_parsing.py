@@ -49,3 +49,39 @@ def test_config_file_errors(tmp_path):
     cfg = config_lib.validate_config(config_lib.mamlpp_config(
         5, 1, data="image_folder", split_counts=(1, 2, 3), clip_value=float("inf")))
     assert config_lib.config_from_json(config_lib.config_to_json(cfg)) == cfg
+
+
+def test_run_main_maps_errors_to_exit_statuses(capsys):
+    """Bad input: 2, a diverged training: 3, each as one line on stderr; bugs propagate."""
+    from experiments.datasets import DataError
+    from maml_jax import NonFiniteLossError
+
+    def raising(err):
+        def body():
+            raise err
+        return body
+
+    for err, status in ((config_lib.ConfigError("num_ways must be >= 1"), 2),
+                        (DataError("no Omniglot archives in /data"), 2),
+                        (NonFiniteLossError("non-finite loss at outer step 3"), 3)):
+        assert flag_parsing.run_main(raising(err)) == status
+        assert capsys.readouterr().err == f"error: {err}\n"
+    missing = FileNotFoundError("runs/a/test_results.json not found")
+    assert flag_parsing.run_main(raising(missing), usage_errors=(FileNotFoundError,)) == 2
+    assert capsys.readouterr().err == f"error: {missing}\n"
+    for bug in (missing, KeyError("a bug")):
+        with pytest.raises(type(bug)):
+            flag_parsing.run_main(raising(bug))
+    assert [flag_parsing.run_main(lambda s=s: s) for s in (None, 0, 1)] == [0, 0, 1]
+
+
+@pytest.mark.parametrize("script", ["train", "evaluate", "reproduce", "study", "study_grid",
+                                    "compare", "sinusoid", "sinusoid_outliers"])
+def test_every_script_exits_2_on_a_bad_flag(script, capsys):
+    import importlib
+    module = importlib.import_module(f"experiments.{script}")
+    assert module.main(["--no-such-flag"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "no-such-flag" in err and err.count("\n") == 1, err
+    assert module.main(["--help"]) == 0
+    assert "flags:" in capsys.readouterr().out

@@ -4,33 +4,60 @@ of the wrong kind. (A grid trained and studied end to end: ``test_study.py``.)""
 
 from __future__ import annotations
 
-import dataclasses
-
 import pytest
 
 from experiments import study_grid
-from experiments.configs import study_sinusoid
+from experiments.configs import study_learned_rates, study_sinusoid
 
 
 def test_study_config_grid_and_smoke_variant():
     grid = study_sinusoid.get_config()
     full = study_grid.cells(grid)
     assert len(full) == 7 * 2 * 3
-    assert {c.methods[0].num_inner_steps for _, c in full} == {1, 5}
-    assert all(c.iterations == 70_000 for _, c in full)
+    assert {c["num_inner_steps"] for _, c in full} == {1, 5}
+    assert all(c["num_epochs"] * c["iterations_per_epoch"] == 70_000 for _, c in full)
     smoke = study_grid.cells(grid, smoke=True)
     assert [n for n, _ in smoke] == [n for n, _ in full]
-    assert all(c.iterations == 40 for _, c in smoke)
-    assert dataclasses.replace(smoke[0][1], iterations=70_000, iterations_per_epoch=1000,
-                               meta_batch_size=25, steps_per_call=500) == \
-        dataclasses.replace(full[0][1], methods=smoke[0][1].methods)
+    assert all(c["num_epochs"] * c["iterations_per_epoch"] == 40 for _, c in smoke)
+    # The smoke variant changes the budget and the MSL schedule, nothing else.
+    budget = dict(num_epochs=70, iterations_per_epoch=1000, meta_batch_size=25,
+                  steps_per_call=500, msl_epochs=full[0][1]["msl_epochs"])
+    assert {**smoke[0][1], **budget} == full[0][1]
+    # Cells are named <method>_K<k>_s<seed>; the study groups them by the config's name.
+    name, cfg = full[0]
+    assert name == "MAML-1step_K5_s0" and cfg["name"] == "MAML-1step"
+    assert (cfg["k_shot"], cfg["q_query"], cfg["sinusoid_eval_shots"]) == (5, 5, (5,))
+    assert [c["k_shot"] for n, c in full if n.startswith("MAML++_K10")] == [10, 10, 10]
+
+
+def test_the_claims_grid_keeps_its_recorded_recipes():
+    """The settings the recorded results were trained with (experiments/results/)."""
+    sinusoid_cells = dict(study_grid.cells(study_sinusoid.get_config()))
+    for method in ("MAML+LSLR", "MAML++", "Meta-SGD", "MAML++-param"):
+        cfg = sinusoid_cells[f"{method}_K5_s0"]
+        assert (cfg["rate_update"], cfg["inner_grad_clip"], cfg["inner_lr"]) == \
+            ("reference_0.1x", None, 0.01)
+        assert cfg["lr_schedule"] == "constant" and cfg["task_batching"] == "vmap"
+    rates = dict(study_grid.cells(study_learned_rates.get_config()))
+    assert (rates["Meta-SGD_K5_s0"]["rate_update"], rates["Meta-SGD_K5_s0"]["inner_grad_clip"]) \
+        == ("auto", 100.0)
+    assert rates["MAML++_K10_s2"]["rate_update"] == "reference_0.1x"
+    assert rates["ANIL_K5_s1"]["inner_loop"] == "head"
+    assert all(c["num_epochs"] * c["iterations_per_epoch"] == 20_000 for c in rates.values())
 
 
 def test_unknown_grid_is_a_clear_error(tmp_path, capsys):
     path = tmp_path / "g.py"
     path.write_text("def get_config():\n    return {'a': 1}\n")
     assert study_grid.main(["--grid", str(path), "--root", str(tmp_path / "r")]) == 2
-    assert "SinusoidGrid or OmniglotGrid" in capsys.readouterr().err
+    assert "StudyGrid" in capsys.readouterr().err
+
+
+def test_a_bad_cell_names_itself():
+    from experiments.config_lib import ConfigError, sinusoid_config
+    grid = study_grid.StudyGrid(configs={"a": sinusoid_config(num_inner_steps_eval=2)})
+    with pytest.raises(ConfigError, match="cell a_s0: sinusoid_eval_steps"):
+        study_grid.cells(grid)
 
 
 def test_omniglot_ablation_rows_differ_from_maml_only_in_their_component():
@@ -86,4 +113,4 @@ def test_cpu_ablation_grid_scales_the_schedules_and_seeds():
     assert cells["MAML+DA_5w1s_s0"]["first_order_epochs"] == 6       # half, as 50 of 100
     assert cells["MAML_5w1s_s1"]["seed"] == 1
     with pytest.raises(ConfigError, match="seeds_for names unknown configs"):
-        study_grid.cells(study_grid.OmniglotGrid(configs={}, seeds_for={"x": (0,)}))
+        study_grid.cells(study_grid.StudyGrid(configs={}, seeds_for={"x": (0,)}))

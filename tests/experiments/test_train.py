@@ -25,8 +25,9 @@ from experiments import (
     config_lib,
     datasets,
     evaluate,
-    evaluation,
     study,
+    study_runs,
+    task_metrics,
     train,
     wiring,
 )
@@ -156,11 +157,11 @@ def test_train_resume_evaluate_end_to_end(tmp_path, capsys):
     assert "inner_lrs_tiny_5w1s.png" in res["plots"]
     # A second study reads each run's cached evaluation (study_eval.npz), same numbers;
     # a cache for another checkpoint is not used.
-    assert (full / study.STUDY_CACHE).is_file()
+    assert (full / study_runs.STUDY_CACHE).is_file()
     again = study.run_study([full, resumed], tmp_path / "study2")
     assert again["groups"]["5w1s/tiny"]["pooled"] == g["pooled"]
-    with np.load(full / study.STUDY_CACHE) as c:
-        np.savez(full / study.STUDY_CACHE, losses=c["losses"] + 1, accuracy=c["accuracy"],
+    with np.load(full / study_runs.STUDY_CACHE) as c:
+        np.savez(full / study_runs.STUDY_CACHE, losses=c["losses"] + 1, accuracy=c["accuracy"],
                  key=str(c["key"]).replace('"step": ', '"step": 1'))
     third = study.run_study([full], tmp_path / "study3")
     assert third["groups"]["5w1s/tiny"]["pooled"]["final_mean"] == pytest.approx(
@@ -170,14 +171,14 @@ def test_train_resume_evaluate_end_to_end(tmp_path, capsys):
 def _ranked_by_epoch(monkeypatch, accuracies):
     """Validation reports ``accuracies[e]`` after epoch ``e`` (the real validation runs, its
     accuracy is replaced), so that the best checkpoint is the one the test chooses."""
-    real = evaluation.validate_population
+    real = task_metrics.validate_population
 
     def fake(setup, cfg, state, tasks, mesh=None):
         out = real(setup, cfg, state, tasks, mesh)
         epoch = int(parallel.host_array(state.step).reshape(-1)[0]) // cfg["iterations_per_epoch"]
         return {**out, "val_accuracy": accuracies[epoch - 1]}
 
-    monkeypatch.setattr(evaluation, "validate_population", fake)
+    monkeypatch.setattr(task_metrics, "validate_population", fake)
 
 
 @TINY_GROUP
@@ -321,7 +322,8 @@ def _write_tiny_config(tmp_path):
     (["num_ways=30"], "30-way"),                       # more ways than the val split has
     (["k_shot=15", "q_query=6"], "15 + 6 = 21"),       # K + Q > 20 drawings
     (["q_query_eval=20"], "21"),
-    (["rate_update=softplus"], "rate_update must be auto|reference|log, got 'softplus'"),
+    (["rate_update=softplus"],
+     "rate_update must be auto|reference|log|reference_0.1x, got 'softplus'"),
     (["inner_loop=body"], "inner_loop must be all|head, got 'body'"),
     (["lr_granularity=per_weight"], "got 'per_weight'"),
     (["rate_update=log", "inner_lr=0.0"], "inner_lr must be > 0 when the rates are learned"),

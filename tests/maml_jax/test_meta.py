@@ -457,13 +457,12 @@ def _sinusoid_run(rate_update: str, iterations: int):
     """Per-parameter per-step rates, 5 inner steps, 5-shot sinusoid, Adam 1e-3 (issue 21's
     reproduction); returns the iterations done, or raises NonFiniteLossError."""
     from experiments import sinusoid
-    m = sinusoid.MethodConfig(name="per-parameter", num_inner_steps=5, inner_lr=0.01,
-                              granularity="parameter", learn_inner_lrs=True, msl=False,
-                              **mj.rate_update_preset(rate_update))
-    cfg = sinusoid.SinusoidConfig(methods=(m,), iterations=iterations, iterations_per_epoch=100,
-                                  k_train=5, seed=0, steps_per_call=100)
-    _, log, _ = sinusoid.train_method(cfg, m, progress=False)
-    return log[-1]["iteration"]
+    from experiments.config_lib import sinusoid_config, validate_config
+    cfg = validate_config(sinusoid_config(
+        name="per-parameter", num_inner_steps=5, lr_granularity="parameter",
+        learn_inner_lrs=True, rate_update=rate_update, inner_grad_clip=None, k_shot=5, q_query=5,
+        num_epochs=iterations // 100, iterations_per_epoch=100, steps_per_call=100))
+    return sinusoid.train_sinusoid(cfg).train_log[-1]["iteration"]
 
 
 def test_per_parameter_rates_in_log_space_pass_where_the_reference_diverges():

@@ -1,25 +1,27 @@
-"""Evaluation of meta-parameters on fixed tasks (validation during training, test after).
+"""Metrics of meta-parameters on fixed tasks: per task and step, and for validation.
 
 ``evaluate_params`` returns per-task query loss and accuracy after 0..N inner steps, on one
 device or split over a mesh's ``tasks`` axis; ``validate`` / ``validate_population`` reduce
 them to the validation metrics that training logs and ranks its checkpoints by.
 
-Example:
-    >>> res = evaluate_params(setup, cfg, state.meta_params, tasks)  # doctest: +SKIP
-    >>> res["accuracy"].shape  # (tasks, N + 1)  # doctest: +SKIP
+Usage (``tasks`` from ``datasets.fixed_eval_tasks``; ``experiments.train`` validates so)::
+
+    setup = wiring.get_setup(cfg)
+    per_task = evaluate_params(setup, cfg, state.meta_params, tasks)
+    per_task["accuracy"].shape          # (tasks, num_inner_steps_eval + 1)
+    validate(setup, cfg, state.meta_params, tasks)["val_accuracy"]
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-import jax
 import numpy as np
 
 from experiments.wiring import Setup, eval_batch_size, seed_state
 from maml_jax import meta, parallel
 
-__all__ = ["evaluate_params", "validate", "validate_population", "tree_all_finite"]
+__all__ = ["evaluate_params", "validate", "validate_population"]
 
 
 def evaluate_params(setup: Setup, cfg: dict, meta_params: dict, tasks, mesh=None) -> dict[str, Any]:
@@ -68,7 +70,3 @@ def validate_population(setup: Setup, cfg: dict, state, tasks, mesh=None) -> dic
     out["val_loss_per_seed"] = [v["val_loss"] for v in per]
     return out
 
-
-def tree_all_finite(tree) -> bool:
-    """Whether every array of a pytree (a state, on any device) is finite."""
-    return all(bool(np.all(np.isfinite(parallel.host_array(x)))) for x in jax.tree.leaves(tree))

@@ -1,0 +1,90 @@
+"""``experiments.config_lib``'s sinusoid configs and comparisons: the image configs' keys
+where the meaning is the same, a few sinusoid keys, checked by ``validate_config`` with
+clear errors (nothing is compiled)."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from experiments.config_lib import (
+    ConfigError,
+    compared_methods,
+    comparison_config,
+    mamlpp_config,
+    sinusoid_config,
+    validate_config,
+)
+
+
+def test_sinusoid_config_is_the_maml_papers_setting():
+    cfg = validate_config(sinusoid_config())
+    assert (cfg["data"], cfg["k_shot"], cfg["q_query"], cfg["meta_batch_size"]) == \
+        ("sinusoid", 10, 10, 25)
+    assert (cfg["num_inner_steps"], cfg["inner_lr"], cfg["lr_granularity"],
+            cfg["learn_inner_lrs"], cfg["msl"], cfg["lr_schedule"]) == \
+        (1, 0.01, "scalar", False, False, "constant")
+    assert cfg["num_epochs"] * cfg["iterations_per_epoch"] == 70_000
+    assert (cfg["num_test_tasks"], cfg["q_query_eval"], cfg["test_seed"]) == (600, 100, 1000)
+    assert (cfg["sinusoid_hidden"], cfg["sinusoid_eval_shots"], cfg["sinusoid_eval_steps"],
+            cfg["num_inner_steps_eval"]) == ((40, 40), (5, 10), (1, 5, 10), 10)
+    # "auto" resolves as for images: no inner-gradient clip for a scalar rate, 100 per weight
+    assert cfg["inner_grad_clip"] is None and cfg["task_batching"] == "vmap"
+    assert validate_config(sinusoid_config(lr_granularity="meta_sgd"))["inner_grad_clip"] == 100
+
+
+@pytest.mark.parametrize("updates, message", [
+    ({"sinusoid_eval_steps": (1, 20)},
+     "sinusoid_eval_steps (1, 20) reports steps past num_inner_steps_eval (10)"),
+    ({"sinusoid_hidden": ()}, "sinusoid_hidden must be a non-empty tuple of integers >= 1, "
+                              "got ()"),
+    ({"sinusoid_hidden": (40, 0)}, "sinusoid_hidden must be a non-empty tuple of integers >= 1"),
+    ({"sinusoid_eval_shots": (5, 2.5)}, "sinusoid_eval_shots must be a non-empty tuple of "
+                                        "integers >= 1"),
+    ({"sinusoid_eval_steps": (-1,)}, "sinusoid_eval_steps must be a non-empty tuple of "
+                                     "integers >= 0"),
+    ({"num_seeds": 2}, "data='sinusoid' trains one seed per run: num_seeds must be 1"),
+    ({"lr_granularity": "per_weight"}, "lr_granularity must be"),
+    ({"inner_loop": "body"}, "inner_loop must be all|head"),
+    ({"rate_update": "log", "inner_lr": 0.0}, "inner_lr must be > 0"),
+    ({"k_shot": 0}, "k_shot must be an integer >= 1"),
+    ({"q_query_eval": 0}, "q_query and q_query_eval must be >= 1"),
+])
+def test_sinusoid_config_errors(updates, message):
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        validate_config(sinusoid_config(**updates))
+
+
+def test_sinusoid_keys_are_ignored_by_image_configs():
+    """Only a sinusoid run adapts for num_inner_steps_eval and reports sinusoid_eval_steps."""
+    cfg = validate_config(mamlpp_config(5, 1, sinusoid_eval_steps=(1, 20)))
+    assert cfg["sinusoid_eval_steps"] == (1, 20) and cfg["num_inner_steps_eval"] == 5
+
+
+def test_a_comparison_is_named_configs_over_shared_settings():
+    cmp = comparison_config(sinusoid_config(meta_batch_size=5),
+                            {"A": {}, "B": {"num_inner_steps": 3, "msl": True}},
+                            paper_note="the paper's numbers")
+    methods = compared_methods(cmp)
+    assert list(methods) == ["A", "B"]
+    assert methods["B"] == validate_config(sinusoid_config(name="B", meta_batch_size=5,
+                                                           num_inner_steps=3, msl=True))
+    assert methods["A"]["num_inner_steps"] == 1 and methods["A"]["name"] == "A"
+    assert cmp.paper_note == "the paper's numbers"
+    assert list(compared_methods(sinusoid_config(name="one"))) == ["one"]   # a plain config
+    # a method's keys are typed like base_config's: an override parses as that key's type
+    cmp.methods.B.num_inner_steps = 4
+    with pytest.raises(TypeError):
+        cmp.methods.B.num_inner_steps = "four"
+
+
+def test_comparison_errors_name_the_method():
+    with pytest.raises(ConfigError, match=re.escape("method 'B': unknown config keys ['steps']")):
+        comparison_config(sinusoid_config(), {"B": {"steps": 3}})
+    with pytest.raises(ConfigError, match="method 'B': num_inner_steps must be an integer >= 1"):
+        compared_methods(comparison_config(sinusoid_config(), {"B": {"num_inner_steps": 0}}))
+    with pytest.raises(ConfigError, match="the comparison has no methods"):
+        compared_methods(comparison_config(sinusoid_config(), {}))
+    with pytest.raises(ConfigError, match="unknown config keys"):
+        comparison_config({"num_waze": 5}, {"A": {}})
