@@ -190,9 +190,13 @@ def _paper_table(paths: list[Path]) -> Lines:
         for run, ran in runs:
             if ran["name"] != name and not ran["name"].startswith(name + "_"):
                 continue
+            summary_file = run / "train_summary.json"
+            summary = _load(summary_file) if summary_file.exists() else {"finished": True}
             full = all(ran[k] == cfg[k] for k in ("num_epochs", "iterations_per_epoch",
                                                   "num_filters", "meta_batch_size"))
             label = "full schedule" if full else "reduced: " + _schedule(ran)
+            if not summary["finished"]:  # stopped early (a budget): never a full run
+                label = f"partial, {summary['epochs_done']} of " + _schedule(ran)
             made.append(f"{_rel(run)} ({label})")
         cell, method = name.rsplit("_", 1)
         rows.append([cell, {"maml": "MAML", "mamlpp": "MAML++"}[method],
@@ -294,6 +298,9 @@ def _bench(paths: list[Path]) -> Lines:
         out += [f"{_rel(path)}:", ""]
         out += _meta(date=meta["date"], machine=d["rows"][0]["device"], versions=_versions(meta),
                      command=_command(meta["argv"]))
+        if "xla_flags" in meta:  # files since 2026-12-04 record the environment's XLA_FLAGS
+            out += [f"XLA_FLAGS: {_code(meta['xla_flags']) if meta['xla_flags'] else 'none'}.",
+                    ""]
         out += _table(
             ["setting", "framework", "compile / warm-up (s)", "meta-steps/s", "tasks/s",
              "step ms (median / min, n)", "memory"],
@@ -447,14 +454,51 @@ def _rate_divergence(paths: list[Path]) -> Lines:
 
 def _scale_out(paths: list[Path]) -> Lines:
     """``benchmarks/scale_out.py``: throughput against devices and seeds."""
-    d = _load(paths[0])
-    out = _meta(date=d["date"], machine=d["device"] + (", fake devices on the same cores"
-                                                       if d.get("fake_devices") else ""),
-                versions=_versions(d), command=_command(d["argv"]))
-    return out + _table(["devices", "seeds", "compile (s)", "meta-steps/s", "seed-steps/s"],
-                        [[p["devices"], p["seeds"], f"{p['compile_s']:.0f}",
-                          f"{p['meta_steps_per_s']:.2f}", f"{p['seed_steps_per_s']:.2f}"]
-                         for p in d["points"]])
+    out: Lines = []
+    for path in paths:
+        d = _load(path)
+        out += [f"{_rel(path)}:", ""] if len(paths) > 1 else []
+        out += _meta(date=d["date"], machine=d["device"] + (", fake devices on the same cores"
+                                                            if d.get("fake_devices") else ""),
+                     versions=_versions(d), command=_command(d["argv"]))
+        out += _table(["devices", "seeds", "compile (s)", "meta-steps/s", "seed-steps/s"],
+                      [[p["devices"], p["seeds"], f"{p['compile_s']:.0f}",
+                        f"{p['meta_steps_per_s']:.2f}", f"{p['seed_steps_per_s']:.2f}"]
+                       for p in d["points"]])
+    return out
+
+
+def _precision_runs(paths: list[Path]) -> Lines:
+    """Training runs of one config that differ in their matmul precision: step rate and
+    accuracy, with the validation accuracy compared at the last step every run reached."""
+    runs = []
+    for path in paths:
+        run = path.parent
+        records = [json.loads(line) for line in
+                   (run / "metrics.jsonl").read_text().splitlines()]
+        train = [r for r in records if r["kind"] == "train"]
+        runs.append((run, _load(path), _load(run / "train_summary.json"),
+                     _load(run / "config.json"), train,
+                     {r["step"]: r for r in records if r["kind"] == "val"}))
+    common = max(set.intersection(*(set(val) for *_, val in runs)))
+    rows = []
+    for run, res, summary, cfg, train, val in runs:
+        # From the first logged chunk on: compilation excluded, validation passes included.
+        rate = (train[-1]["step"] - train[0]["step"]) / (train[-1]["time"] - train[0]["time"])
+        v = val[common]
+        rows.append([_rel(run), summary["matmul_precision"],
+                     f"{summary['step']} ({summary['epochs_done']} of {cfg['num_epochs']} "
+                     "epochs)", f"{rate:.1f}",
+                     _pct(100 * v["val_accuracy"], 100 * v["val_accuracy_ci95"]),
+                     _pct(res["best"]["test_accuracy_pct"], res["best"]["test_ci95_pct"])
+                     + f" (step {res['best']['step']})",
+                     f"{summary['wall_seconds_this_run']:.0f}"])
+    header = ["run", "matmul precision", "steps trained", "meta-steps/s",
+              f"validation accuracy at step {common}", "test accuracy, best checkpoint",
+              "train wall-clock (s)"]
+    note = ("Meta-steps/s: wall-clock from the first logged chunk (compilation excluded, "
+            "validation passes included). Accuracies: mean ± 95 % interval over the tasks.")
+    return [*_table(header, rows), note, ""]
 
 
 def _profile(paths: list[Path]) -> Lines:
@@ -480,6 +524,7 @@ def _profile(paths: list[Path]) -> Lines:
 _EXP = "experiments/results/"
 _BENCH = "benchmarks/results/"
 _GPU = _BENCH + "gpu_h200_20261126/"
+_GPU2 = _BENCH + "gpu_h200_20261204/"
 
 SECTIONS: tuple[Section, ...] = (
     Section("The paper's table", "paper numbers (full runs)", (_EXP + "**/config.json",),
@@ -498,9 +543,24 @@ SECTIONS: tuple[Section, ...] = (
                   "scaled to those epochs; 600 fixed test tasks. Each run was trained and "
                   "evaluated inside one device call of `benchmarks/gpu_session.sh` "
                   "(`--config=experiments/configs/omniglot_5w1s_mamlpp.py:gpu_short`, "
-                  "with `num_epochs` fitted to the call's budget). The paper column is the "
+                  "with `num_epochs` fitted to the call's budget). `conv auto` was `lax.conv` "
+                  "on GPUs then (`patches` since 2026-12-04). The paper column is the "
                   "full run's number, for orientation only.",
             where="One NVIDIA H200, jax 0.11.2, 2026-11-26 (the run files carry no date)."),
+    Section("TF32 against \"highest\" precision in training (GPU)", "reduced schedule",
+            (_EXP + "omniglot_5w1s_mamlpp_gpu_h200_precision/*/test_results.json",),
+            _precision_runs,
+            about="`experiments/configs/omniglot_5w1s_mamlpp.py:gpu_short` with 4 epochs "
+                  "(MSL over the first), stopped by `--max-minutes 1.2`, once at "
+                  "`JAX_DEFAULT_MATMUL_PRECISION=highest` and once at the default (TF32 "
+                  "convolutions and matmuls), each evaluated on the 600 test tasks "
+                  "(stage q3 of `benchmarks/gpu_queue.sh` as of 2026-12-04; log "
+                  "`benchmarks/results/gpu_h200_20261204/call2_q3.log`). `lax.conv` "
+                  "convolutions (the GPU "
+                  "default of the time). Far from the paper's schedule: compare the two rows "
+                  "only.",
+            where="One NVIDIA H200, jax 0.11.2, 2026-12-04 (logs in "
+                  "`benchmarks/results/gpu_h200_20261204/`)."),
     Section("Omniglot 5-way 1-shot: MAML, MAML++, Meta-SGD, ANIL", "smoke scale",
             (_EXP + "learned_rates_omniglot_smoke/*/test_results.json",), _training_runs,
             about="Each config's `:smoke` variant with three seeds trained together as one "
@@ -525,10 +585,11 @@ SECTIONS: tuple[Section, ...] = (
             "reduced budget", (_EXP + "study_learned_rates/study.json",), _study,
             about="`experiments/configs/study_learned_rates.py`: fewer outer steps than the "
                   "MAML paper's sinusoid runs, per-weight rates with their library defaults "
-                  "(log-space rate update and the inner-gradient clip at the time of the "
-                  "run), MAML++ with this repository's sinusoid recipe. Query MSE after N "
-                  "steps pooled over the seeds.",
-            where=f"{CPU_XEON}, jax 0.10.2."),
+                  "(log-space rate update, inner-gradient clip 100), MAML++ with this "
+                  "repository's sinusoid recipe. Query MSE after N steps pooled over the "
+                  "seeds.",
+            where="2-core AMD EPYC CPU (no GPU), jax 0.10.2, 2026-12-04 (the date in "
+                  "study.json)."),
     Section("Omniglot ablation (the paper's Table 1 rows)", "reduced scale",
             (_EXP + "study_omniglot_ablation_cpu/study.json",), _study,
             about="`experiments/configs/study_omniglot_ablation_cpu.py`: 5-way 1-shot instead "
@@ -581,9 +642,25 @@ SECTIONS: tuple[Section, ...] = (
             _bench, part="Benchmarks",
             about="Float32 at each framework's default precision (TF32 allowed for "
                   "convolutions), median of timed calls after a compile call; `x10/call` "
-                  "runs ten outer steps per call (`jit_train_steps`). The two files come "
+                  "runs ten outer steps per call (`jit_train_steps`); `auto` convolutions were "
+                  "`lax.conv` on GPUs then (`patches` since 2026-12-04). The two files come "
                   "from two device calls on two machines of the same kind. Memory: the "
                   "process-wide device peak (JAX's cannot be reset between rows)."),
+    Section("XLA command buffers with loops (GPU)", "benchmark",
+            (_GPU2 + "q2c_command_buffers_20w1s.json",
+             _GPU2 + "q2c_no_command_buffers_20w1s.json"), _bench, part="Benchmarks",
+            about="The default 20-way 1-shot step (`lax.conv`, the GPU default of the time) "
+                  "with the inner scan at unroll 1 or fully unrolled (`true`), with and "
+                  "without XLA command buffers that include loops (`WHILE`, `CONDITIONAL`); "
+                  "TF32 (default precision). Two device calls on the same machine, one after "
+                  "the other."),
+    Section("Scale-out: populations of seeds on a GPU", "benchmark",
+            (_GPU2 + "q2a_population_20w1s.json", _GPU2 + "q2b_population_5w1s.json"),
+            _scale_out, part="Benchmarks",
+            about="MAML++ Omniglot, Conv4 64 filters, meta-batch 8, 10 meta-steps per call, "
+                  "one device; S seeds trained as one population (`population_train_steps`): "
+                  "seed-steps/s = meta-steps/s x S. `lax.conv` (the GPU default of the time), "
+                  "unroll 1, TF32."),
     Section("Where the GPU time goes", "benchmark", (_GPU + "profile_20w1s.json",), _profile,
             part="Benchmarks",
             about="The default step under the JAX profiler: the traced wall time includes "
@@ -594,7 +671,8 @@ SECTIONS: tuple[Section, ...] = (
             about="MAML++ Omniglot 5-way 1-shot, 16 filters, meta-batch 8. Fake CPU devices "
                   "share the same cores, so they show overhead, not speed-up."),
     Section("Meta-gradient against the PyTorch reference", "correctness check",
-            (_BENCH + "grad_check_cpu.json", _GPU + "grad_check.json"), _grad_check,
+            (_BENCH + "grad_check_cpu.json", _GPU + "grad_check.json",
+             _GPU2 + "q1_grad_check_patches_gpu.json"), _grad_check,
             part="Correctness",
             about="The full-size second-order meta-gradient (Omniglot Conv4, 64 filters, "
                   "5 inner steps, MSL, rates and BN weights different at every step, 2 "
@@ -693,6 +771,26 @@ def _row(path: str, **keys: str) -> dict:
     return next(r for r in rows if all(r.get(k) == v for k, v in keys.items()))
 
 
+def _per_weight_divergence() -> tuple[int, int, dict[int, list[bool]]]:
+    """Diverged and total per-weight-rate runs: the learned-rates study at the defaults,
+    and ``benchmarks/rate_divergence.py``'s per-weight runs with the reference update."""
+    grid = importlib.import_module("experiments.configs.study_learned_rates")
+    per_weight = {name for name, m in grid.methods().items()
+                  if m["lr_granularity"] in ("meta_sgd", "parameter")}
+    study = _load(ROOT / _EXP / "study_learned_rates" / "study.json")
+    done = sum(len(g["seeds"]) for g in study["groups"].values() if g["method"] in per_weight)
+    # A failed run's workdir is named <method>_K<k>_s<seed>.
+    failed = sum(f["workdir"].rsplit("/", 1)[-1].rsplit("_", 2)[0] in per_weight
+                 for f in study["failed"])
+    ref = [r for path in sorted(ROOT.glob(_BENCH + "rate_divergence_cpu_*.json"))
+           for r in _load(path)["rows"]
+           if r["variant"].split(":")[0] in ("per_parameter", "meta_sgd", "meta_sgd_1")
+           and r["variant"].split(":")[1:] == ["reference"]]
+    by_steps = {n: [r["diverged"] for r in ref if r["num_inner_steps"] == n]
+                for n in sorted({r["num_inner_steps"] for r in ref}, reverse=True)}
+    return failed, done + failed, by_steps
+
+
 def render_headline() -> str:
     """The README's headline table (between the markers), from the result files.
 
@@ -715,6 +813,9 @@ def render_headline() -> str:
     check = _load(ROOT / _BENCH / "grad_check_cpu.json")["rows"]
     worst = {dt: max(r["max_rel_error_vs_torch"] for r in check if r["dtype"] == dt)
              for dt in ("float32", "float64")}
+    diverged, total, reference = _per_weight_divergence()
+    reference_text = ", ".join(f"{sum(runs)} of {len(runs)} with {n} inner step"
+                               + ("s" if n > 1 else "") for n, runs in reference.items())
     rows = [
         ["Omniglot 5-way 1-shot MAML++, test accuracy (NVIDIA H200)",
          _pct(res["best"]["test_accuracy_pct"], res["best"]["test_ci95_pct"]),
@@ -729,6 +830,11 @@ def render_headline() -> str:
         ["Full-size meta-gradient vs PyTorch float64, worst tensor over all formulations",
          f"{_err(worst['float32'])} (float32), {_err(worst['float64'])} (float64)",
          "tolerance 1e-3 / 1e-6"],
+        ["Sinusoid, per-weight learned inner rates (Meta-SGD 1 and 5 steps, per weight and "
+         "step with MSL): runs that diverged at the library defaults",
+         f"{diverged} of {total}",
+         f"**reduced budget** (20,000 outer steps, K = 5 and 10, 3 seeds); per-weight "
+         f"rates with the reference code's rate update diverged in {reference_text}"],
     ]
     lines = _table(["measured", "maml_jax", "compare with"], rows)
     lines += ["Generated from the result files by `python -m experiments.results_page`; "

@@ -328,7 +328,7 @@ def train_and_evaluate(cfg, workdir: str | pathlib.Path, *, data_dir: str | None
                "wall_seconds_this_run": round(time.time() - t_start, 2),
                "last_val_accuracy": last_val,
                "num_seeds": cfg["num_seeds"], "num_devices": jax.device_count(),
-               # TF32 or not on GPUs (JAX_DEFAULT_MATMUL_PRECISION; GPU_QUEUE item 3).
+               # TF32 or not on GPUs (JAX_DEFAULT_MATMUL_PRECISION; docs/performance.md).
                "matmul_precision": jax.config.jax_default_matmul_precision or "default",
                "num_processes": jax.process_count(),
                # Identifies the final meta-parameters bit for bit (processes, resumed runs).

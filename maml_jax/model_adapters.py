@@ -172,7 +172,8 @@ def nnx_model(
       >>> parts.inner_loop_mask["norm"]["scale"], parts.inner_loop_mask["head"]["kernel"]
       (False, True)
       >>> lrs = mj.init_inner_lrs(parts.params, 1, 0.1, mask=parts.inner_loop_mask)
-      >>> loss, aux = parts.loss_fn(parts.params, (jnp.ones((6, 4)), jnp.arange(6) % 3), 0)
+      >>> batch = (jnp.ones((6, 4)), jnp.arange(6) % 3)
+      >>> loss, aux = jax.jit(parts.loss_fn)(parts.params, batch, 0)
       >>> sorted(aux)
       ['accuracy', 'bn_stats']
     """
