@@ -6,6 +6,8 @@ import re
 import subprocess
 import sys
 
+import pytest
+
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 README = ROOT / "README.md"
 # The docs pages continue the README's example (same namespace), in this order.
@@ -28,6 +30,7 @@ def python_blocks(path: pathlib.Path) -> list[str]:
     return re.findall(r"```python\n(.*?)```", path.read_text(), flags=re.S)
 
 
+@pytest.mark.slow
 def test_readme_python_examples_run():
     readme = python_blocks(README)
     assert len(readme) >= 2, "README should show the functional API and the facade"

@@ -13,6 +13,7 @@ import pytest
 from tests.support.synthetic_images import SIZE
 
 
+@pytest.mark.slow
 def test_miniimagenet_trains_in_the_experiments(mini_csv):
     """The experiments' data path on the synthetic mini-ImageNet: load (uint8 ClassImages
     with the training split's statistics), the training split on the device, the config's

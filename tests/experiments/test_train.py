@@ -57,6 +57,7 @@ def val_records(workdir):
 TINY_GROUP = pytest.mark.xdist_group("tiny_config")
 
 
+@pytest.mark.slow
 @TINY_GROUP
 def test_train_resume_evaluate_end_to_end(tmp_path, capsys):
     """Train -> checkpoint -> stop -> resume from disk -> evaluate -> compare -> study.
@@ -221,6 +222,7 @@ def test_resume_continues_from_the_latest_checkpoint_not_the_best(tmp_path, monk
     assert int(final_state(work).step) == 6
 
 
+@pytest.mark.slow
 @TINY_GROUP
 def test_population_members_are_the_single_runs_of_their_seeds(tmp_path):
     """``num_seeds=2``: member ``i`` of the population is the single run with ``seed + i``
@@ -268,6 +270,7 @@ def test_nonfinite_loss_stops_without_checkpoint(tmp_path, capsys):
     assert not ckpt.exists() or not [p for p in ckpt.iterdir() if p.name.isdigit()]
 
 
+@pytest.mark.slow
 def test_plain_maml_config_trains_and_evaluates(tmp_path, monkeypatch, capsys):
     """The MAML preset (fixed scalar alpha, final-step loss, shared BN, constant meta lr)
     trains (evaluation of a workdir: test_train_resume_evaluate_end_to_end).

@@ -79,6 +79,7 @@ def _train_processes(config, workdir, n, extra=(), env=None):
     return [json.loads(so.strip().splitlines()[-1]) for so, _ in outs]
 
 
+@pytest.mark.slow
 def test_two_processes_train_stop_and_resume(tmp_path):
     # Two processes on localhost (jax.distributed, CPU collectives), one device each, a
     # population of 2 seeds whose tasks are split over the processes: stopped after epoch

@@ -140,17 +140,16 @@ def test_scan_adapt_equals_python_loop(granularity):
         loss_fn, params, lrs, support, query = _mlp_setup(jnp.float64, granularity=granularity)
         lrs = jax.tree.map(lambda a: a * (1 + 0.1 * jnp.arange(a.shape[0]).reshape(
             (-1,) + (1,) * (a.ndim - 1))), lrs)  # different rates per step
-        scan = mj.adapt(loss_fn, params, lrs, support, num_steps=3)
-        loop = _python_loop_adapt(loss_fn, params, lrs, support, 3)
-        chex.assert_trees_all_close(scan, loop, rtol=1e-12)
+        # Under jit: op by op, each primitive of the loop would compile on its own.
+        scan = jax.jit(lambda p, a: mj.adapt(loss_fn, p, a, support, num_steps=3))
+        loop = jax.jit(lambda p, a: _python_loop_adapt(loss_fn, p, a, support, 3))
+        chex.assert_trees_all_close(scan(params, lrs), loop(params, lrs), rtol=1e-12)
 
         def outer(adapt_fn):
             return lambda p, a: loss_fn(adapt_fn(p, a), query, 2)
 
-        g_scan = jax.grad(outer(lambda p, a: mj.adapt(loss_fn, p, a, support, num_steps=3)),
-                          argnums=(0, 1))(params, lrs)
-        g_loop = jax.grad(outer(lambda p, a: _python_loop_adapt(loss_fn, p, a, support, 3)),
-                          argnums=(0, 1))(params, lrs)
+        g_scan = jax.jit(jax.grad(outer(scan), argnums=(0, 1)))(params, lrs)
+        g_loop = jax.jit(jax.grad(outer(loop), argnums=(0, 1)))(params, lrs)
         chex.assert_trees_all_close(g_scan, g_loop, rtol=1e-9, atol=1e-12)
 
 

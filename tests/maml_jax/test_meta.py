@@ -370,16 +370,17 @@ def test_meta_sgd_meta_gradient_matches_a_python_loop_and_finite_differences():
         config = mj.MetaConfig(num_inner_steps=3, msl=False, learn_inner_lrs=True,
                                task_batching="vmap")
         tasks = jax.tree.map(lambda a: a[None], (support, query))
-        _, grads, _ = meta.meta_gradient({"params": params, "inner_lrs": rates}, tasks,
-                                         step=0, loss_fn=tanh_mlp_loss, config=config,
-                                         first_order=False, msl=False)
-        want = jax.grad(_python_loop_meta_loss, argnums=(0, 1))(params, rates, support, query, 3)
+        # Everything under jit: op by op, each primitive would compile on its own.
+        _, grads, _ = jax.jit(functools.partial(
+            meta.meta_gradient, loss_fn=tanh_mlp_loss, config=config, first_order=False,
+            msl=False))({"params": params, "inner_lrs": rates}, tasks, step=0)
+        loop = jax.jit(lambda r, p: _python_loop_meta_loss(p, r, support, query, 3))
+        want = jax.jit(jax.grad(loop, argnums=(1, 0)))(rates, params)
         for got, ref in ((grads["params"], want[0]), (grads["inner_lrs"], want[1])):
             for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(ref), strict=True):
                 np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-12)
         # The loop itself against float64 central differences, in the rates and the weights.
-        check_grads(lambda r, p: _python_loop_meta_loss(p, r, support, query, 3),
-                    (rates, params), order=1, modes=["rev"], eps=1e-6)
+        check_grads(loop, (rates, params), order=1, modes=["rev"], eps=1e-6)
 
 
 def test_log_rate_update_is_adam_on_log_rates():
@@ -496,18 +497,18 @@ def test_clipped_inner_loop_meta_gradient_matches_a_python_loop_and_finite_diffe
         config = mj.MetaConfig(num_inner_steps=3, msl=False, learn_inner_lrs=True,
                                task_batching="vmap", inner_grad_clip=clip)
         tasks = jax.tree.map(lambda a: a[None], (support, query))
-        loss, grads, _ = meta.meta_gradient({"params": params, "inner_lrs": rates}, tasks,
-                                            step=0, loss_fn=tanh_mlp_loss, config=config,
-                                            first_order=False, msl=False)
-        args = (support, query, 3, clip)
-        np.testing.assert_allclose(loss, _clipped_python_loop_meta_loss(params, rates, *args),
-                                   rtol=1e-12)
-        want = jax.grad(_clipped_python_loop_meta_loss, argnums=(0, 1))(params, rates, *args)
+        # Everything under jit: op by op, each primitive would compile on its own.
+        loss, grads, _ = jax.jit(functools.partial(
+            meta.meta_gradient, loss_fn=tanh_mlp_loss, config=config, first_order=False,
+            msl=False))({"params": params, "inner_lrs": rates}, tasks, step=0)
+        loop = jax.jit(lambda r, p: _clipped_python_loop_meta_loss(p, r, support, query, 3,
+                                                                   clip))
+        np.testing.assert_allclose(loss, loop(rates, params), rtol=1e-12)
+        want = jax.jit(jax.grad(loop, argnums=(1, 0)))(rates, params)
         for got, ref in ((grads["params"], want[0]), (grads["inner_lrs"], want[1])):
             for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(ref), strict=True):
                 np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-12)
-        check_grads(lambda r, p: _clipped_python_loop_meta_loss(p, r, *args),
-                    (rates, params), order=1, modes=["rev"], eps=1e-6)
+        check_grads(loop, (rates, params), order=1, modes=["rev"], eps=1e-6)
         # Evaluation adapts the same way: its query loss after 3 steps is the same number.
         losses, _ = meta.evaluate_tasks(tanh_mlp_loss, params, rates, tasks, num_steps=3,
                                         inner_grad_clip=clip)

@@ -30,6 +30,7 @@ def _run_worker() -> dict:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
+@pytest.mark.slow
 def test_sharded_steps_and_populations_match_single_device():
     # One subprocess with 4 fake devices for all the checks (its compiles dominate).
     worker = _run_worker()
