@@ -34,6 +34,7 @@ import jax.numpy as jnp  # noqa: E402
 import jax_setup  # noqa: E402
 import numpy as np  # noqa: E402
 import timing  # noqa: E402
+from timing import cpu_name  # noqa: E402
 
 from maml_jax import meta, parallel  # noqa: E402
 
@@ -66,17 +67,6 @@ class RssPeak:
         self._t.join()
         self.peak = max(self.peak, _rss_bytes())
         self.delta = self.peak - self.start
-
-
-def cpu_name() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip() + f" ({os.cpu_count()} cores)"
-    except OSError:
-        pass
-    return platform.processor() or "cpu"
 
 
 # ---------------------------------------------------------------------------- runners

@@ -18,13 +18,27 @@ Example:
 
 from __future__ import annotations
 
+import os
+import platform
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import jax
 
-__all__ = ["timed", "compile_timed", "time_steps", "rounds"]
+__all__ = ["timed", "compile_timed", "time_steps", "rounds", "cpu_name"]
+
+
+def cpu_name() -> str:
+    """The CPU's model name and core count (Linux), for the machine line of a result."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip() + f" ({os.cpu_count()} cores)"
+    except OSError:
+        pass
+    return platform.processor() or "cpu"
 
 
 def timed(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> tuple[Any, float]:

@@ -6,8 +6,9 @@ Usage::
         [--out=runs/compare_per_step_accuracy.png]
 
 Each directory must hold the ``test_results.json`` written by ``experiments.evaluate``.
-Plots the query accuracy after each inner step (mean +- 95% CI) of every run's best
-checkpoint and prints a table.
+Plots the query accuracy after each inner step of every run's best checkpoint (mean +- 95%
+CI over the test tasks for one seed; mean +- std over the seeds for a population, as the
+legend says) and prints a table.
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ def compare_runs(dirs, out, quiet: bool = False) -> str:
                                     f"--workdir {d} first")
         r = json.loads(path.read_text())
         label = f"{d.name}"
-        curves[label] = (r["best"]["per_step_accuracy_pct"], r["best"]["per_step_ci95_pct"])
+        curves[label] = plots.per_step_curve(r["best"])
         paper = r.get("paper_test_accuracy_pct")
         lines.append(f"{label:<34} {r['best']['test_accuracy_pct']:>8.2f} "
                      f"+- {r['best']['test_ci95_pct']:<5.2f}"
@@ -44,6 +45,8 @@ def compare_runs(dirs, out, quiet: bool = False) -> str:
                      f"+- {r['ensemble']['test_ci95_pct']:<5.2f}"
                      + (f" {paper[0]:>7.2f} +- {paper[1]:<4.2f}" if paper else ""))
     plots.plot_per_step_accuracy(curves, out)
+    lines.append("+-: 95% interval over the test tasks (a population of seeds: the mean of its "
+                 "seeds' intervals; its std over seeds is in test_results.json, over_seeds)")
     table = "\n".join(lines)
     if not quiet:
         print(table)

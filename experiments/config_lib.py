@@ -27,7 +27,8 @@ from maml_jax import core, meta
 __all__ = ["ConfigError", "DATA_SOURCES", "MINIIMAGENET_INNER_LR_PRESETS", "OMNIGLOT_SMOKE",
            "MINIIMAGENET_SMOKE", "base_config", "mamlpp_config", "maml_config",
            "miniimagenet_config", "sinusoid_config", "comparison_config", "compared_methods",
-           "select_variant", "validate_config", "config_to_json", "config_from_json"]
+           "select_variant", "validate_config", "config_to_json", "config_from_json",
+           "SCHEDULE_KEYS", "schedule_differences"]
 
 
 class ConfigError(ValueError):
@@ -35,6 +36,26 @@ class ConfigError(ValueError):
 
 
 DATA_SOURCES = ("omniglot", "synthetic", "tfds", "miniimagenet", "image_folder", "sinusoid")
+
+#: The keys that make a schedule the paper's: a run whose config differs from its paper
+#: config in any of them has a reduced (or other) schedule. The one definition
+#: ``experiments.reproduce`` labels runs with and the results page calls runs full by.
+SCHEDULE_KEYS = ("num_epochs", "iterations_per_epoch", "num_filters", "meta_batch_size",
+                 "num_inner_steps", "num_inner_steps_eval", "msl_epochs", "image_size",
+                 "q_query", "num_val_tasks", "num_test_tasks", "data", "ensemble_size")
+
+
+def schedule_differences(cfg: Mapping[str, Any], paper: Mapping[str, Any]) -> list[str]:
+    """``"KEY=value (paper value)"`` for every ``SCHEDULE_KEYS`` entry in which a run's
+    config differs from the paper config of its cell; empty for the paper's schedule.
+
+    Example:
+        >>> paper = mamlpp_config(5, 1).to_dict()
+        >>> schedule_differences({**paper, "num_epochs": 20}, paper)
+        ['num_epochs=20 (paper 100)']
+    """
+    return [f"{k}={cfg.get(k)} (paper {paper[k]})" for k in SCHEDULE_KEYS
+            if cfg.get(k) != paper[k]]
 
 
 def base_config() -> config_dict.ConfigDict:
@@ -89,9 +110,9 @@ def base_config() -> config_dict.ConfigDict:
         "inner_lr": 0.1,
         "lr_granularity": "layer_step",   # "scalar" | "layer_step" | "parameter" | "meta_sgd"
         "learn_inner_lrs": True,
-        "rate_update": "auto",       # how the outer step moves the rates: "auto" (log for
-                                     # per-weight rates, else reference) | "reference" |
-                                     # "log" (maml_jax.meta.RATE_UPDATE_PRESETS)
+        "rate_update": "auto",       # how the outer step moves the rates: "auto" (log_10x
+                                     # for per-weight rates, else reference) | a name of
+                                     # maml_jax.meta.RATE_UPDATE_PRESETS; saved resolved
         # inner-gradient clip (global norm per task and step): "auto" (100 for per-weight
         # rates, else none: maml_jax.meta.default_inner_grad_clip) | None (no clip, the
         # reference) | a number > 0
@@ -440,7 +461,11 @@ def validate_config(config: Mapping[str, Any]) -> dict[str, Any]:
     rate_updates = ("auto", *meta.RATE_UPDATE_PRESETS)
     need(cfg["rate_update"] in rate_updates,
          f"rate_update must be {'|'.join(rate_updates)}, got {cfg['rate_update']!r}")
-    try:   # resolved here, so a saved config says what the run did ("auto" may change)
+    # "auto" settings are resolved here, so a saved config says what the run did ("auto"
+    # may change: it did for per-weight rate updates).
+    if cfg["rate_update"] == "auto":
+        cfg["rate_update"] = meta.default_rate_update(cfg["lr_granularity"])
+    try:
         cfg["inner_grad_clip"] = meta.inner_grad_clip_for(cfg["inner_grad_clip"],
                                                           cfg["lr_granularity"])
     except ValueError as err:
@@ -454,9 +479,7 @@ def validate_config(config: Mapping[str, Any]) -> dict[str, Any]:
     for key in ("meta_lr", "min_meta_lr", "inner_lr"):
         need(isinstance(cfg[key], (int, float)) and not isinstance(cfg[key], bool),
              f"{key} must be a number, got {cfg[key]!r}")
-    preset = (meta.default_rate_update(cfg["lr_granularity"]) if cfg["rate_update"] == "auto"
-              else cfg["rate_update"])
-    log_space = meta.RATE_UPDATE_PRESETS[preset]["inner_lr_update"] == "log"
+    log_space = meta.RATE_UPDATE_PRESETS[cfg["rate_update"]]["inner_lr_update"] == "log"
     need(not log_space or cfg["inner_lr"] > 0,
          f"inner_lr must be > 0 when the rates are learned in log space (rate_update="
          f"{cfg['rate_update']!r}, lr_granularity={cfg['lr_granularity']!r}), got "
@@ -508,6 +531,9 @@ def config_to_json(cfg: Mapping[str, Any]) -> str:
 
 # Keys added with an "auto" default, and what a run meant before they existed.
 _BEFORE_THE_KEY = {"inner_grad_clip": None}   # runs before it had no inner-gradient clip
+# What a rate_update saved as "auto" meant: configs were saved unresolved until 2026-12-06,
+# when per-weight rates' default changed from "log" to "log_10x".
+_RATE_UPDATE_AUTO_BEFORE = {"parameter": "log", "meta_sgd": "log"}
 
 
 def config_from_json(text: str) -> dict[str, Any]:
@@ -515,7 +541,8 @@ def config_from_json(text: str) -> dict[str, Any]:
 
     Keys the code no longer knows are dropped, new keys take their defaults (old workdirs
     stay readable), except those in ``_BEFORE_THE_KEY``: the value that reproduces what a
-    run saved before the key existed did (an "auto" default would change it).
+    run saved before the key existed did (an "auto" default would change it). Likewise a
+    ``rate_update`` saved as "auto" reads as the preset "auto" meant then.
 
     Example:
         >>> config_from_json('{"clip_value": "inf", "split_counts": [1, 2, 3]}')["split_counts"]
@@ -532,4 +559,6 @@ def config_from_json(text: str) -> dict[str, Any]:
             if isinstance(value, str) and value in ("inf", "-inf", "nan"):
                 value = float(value)
             cfg[k] = value
+    if cfg["rate_update"] == "auto":
+        cfg["rate_update"] = _RATE_UPDATE_AUTO_BEFORE.get(cfg["lr_granularity"], "reference")
     return cfg

@@ -129,17 +129,16 @@ def run_evaluation(workdir: str | pathlib.Path, *, data_dir: str | None = None,
                            "test_ci95_pct": float(np.mean([s["best"]["test_ci95_pct"]
                                                            for s in seeds])),
                            "per_step_accuracy_pct": [float(v) for v in per_step.mean(0)],
-                           "per_step_ci95_pct": [float(v) for v in per_step.std(0, ddof=1)]}
+                           # The spread of the seeds' means: not an interval over tasks.
+                           "per_step_seed_std_pct": [float(v) for v in per_step.std(0, ddof=1)]}
         results["ensemble"] = {"size": seeds[0]["ensemble"]["size"],
                                "test_accuracy_pct": results["over_seeds"]["ensemble"]["mean_pct"],
                                "test_ci95_pct": float(np.mean([s["ensemble"]["test_ci95_pct"]
                                                                for s in seeds]))}
     checkpoints.write_json(workdir / "test_results.json", results)
-    curves = {cfg["name"]: (results["best"]["per_step_accuracy_pct"],
-                            results["best"]["per_step_ci95_pct"])}
+    curves = {cfg["name"]: plots.per_step_curve(results["best"])}
     if len(seeds) > 1:
-        curves = {f"{cfg['name']} seed {s['seed']}": (s["best"]["per_step_accuracy_pct"],
-                                                      s["best"]["per_step_ci95_pct"])
+        curves = {f"{cfg['name']} seed {s['seed']}": plots.per_step_curve(s["best"])
                   for s in seeds}
     plots.plot_per_step_accuracy(curves, workdir / "per_step_accuracy.png")
     if compare_siblings and len(seeds) == 1:

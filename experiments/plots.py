@@ -86,15 +86,35 @@ def plot_inner_lrs(inner_lrs: Any, out: pathlib.Path, title: str = "") -> pathli
     return pathlib.Path(out)
 
 
-def plot_per_step_accuracy(curves: dict[str, tuple[Any, Any]], out: pathlib.Path,
+#: What a per-step curve's error bars are, by the results key that holds them.
+PER_STEP_SPREADS = {"per_step_ci95_pct": "95% CI over tasks",
+                    "per_step_seed_std_pct": "std over seeds"}
+
+
+def per_step_curve(best: dict[str, Any]) -> tuple[list, list, str]:
+    """``(mean, error bar, what the bar is)`` of a ``test_results.json`` ``best`` entry:
+    one seed's 95% CI over the test tasks, or a population's std over its seeds.
+
+    Example:
+        >>> per_step_curve({"per_step_accuracy_pct": [20, 90], "per_step_seed_std_pct": [0, 1]})
+        ([20, 90], [0, 1], 'std over seeds')
+    """
+    for key, what in PER_STEP_SPREADS.items():
+        if key in best:
+            return best["per_step_accuracy_pct"], best[key], what
+    raise KeyError(f"no per-step spread ({', '.join(PER_STEP_SPREADS)}) in {sorted(best)}")
+
+
+def plot_per_step_accuracy(curves: dict[str, tuple[Any, Any, str]], out: pathlib.Path,
                            title: str = "query accuracy after each inner step (test)",
                            ) -> pathlib.Path:
-    """``curves``: label -> (mean accuracy per step 0..N, 95% CI per step), in percent."""
+    """``curves``: label -> (mean accuracy per step 0..N, error bar per step, what the bar
+    is: ``per_step_curve``), in percent; the legend names each curve's bar."""
     fig, ax = plt.subplots(figsize=(6.5, 4.2))
-    for label, (mean_values, ci_values) in curves.items():
-        mean, ci = np.asarray(mean_values), np.asarray(ci_values)
+    for label, (mean_values, err_values, what) in curves.items():
+        mean, err = np.asarray(mean_values), np.asarray(err_values)
         steps = np.arange(len(mean))
-        ax.errorbar(steps, mean, yerr=ci, fmt="o-", capsize=3, label=label)
+        ax.errorbar(steps, mean, yerr=err, fmt="o-", capsize=3, label=f"{label} (± {what})")
     ax.set(xlabel="inner steps taken", ylabel="query accuracy (%)", title=title)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)

@@ -45,7 +45,7 @@ import jax
 from absl import flags
 
 from experiments import checkpoints, datasets, evaluate, flag_parsing, train
-from experiments.config_lib import ConfigError, validate_config
+from experiments.config_lib import ConfigError, schedule_differences, validate_config
 from maml_jax import meta
 
 __all__ = ["PaperTable", "CELLS", "METHODS", "runs", "run_table", "format_table", "main"]
@@ -54,11 +54,6 @@ CONFIG_DIR = pathlib.Path(__file__).resolve().parent / "configs"
 CELLS = ("omniglot_5w1s", "omniglot_5w5s", "omniglot_20w1s", "omniglot_20w5s",
          "miniimagenet_5w1s", "miniimagenet_5w5s")
 METHODS = ("mamlpp", "maml")
-# The keys that make a schedule the paper's: a run whose config differs from the paper
-# config in any of them is labelled with the difference (never shown as the paper's).
-SCHEDULE_KEYS = ("num_epochs", "iterations_per_epoch", "num_filters", "meta_batch_size",
-                 "num_inner_steps", "num_inner_steps_eval", "msl_epochs", "image_size",
-                 "q_query", "num_val_tasks", "num_test_tasks", "data", "ensemble_size")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -127,8 +122,9 @@ def _paper_config(name: str) -> dict:
 
 
 def schedule_label(cfg: dict, paper: dict, epochs_done: int | None) -> str:
-    """How the run's schedule differs from the paper's (``"paper schedule"`` if not)."""
-    diffs = [f"{k}={cfg[k]} (paper {paper[k]})" for k in SCHEDULE_KEYS if cfg[k] != paper[k]]
+    """How the run's schedule differs from the paper's (``"paper schedule"`` if not): a
+    run is labelled with every difference, never shown as the paper's."""
+    diffs = schedule_differences(cfg, paper)
     done = "" if epochs_done is None else f"{epochs_done} of {cfg['num_epochs']} epochs run; "
     return done + ("reduced: " + ", ".join(diffs) if diffs else "paper schedule")
 

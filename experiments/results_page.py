@@ -25,10 +25,13 @@ import json
 import math
 import re
 import shlex
+import statistics
 import sys
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
+
+from experiments.config_lib import config_from_json, schedule_differences
 
 __all__ = ["HEADLINE_BEGIN", "HEADLINE_END", "SECTIONS", "Section", "main", "render_headline",
            "render_page", "update_readme"]
@@ -39,6 +42,7 @@ README = ROOT / "README.md"
 HEADLINE_BEGIN = "<!-- results:headline -->"
 HEADLINE_END = "<!-- /results:headline -->"
 CPU_XEON = "2-core Intel Xeon CPU (no GPU)"
+CPU_EPYC_ALONE = "2-core AMD EPYC CPU (no GPU)"
 CPU_EPYC = "2-core AMD EPYC CPU, shared with other jobs (read the min columns)"
 
 Lines = list[str]
@@ -162,9 +166,13 @@ def _training_runs(paths: list[Path], *, paper: bool = False) -> Lines:
         else:  # one seed: mean ± 95 % interval over the test tasks
             best = _pct(res["best"]["test_accuracy_pct"], res["best"]["test_ci95_pct"])
             ensemble = _pct(res["ensemble"]["test_accuracy_pct"], res["ensemble"]["test_ci95_pct"])
+        # The rate update as the run applied it (a config saved before 2026-12-06 says
+        # "auto"; config_from_json reads it as the preset it meant then).
+        rate_update = config_from_json(json.dumps(cfg))["rate_update"]
         row = [_rel(run), _code(cfg["name"]), _schedule(cfg),
-               f"{cfg['lr_granularity']}, inner loop {cfg.get('inner_loop', 'all')}, "
-               f"conv {cfg['conv_impl']}", cfg.get("num_seeds", 1), best,
+               f"{cfg['lr_granularity']} ({rate_update} update), inner loop "
+               f"{cfg.get('inner_loop', 'all')}, conv {cfg['conv_impl']}",
+               cfg.get("num_seeds", 1), best,
                f"{ensemble} (top {res['ensemble']['size']})",
                ", ".join(f"{a:.1f}" for a in res["best"]["per_step_accuracy_pct"]),
                f"{summary['wall_seconds_this_run']:.0f}"]
@@ -192,9 +200,8 @@ def _paper_table(paths: list[Path]) -> Lines:
                 continue
             summary_file = run / "train_summary.json"
             summary = _load(summary_file) if summary_file.exists() else {"finished": True}
-            full = all(ran[k] == cfg[k] for k in ("num_epochs", "iterations_per_epoch",
-                                                  "num_filters", "meta_batch_size"))
-            label = "full schedule" if full else "reduced: " + _schedule(ran)
+            diffs = schedule_differences(ran, cfg.to_dict())   # reproduce's definition
+            label = "full schedule" if not diffs else "reduced: " + ", ".join(diffs)
             if not summary["finished"]:  # stopped early (a budget): never a full run
                 label = f"partial, {summary['epochs_done']} of " + _schedule(ran)
             made.append(f"{_rel(run)} ({label})")
@@ -452,6 +459,59 @@ def _rate_divergence(paths: list[Path]) -> Lines:
     return out
 
 
+def _rate_learning(paths: list[Path]) -> Lines:
+    """``benchmarks/rate_learning.py``: learned rates at the seed's settings, per family,
+    budget and rate update (mean ± std over seeds)."""
+    out: Lines = []
+    for path in paths:
+        d = _load(path)
+        out += [f"{_rel(path)}:", ""] if len(paths) > 1 else []
+        out += _meta(date=d["date"], versions=_versions(d), command=_command(d["argv"]))
+        groups: dict[tuple, list[dict]] = {}
+        for r in d["rows"]:
+            groups.setdefault((r["family"], r["budget"], r["variant"]), []).append(r)
+        rows = []
+        for (family, budget, variant), runs in groups.items():
+            ok = [r for r in runs if not r["diverged"]]
+            values = [100 * r["test_accuracy"] if family == "clusters" else r["test_loss"]
+                      for r in ok]
+            show = _pct if family == "clusters" else _num
+            if len(values) > 1:
+                mean, std = statistics.mean(values), statistics.stdev(values)
+                score = _pct(mean, std) if family == "clusters" else f"{_num(mean)} ± {_num(std)}"
+            else:
+                score = "; ".join(f"{show(v)} (one seed)" for v in values) or "-"
+            rates = ("-" if not ok else
+                     f"{_num(min(r['rates']['min'] for r in ok))} / "
+                     f"{_num(statistics.median(r['rates']['median'] for r in ok))} / "
+                     f"{_num(max(r['rates']['max'] for r in ok))}")
+            first = runs[0]
+            rows.append([family, f"{budget:,}", _code(variant),
+                         f"{first['rate_update']}, clip {first['inner_grad_clip']}",
+                         f"{len(runs) - len(ok)} / {len(runs)}", score, rates])
+        out += _table(["family", "outer steps", "granularity:update", "update in force, "
+                       "inner clip", "seeds diverged", "held-out after 5 steps (mean ± seed "
+                       "std): accuracy, or MSE", "rates min / median / max"], rows)
+    return out
+
+
+def _donation_cost(paths: list[Path]) -> Lines:
+    """``benchmarks/donation_cost.py``: a donating step against one that keeps its input."""
+    out: Lines = []
+    for path in paths:
+        d = _load(path)
+        out += _meta(date=d["date"], machine=d["processor"], versions=_versions(d),
+                     command=_command(d["argv"]))
+        out += _table(["outer step", "compile (s)", "step ms (median)", "step ms (min)",
+                       "steps timed"],
+                      [[r["step"], f"{r['compile_s']:.1f}", f"{r['step_ms_median']:.0f}",
+                        f"{r['step_ms_min']:.0f}", r["steps"]] for r in d["rows"]])
+        out += [f"Same losses, step for step: {'yes' if d['same_losses'] else 'NO'}. "
+                f"`init_meta_state`'s copy of the caller's arrays (once per run): "
+                f"{d['init_meta_state_ms']:.1f} ms.", ""]
+    return out
+
+
 def _scale_out(paths: list[Path]) -> Lines:
     """``benchmarks/scale_out.py``: throughput against devices and seeds."""
     out: Lines = []
@@ -532,8 +592,10 @@ SECTIONS: tuple[Section, ...] = (
             about="The MAML++ paper's cells in the priority order of "
                   "`experiments/configs/paper_table.py`, each with the paper's number and "
                   "schedule from its config, and the runs of that config whose files are "
-                  "in this repository. A run counts as full only with the config's schedule, "
-                  "filters and meta-batch. Command: `python -m experiments.reproduce`."),
+                  "in this repository. A run counts as full only where its config agrees "
+                  "with the cell's in every schedule key (`config_lib.SCHEDULE_KEYS`, the "
+                  "definition `experiments.reproduce` labels its runs by); otherwise the "
+                  "differences are listed. Command: `python -m experiments.reproduce`."),
     Section("Omniglot 5-way 1-shot MAML++ on a GPU", "reduced schedule",
             (_EXP + "omniglot_5w1s_mamlpp_gpu_h200_run*/test_results.json",),
             functools.partial(_training_runs, paper=True),
@@ -569,9 +631,12 @@ SECTIONS: tuple[Section, ...] = (
                   "--config.inner_loop=head] --num-seeds 3 --workdir runs/issue21_omniglot/"
                   "<method> --data-dir ../shared/data/omniglot`, then `python -m "
                   "experiments.evaluate` on the workdir. Far from converged by design: not "
-                  "comparable with any published number.",
+                  "comparable with any published number. `metasgd_log_10x` is the Meta-SGD "
+                  "run again with the per-weight rate update that is the default since "
+                  "2026-12-06 (`--config.name=issue30_metasgd_smoke`).",
             where=f"{CPU_XEON}, jax 0.10.2, 2026-12-03, two runs at a time (the files carry "
-                  "no date)."),
+                  f"no date); `metasgd_log_10x`: {CPU_EPYC_ALONE}, jax 0.10.2, 2026-12-06, "
+                  "one run at a time."),
     Section("Sinusoid: the MAML++ claims grid", "paper budget, this study's own ablation",
             (_EXP + "study_sinusoid/study.json",), _study,
             about="`experiments/configs/study_sinusoid.py`: each method trained with the MAML "
@@ -585,11 +650,14 @@ SECTIONS: tuple[Section, ...] = (
             "reduced budget", (_EXP + "study_learned_rates/study.json",), _study,
             about="`experiments/configs/study_learned_rates.py`: fewer outer steps than the "
                   "MAML paper's sinusoid runs, per-weight rates with their library defaults "
-                  "(log-space rate update, inner-gradient clip 100), MAML++ with this "
-                  "repository's sinusoid recipe. Query MSE after N steps pooled over the "
-                  "seeds.",
-            where="2-core AMD EPYC CPU (no GPU), jax 0.10.2, 2026-12-04 (the date in "
-                  "study.json)."),
+                  "(the `log_10x` rate update since 2026-12-06, inner-gradient clip 100), "
+                  "MAML++ with this repository's sinusoid recipe. Query MSE after N steps "
+                  "pooled over the seeds. Re-run whole on 2026-12-06 for the new per-weight "
+                  "default: the other rows reproduced bit for bit (the per-weight rows of "
+                  "2026-12-04, with the `log` update, are in git history: Meta-SGD 0.502 / "
+                  "0.286, Meta-SGD-5 0.246 / 0.068, per weight and step 0.267 / 0.068 at "
+                  "K = 5 / 10).",
+            where=f"{CPU_EPYC_ALONE}, jax 0.10.2, the date in study.json."),
     Section("Omniglot ablation (the paper's Table 1 rows)", "reduced scale",
             (_EXP + "study_omniglot_ablation_cpu/study.json",), _study,
             about="`experiments/configs/study_omniglot_ablation_cpu.py`: 5-way 1-shot instead "
@@ -687,14 +755,36 @@ SECTIONS: tuple[Section, ...] = (
             (_BENCH + "formulation_consistency_cpu.json",), _consistency, part="Correctness",
             about="Every convolution x task batching x unroll, in float64 and float32, "
                   "against the plain formulation (`xla`, `lax.map`, unroll 1) and float64."),
+    Section("What owning the state costs: donation", "benchmark, full-size Conv4 step",
+            (_BENCH + "donation_cost_cpu.json",), _donation_cost, part="Benchmarks",
+            about="The MAML++ Conv4 outer step (64 filters, 5-way 1-shot, meta-batch 8, 5 "
+                  "inner steps, second order, the CPU defaults) jitted with the state "
+                  "donated (`jit_outer_step`) and without (the facade's step, which keeps "
+                  "what it handed out valid), compiled apart and timed in turns in one "
+                  "process, results waited for.", where=CPU_EPYC_ALONE),
+    Section("Learned rates at the seed's settings", "reduced budget",
+            (_BENCH + "rate_learning_cpu.json",), _rate_learning,
+            about="The seed's quick start as written, `ModelAgnosticMetaLearning(model, "
+                  "inner_lr=0.01, outer_lr=0.001, inner_steps=5, plus_plus=True)`, meta-batch "
+                  "16, with each granularity and rate update (`auto` is the library default "
+                  "of the granularity), trained for 300 and 3,000 outer steps and scored on "
+                  "600 held-out tasks after 5 inner steps: `clusters` is 5-way 2-shot "
+                  "classification of Gaussian clusters in 16 dimensions (an MLP 16-32-32-5; "
+                  "chance is 20 %), `sinusoid` the MAML paper's 5-shot regression. Three "
+                  "seeds each. The question is whether per-weight rates learn as per-layer "
+                  "ones do, not how good either is: no paper trains this short.",
+            where=f"{CPU_EPYC_ALONE}, one run at a time, other work on the machine.",
+            part="Correctness"),
     Section("Learned rates: divergence of the rate updates", "reduced budget",
             (_BENCH + "rate_divergence_cpu_*.json",), _rate_divergence, part="Correctness",
             about="The MAML paper's sinusoid regressor, K = 5, meta-batch 25, Adam, "
                   "final-step loss, rates starting at 0.01; test MSE on the fixed test tasks "
                   "after the trained number of steps. Variants: "
                   "`granularity:rate update[:inner-gradient clip]`; files `a`/`b` predate "
-                  "the inner-gradient clip, `c`/`d` measure it.",
-            where=f"{CPU_XEON}, two runs at a time."),
+                  "the inner-gradient clip, `c`/`d` measure it, `e` measures the per-weight "
+                  "default since 2026-12-06 (`auto`: `log_10x` and the clip).",
+            where=f"`a`-`d`: {CPU_XEON}, two runs at a time; `e`: {CPU_EPYC_ALONE}, one "
+                  "run at a time."),
     # History: correct steps of older formulations, kept as the record of the CPU study.
     Section("Before / after and formulations of the CPU step (older defaults)", "benchmark, "
             "superseded formulations",
@@ -791,6 +881,17 @@ def _per_weight_divergence() -> tuple[int, int, dict[int, list[bool]]]:
     return failed, done + failed, by_steps
 
 
+def _rate_learning_accuracy(budget: int) -> dict[str, str]:
+    """``benchmarks/rate_learning.py``'s held-out cluster accuracy per variant at ``budget``
+    outer steps: mean ± std over seeds."""
+    rows = [r for r in _load(ROOT / _BENCH / "rate_learning_cpu.json")["rows"]
+            if r["family"] == "clusters" and r["budget"] == budget and not r["diverged"]]
+    by_variant: dict[str, list[float]] = {}
+    for r in rows:
+        by_variant.setdefault(r["variant"], []).append(100 * r["test_accuracy"])
+    return {v: _pct(statistics.mean(a), statistics.stdev(a)) for v, a in by_variant.items()}
+
+
 def render_headline() -> str:
     """The README's headline table (between the markers), from the result files.
 
@@ -836,6 +937,14 @@ def render_headline() -> str:
          f"**reduced budget** (20,000 outer steps, K = 5 and 10, 3 seeds); per-weight "
          f"rates with the reference code's rate update diverged in {reference_text}"],
     ]
+    learning = _rate_learning_accuracy(300)
+    rows.append(
+        ["Per-weight learned rates at the seed's settings (`inner_lr=0.01, outer_lr=0.001, "
+         "inner_steps=5, plus_plus=True`), 5-way 2-shot Gaussian clusters, held-out accuracy",
+         f"{learning['parameter:auto']} (per weight and step, default update)",
+         f"**reduced budget** (300 outer steps, 3 seeds; chance 20 %): per layer and step "
+         f"{learning['layer_step:auto']}; the previous per-weight default "
+         f"{learning['parameter:log']}"])
     lines = _table(["measured", "maml_jax", "compare with"], rows)
     lines += ["Generated from the result files by `python -m experiments.results_page`; "
               "every table, with machine, date and command: "

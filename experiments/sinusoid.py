@@ -141,9 +141,10 @@ def evaluate_sinusoid(cfg: Mapping[str, Any], meta_params: Any) -> dict[int, np.
     for k in cfg["sinusoid_eval_shots"]:
         tasks = mj.sinusoid_eval_tasks(cfg["test_seed"], cfg["num_test_tasks"], k,
                                        cfg["q_query_eval"])
+        n = cfg["num_inner_steps_eval"]
         losses, _ = mj.jit_evaluate_tasks(setup.eval_loss_fn, meta_params["params"],
-                                          meta_params["inner_lrs"], tasks,
-                                          num_steps=cfg["num_inner_steps_eval"],
+                                          mj.extend_inner_lrs(meta_params["inner_lrs"], n),
+                                          tasks, num_steps=n,
                                           inner_grad_clip=setup.meta_config.inner_grad_clip)
         out[k] = np.asarray(losses)
     return out

@@ -71,7 +71,8 @@ def support_coverage(xs: np.ndarray, lo: float = -5.0, hi: float = 5.0) -> tuple
 
 def _support_losses(loss_fn, meta_params, support, num_steps, inner_grad_clip=None):
     """Per-task support loss after 0..num_steps steps (the inner loop's own objective)."""
-    return mj.jit_evaluate_tasks(loss_fn, meta_params["params"], meta_params["inner_lrs"],
+    return mj.jit_evaluate_tasks(loss_fn, meta_params["params"],
+                                 mj.extend_inner_lrs(meta_params["inner_lrs"], num_steps),
                                  (support, support), num_steps=num_steps,
                                  inner_grad_clip=inner_grad_clip)[0]
 
@@ -100,8 +101,8 @@ def analyse(configs: Mapping[str, Mapping[str, Any]], params_by_method: dict, *,
         setup = wiring.get_setup(configs[name])
         clip = setup.meta_config.inner_grad_clip
         query_loss[name] = np.asarray(mj.jit_evaluate_tasks(
-            setup.eval_loss_fn, mp["params"], mp["inner_lrs"], (support, query),
-            num_steps=num_steps, inner_grad_clip=clip)[0])
+            setup.eval_loss_fn, mp["params"], mj.extend_inner_lrs(mp["inner_lrs"], num_steps),
+            (support, query), num_steps=num_steps, inner_grad_clip=clip)[0])
         support_loss[name] = np.asarray(_support_losses(setup.eval_loss_fn, mp, support,
                                                         num_steps, clip))
     final = query_loss[focus][:, num_steps]
@@ -165,7 +166,8 @@ def _alpha_scaled(loss_fn, meta_params, support, query, num_steps, scales, inner
     out = {}
     for scale in scales:
         # tree.map calls the lambda at once; the default only binds this iteration's scale.
-        lrs = jax.tree.map(lambda a, s=scale: a * s, meta_params["inner_lrs"])
+        lrs = jax.tree.map(lambda a, s=scale: a * s,
+                           mj.extend_inner_lrs(meta_params["inner_lrs"], num_steps))
         q = np.asarray(mj.jit_evaluate_tasks(loss_fn, meta_params["params"], lrs,
                                              (support, query), num_steps=num_steps,
                                              inner_grad_clip=inner_grad_clip)[0])

@@ -76,7 +76,9 @@ def _sinusoid_run(workdir: pathlib.Path, info: dict) -> RunEval:
     tasks = mj.sinusoid_eval_tasks(SINUSOID_TEST_SEED, SINUSOID_TEST_TASKS, k,
                                    SINUSOID_QUERY_POINTS)
     # Runs recorded before the inner-gradient clip existed were trained without one.
-    losses, _ = mj.jit_evaluate_tasks(loss_fn, meta_params["params"], meta_params["inner_lrs"],
+    # Twice the trained steps: the last step's rates repeat (extend_inner_lrs).
+    losses, _ = mj.jit_evaluate_tasks(loss_fn, meta_params["params"],
+                                      mj.extend_inner_lrs(meta_params["inner_lrs"], 2 * n),
                                       tasks, num_steps=2 * n,
                                       inner_grad_clip=info.get("inner_grad_clip"))
     return RunEval(str(workdir), "sinusoid", info["method"], f"K={k}", int(info["seed"]), n,
@@ -111,7 +113,8 @@ def _omniglot_run(workdir: pathlib.Path, images=None, data_dir=None) -> RunEval:
                 "test")
             mp = best.meta_params
             losses, aux = mj.jit_evaluate_tasks(
-                run.setup.eval_loss_fn, mp["params"], mp["inner_lrs"], tasks, num_steps=2 * n,
+                run.setup.eval_loss_fn, mp["params"], mj.extend_inner_lrs(mp["inner_lrs"], 2 * n),
+                tasks, num_steps=2 * n,
                 batch_size=wiring.eval_batch_size(cfg),
                 inner_grad_clip=run.setup.meta_config.inner_grad_clip)
             losses, accuracy = np.asarray(losses), np.asarray(aux["accuracy"])

@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from experiments.wiring import Setup, eval_batch_size, seed_state
-from maml_jax import meta, parallel
+from maml_jax import core, meta, parallel
 
 __all__ = ["evaluate_params", "validate", "validate_population"]
 
@@ -29,17 +29,17 @@ def evaluate_params(setup: Setup, cfg: dict, meta_params: dict, tasks, mesh=None
 
     With a ``mesh`` the tasks are split over its ``tasks`` axis (``parallel``).
     """
+    n = cfg["num_inner_steps_eval"]   # the last trained step's rates repeat beyond training's
+    lrs = core.extend_inner_lrs(meta_params["inner_lrs"], n)
     if mesh is None:
         task_losses, aux = meta.jit_evaluate_tasks(
-            setup.eval_loss_fn, meta_params["params"], meta_params["inner_lrs"], tasks,
-            num_steps=cfg["num_inner_steps_eval"], batch_size=eval_batch_size(cfg),
-            inner_grad_clip=setup.meta_config.inner_grad_clip)
+            setup.eval_loss_fn, meta_params["params"], lrs, tasks, num_steps=n,
+            batch_size=eval_batch_size(cfg), inner_grad_clip=setup.meta_config.inner_grad_clip)
     else:
-        meta_params, tasks = parallel.replicate((meta_params, tasks), mesh)
+        params, lrs, tasks = parallel.replicate((meta_params["params"], lrs, tasks), mesh)
         task_losses, aux = parallel.evaluate_tasks_sharded(
-            setup.eval_loss_fn, meta_params["params"], meta_params["inner_lrs"], tasks,
-            num_steps=cfg["num_inner_steps_eval"], mesh=mesh, batch_size=eval_batch_size(cfg),
-            inner_grad_clip=setup.meta_config.inner_grad_clip)
+            setup.eval_loss_fn, params, lrs, tasks, num_steps=n, mesh=mesh,
+            batch_size=eval_batch_size(cfg), inner_grad_clip=setup.meta_config.inner_grad_clip)
     return {"loss": parallel.host_array(task_losses),
             "accuracy": parallel.host_array(aux["accuracy"])}
 

@@ -8,6 +8,7 @@ from maml_jax import parallel, task_batching
 from maml_jax.core import (
     GRANULARITIES,
     adapt,
+    check_positive,
     check_same_structure,
     clip_inner_grads,
     extend_inner_lrs,
@@ -20,12 +21,23 @@ from maml_jax.core import (
 )
 from maml_jax.data.sinusoid import SinusoidFamily, sample_sinusoid_tasks, sinusoid_eval_tasks
 from maml_jax.facade import ModelAgnosticMetaLearning
-from maml_jax.losses import LOSSES, accuracy, check_labels, prediction_loss
+from maml_jax.losses import (
+    LABEL_ERRORS,
+    LOSSES,
+    accuracy,
+    check_labels,
+    label_errors,
+    prediction_loss,
+)
 from maml_jax.meta import (
     INNER_LR_UPDATES,
     LR_SCHEDULES,
+    OUTER_STEP_STATIC,
     PER_WEIGHT_INNER_GRAD_CLIP,
+    QUERY_LABEL_ERRORS,
     RATE_UPDATE_PRESETS,
+    SUPPORT_LABEL_ERRORS,
+    InvalidLabelsError,
     MetaConfig,
     MetaState,
     NonFiniteLossError,
@@ -75,8 +87,8 @@ __version__ = "0.1.0"
 
 __all__ = [
     # core maths
-    "GRANULARITIES", "init_inner_lrs", "extend_inner_lrs", "clip_inner_grads", "inner_step",
-    "adapt",
+    "GRANULARITIES", "check_positive", "init_inner_lrs", "extend_inner_lrs", "clip_inner_grads",
+    "inner_step", "adapt",
     "task_loss", "msl_weights", "final_step_weights", "split_loss_output",
     "check_same_structure",
     # outer loop
@@ -84,13 +96,14 @@ __all__ = [
     "make_meta_optimizer", "INNER_LR_UPDATES", "RATE_UPDATE_PRESETS", "rate_update_preset",
     "default_rate_update", "PER_WEIGHT_INNER_GRAD_CLIP", "default_inner_grad_clip",
     "inner_grad_clip_for", "LR_SCHEDULES", "OuterLoop", "make_outer_loop", "phase",
-    "meta_gradient", "outer_step", "jit_outer_step", "train_steps", "jit_train_steps",
-    "evaluate_tasks", "jit_evaluate_tasks", "mean_ci95", "validate_tasks", "check_finite",
-    "tree_all_finite", "NonFiniteLossError",
+    "meta_gradient", "outer_step", "OUTER_STEP_STATIC", "jit_outer_step", "train_steps",
+    "jit_train_steps", "evaluate_tasks", "jit_evaluate_tasks", "mean_ci95", "validate_tasks",
+    "check_finite", "tree_all_finite", "NonFiniteLossError", "InvalidLabelsError",
+    "SUPPORT_LABEL_ERRORS", "QUERY_LABEL_ERRORS",
     # models and losses
     "CONV_IMPLS", "POOL_IMPLS", "Conv3x3", "StepBatchNorm", "Conv4", "MLP",
     "conv3x3_patches", "max_pool_2x2", "resolve_conv_impl", "LOSSES", "accuracy",
-    "prediction_loss", "check_labels",
+    "prediction_loss", "check_labels", "LABEL_ERRORS", "label_errors",
     # models to loss functions (Flax linen, Flax NNX, a plain apply function), inner-loop mask
     "make_loss_fn", "ModelParts", "nnx_model", "apply_loss_fn", "inner_loop_mask",
     # tasks

@@ -15,12 +15,14 @@ indices, ``0 .. num_steps - 1``.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Mapping
 from typing import Any
 
 import chex
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 # chex's names for what the signatures take: nested containers of arrays (params, inner
 # learning rates, batches) and arrays.
@@ -29,6 +31,7 @@ LossFn = Callable[[PyTree, Any, chex.Array], Any]
 
 __all__ = [
     "GRANULARITIES",
+    "check_positive",
     "split_loss_output",
     "check_same_structure",
     "init_inner_lrs",
@@ -125,6 +128,24 @@ def check_same_structure(tree: PyTree, reference: PyTree, what: str, reference_w
                      f"({len(only_theirs)} missing, {len(only_mine)} extra)")
 
 
+def check_positive(value: Any, name: str) -> float:
+    """``value`` as a float if it is a finite number > 0, else a ``ValueError`` naming it.
+
+    A learning rate of 0 does nothing and a negative one ascends the loss; both are
+    mistakes, caught where the value is given rather than as a run that never learns.
+
+    Example:
+      >>> check_positive(-0.1, "init_lr")
+      Traceback (most recent call last):
+      ...
+      ValueError: init_lr must be a finite number > 0, got -0.1
+    """
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.number)) \
+            or not math.isfinite(value) or not value > 0:
+        raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
+    return float(value)
+
+
 def _check_num_steps(num_steps: Any) -> int:
     if isinstance(num_steps, bool) or not isinstance(num_steps, int):
         raise TypeError("num_steps must be a Python int (it fixes the scan length), "
@@ -156,7 +177,7 @@ def init_inner_lrs(
     Args:
       params: the model parameters (any pytree of arrays).
       num_steps: number of inner steps the rates are for (>= 1).
-      init_lr: the initial value of every rate.
+      init_lr: the initial value of every rate, a finite number > 0.
       granularity: one of ``GRANULARITIES``.
       mask: optional pytree of bools mirroring ``params``; ``False`` leaves get ``None``
         instead of a rate, which means "not updated in the inner loop" (the MAML++
@@ -173,6 +194,7 @@ def init_inner_lrs(
     num_steps = _check_num_steps(num_steps)
     if granularity not in GRANULARITIES:
         raise ValueError(f"unknown granularity {granularity!r}; expected one of {GRANULARITIES}")
+    check_positive(init_lr, "init_lr (the initial inner learning rate)")
 
     def make(p):
         p = jnp.asarray(p)
@@ -235,8 +257,9 @@ def _per_step_lrs(params: PyTree, inner_lrs: PyTree, num_steps: int) -> PyTree:
         if lr.shape[0] != num_steps:
             raise ValueError(
                 f"inner learning rate of shape {lr.shape} has {lr.shape[0]} steps but "
-                f"num_steps={num_steps}; use extend_inner_lrs to adapt with a different "
-                "number of steps"
+                f"num_steps={num_steps}; to adapt with another number of steps pass "
+                f"extend_inner_lrs(inner_lrs, {num_steps}), which repeats the last step's "
+                "rates"
             )
         if lr.ndim > 1 and lr.shape[1:] != p.shape:
             raise ValueError(

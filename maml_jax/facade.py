@@ -1,11 +1,14 @@
 """``ModelAgnosticMetaLearning``: the seed's quick-start class, a thin facade.
 
 It only holds a ``MetaState`` and the static choices; every computation is a call to
-``jit_outer_step`` / ``evaluate_tasks``. Use those directly in your own JAX project.
+``outer_step`` / ``evaluate_tasks``. Use those directly in your own JAX project.
 """
 
 from __future__ import annotations
 
+import json
+import pathlib
+import shutil
 from typing import Any
 
 import flax.linen as nn
@@ -16,6 +19,23 @@ import numpy as np
 from maml_jax import core, losses, meta, model_adapters
 
 __all__ = ["ModelAgnosticMetaLearning"]
+
+# The facade's step does not donate its state (jit_outer_step does): ``maml.params``,
+# ``maml.state`` and the other views a user keeps stay valid after later steps.
+_outer_step = jax.jit(meta.outer_step, static_argnames=meta.OUTER_STEP_STATIC)
+
+_STATE_DIR = "state"        # save(path): the MetaState (orbax) ...
+_SETTINGS_FILE = "facade.json"   # ... and what restore checks and needs to rebuild it
+_FORMAT = 1
+
+
+def _orbax():
+    try:
+        import orbax.checkpoint as ocp
+    except ImportError:
+        raise ImportError("ModelAgnosticMetaLearning.save/restore write orbax checkpoints: "
+                          "pip install 'maml_jax[checkpoint]' (or orbax-checkpoint)") from None
+    return ocp
 
 
 class ModelAgnosticMetaLearning:
@@ -38,12 +58,28 @@ class ModelAgnosticMetaLearning:
     ``lr_granularity`` (default "layer_step" for MAML++, "scalar" for MAML) is any of
     ``GRANULARITIES``: "parameter" (per weight and step) and "meta_sgd" (per weight, shared
     by the steps) learn per-weight rates. ``rate_update`` says how the outer step moves the
-    rates: "reference", "log" (``RATE_UPDATE_PRESETS``) or "auto" (``default_rate_update``:
-    "log" for per-weight rates, "reference" otherwise). ``inner_grad_clip`` bounds each inner
-    gradient's global norm: a number, None (no clip, the reference) or "auto"
-    (``default_inner_grad_clip``: 100 for per-weight rates, no clip otherwise).
+    rates: a ``RATE_UPDATE_PRESETS`` name or "auto" (``default_rate_update``: "log_10x",
+    Adam on log(rate) at 10x the meta learning rate, for per-weight rates; "reference", the
+    MAML++ code's, otherwise); ``rate_update`` after construction names the one in force, as
+    the ``repr`` does. ``inner_grad_clip`` bounds each inner gradient's global norm: a
+    number, None (no clip, the reference) or "auto" (``default_inner_grad_clip``: 100 for
+    per-weight rates, no clip otherwise).
 
     A Conv4 classifier is the same with ``Conv4(num_classes=5)``, images and integer labels.
+
+    Attributes:
+      state: the ``MetaState`` (``step``, ``meta_params = {"params", "inner_lrs"}``,
+        ``opt_state``, ``model_state``, ``rng``), None before the first step (or ``init``).
+        Its arrays stay valid after later steps (the facade never donates them), so a
+        snapshot ``s = maml.state`` can go to the functional API (``evaluate_tasks``,
+        ``jit_outer_step``, orbax); ``params`` and ``inner_lrs`` are views of it.
+      config: the static ``MetaConfig`` of the steps.
+      optimizer: the meta-optimizer (``make_meta_optimizer``).
+      rate_update: the ``RATE_UPDATE_PRESETS`` name the rates are learned with.
+      last_metrics: the metrics of the last ``meta_train_step`` (host arrays).
+
+    Save and resume: ``maml.save(path)``, then ``restore(path)`` on a facade built with the
+    same arguments (an exact resume; the facade cannot be pickled).
 
     Example:
       >>> import maml_jax as mj
@@ -54,6 +90,10 @@ class ModelAgnosticMetaLearning:
       (1, ['dense0', 'head'])
       >>> maml.adapt(xs[0], ys[0])["head"]["kernel"].shape
       (16, 1)
+      >>> maml   # doctest: +NORMALIZE_WHITESPACE
+      ModelAgnosticMetaLearning(MLP, plus_plus=True, inner_steps=5, inner_lr=0.01,
+          outer_lr=0.001, lr_granularity='layer_step', rate_update='reference',
+          inner_grad_clip=None, loss='mse', step=1)
     """
 
     def __init__(
@@ -83,6 +123,8 @@ class ModelAgnosticMetaLearning:
                 "for an NNX module or a plain function use the functional API with "
                 "maml_jax.nnx_model / maml_jax.apply_loss_fn (docs/your-own-model.md)")
         losses.check_loss_name(loss)
+        core.check_positive(inner_lr, "inner_lr (the initial inner learning rate)")
+        core.check_positive(outer_lr, "outer_lr (the meta learning rate)")
         granularity = lr_granularity or ("layer_step" if plus_plus else "scalar")
         if granularity not in core.GRANULARITIES:
             raise ValueError(f"unknown granularity {granularity!r}; expected {core.GRANULARITIES}")
@@ -105,13 +147,37 @@ class ModelAgnosticMetaLearning:
         self.granularity = granularity
         self.config = loop.config
         self.optimizer = loop.optimizer
+        self.rate_update = loop.rate_update
+        # What save records and restore compares: the arguments, "auto" resolved.
+        self._settings = {
+            "model": repr(model), "inner_lr": inner_lr, "outer_lr": outer_lr,
+            "inner_steps": inner_steps, "plus_plus": plus_plus, "loss": loss,
+            "first_order": first_order, "first_order_epochs": first_order_epochs,
+            "msl_epochs": msl_epochs, "iterations_per_epoch": iterations_per_epoch,
+            "total_epochs": total_epochs, "min_outer_lr": min_outer_lr,
+            "lr_granularity": granularity, "rate_update": loop.rate_update,
+            "inner_grad_clip": loop.config.inner_grad_clip, "task_batching": task_batching}
         # Built once so the jitted step sees the same static function every call.
         self.loss_fn = model_adapters.make_loss_fn(model, loss, collect_bn_stats=True)
         self._rng = jax.random.PRNGKey(seed)
         self.state: meta.MetaState | None = None
         self.last_metrics: dict[str, Any] = {}
-        self._example_ndim: int | None = None  # rank of one task's inputs, set by init
+        self._example: tuple[tuple[int, ...], str] | None = None  # one task's inputs
         self._num_outputs: int | None = None
+
+    def __repr__(self) -> str:
+        s = self._settings
+        return (f"{type(self).__name__}({type(self.model).__name__}, "
+                f"plus_plus={s['plus_plus']}, inner_steps={s['inner_steps']}, "
+                f"inner_lr={s['inner_lr']}, outer_lr={s['outer_lr']}, "
+                f"lr_granularity={s['lr_granularity']!r}, rate_update={s['rate_update']!r}, "
+                f"inner_grad_clip={s['inner_grad_clip']}, loss={s['loss']!r}, "
+                f"step={self.step})")
+
+    def __getstate__(self):
+        raise TypeError(f"{type(self).__name__} cannot be pickled (its optimizer and loss are "
+                        "closures): use maml.save(path) and, on a facade built with the same "
+                        "arguments, restore(path)")
 
     # -- state -------------------------------------------------------------------------
     def init(self, example_input: Any) -> meta.MetaState:
@@ -123,7 +189,7 @@ class ModelAgnosticMetaLearning:
         params = variables["params"]
         outputs = jax.eval_shape(lambda v, x: self.model.apply(v, x, mutable=True)[0],
                                  variables, example_input)
-        self._example_ndim = example_input.ndim
+        self._example = (tuple(example_input.shape), str(example_input.dtype))
         self._num_outputs = outputs.shape[-1] if outputs.ndim else 1
         mask = model_adapters.inner_loop_mask(variables)
         lrs = core.init_inner_lrs(params, self.config.num_inner_steps, self.inner_lr,
@@ -149,6 +215,79 @@ class ModelAgnosticMetaLearning:
         """The (learned) inner learning rates, a pytree mirroring the params."""
         return None if self.state is None else self.state.meta_params["inner_lrs"]
 
+    def save(self, path: str | pathlib.Path, *, overwrite: bool = False) -> pathlib.Path:
+        """Writes the whole state (orbax) and the facade's settings into directory ``path``.
+
+        Args:
+          path: a directory to create.
+          overwrite: replace an earlier ``save`` at ``path`` (only a directory that holds
+            one is removed).
+
+        Returns:
+          The absolute path written.
+
+        Raises:
+          RuntimeError: nothing to save yet.
+          FileExistsError: ``path`` exists (without ``overwrite``, or it is not a saved
+            facade).
+        """
+        self._require_state()
+        ocp = _orbax()
+        path = pathlib.Path(path).absolute()
+        if path.exists():
+            if not (overwrite and (path / _SETTINGS_FILE).is_file()):
+                raise FileExistsError(
+                    f"{path} exists: save into a new directory" + (
+                        "" if overwrite else ", or pass overwrite=True to replace an earlier "
+                        "save there"))
+            shutil.rmtree(path)
+        path.mkdir(parents=True)
+        with ocp.StandardCheckpointer() as checkpointer:
+            checkpointer.save(path / _STATE_DIR, self.state)
+            checkpointer.wait_until_finished()
+        shape, dtype = self._example
+        (path / _SETTINGS_FILE).write_text(json.dumps(
+            {"format": _FORMAT, "settings": self._settings, "step": self.step,
+             "example_input": {"shape": list(shape), "dtype": dtype}}, indent=1))
+        return path
+
+    def restore(self, path: str | pathlib.Path) -> ModelAgnosticMetaLearning:
+        """Loads a ``save``d state into this facade, which must have the same settings.
+
+        Training then continues exactly as the saved run would have: the same losses for
+        the same tasks. Returns the facade, for ``maml = ModelAgnosticMetaLearning(...)
+        .restore(path)``.
+
+        Raises:
+          FileNotFoundError: ``path`` holds no saved facade.
+          ValueError: naming every setting (model, rates, schedule ...) that differs from
+            the saved run's.
+        """
+        ocp = _orbax()
+        path = pathlib.Path(path).absolute()
+        if not (path / _SETTINGS_FILE).is_file():
+            raise FileNotFoundError(f"{path} holds no saved ModelAgnosticMetaLearning "
+                                    f"({_SETTINGS_FILE} missing): write one with maml.save")
+        saved = json.loads((path / _SETTINGS_FILE).read_text())
+        # Through JSON so that a tuple compares with the list it was saved as.
+        mine = json.loads(json.dumps(self._settings))
+        diffs = [f"{k}: saved {saved['settings'].get(k)!r}, here {v!r}"
+                 for k, v in mine.items() if saved["settings"].get(k) != v]
+        if diffs:
+            raise ValueError(f"the facade saved at {path} was built with other settings; "
+                             "build this one with the same arguments. Differences: "
+                             + "; ".join(diffs))
+        example = saved["example_input"]
+        self.init(np.zeros(example["shape"], example["dtype"]))  # the state's structure
+        abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, self.state)
+        with ocp.StandardCheckpointer() as checkpointer:
+            restored = checkpointer.restore(path / _STATE_DIR, abstract)
+        # Through the host: arrays like a fresh state's (orbax returns them committed to a
+        # device, which jit would compile a second program for).
+        self.state = jax.tree.map(lambda x: jnp.asarray(np.asarray(x)), restored)
+        self.last_metrics = {}
+        return self
+
     # -- training ----------------------------------------------------------------------
     def meta_train_step(self, support_data, support_labels, query_data, query_labels) -> float:
         """One meta-update on a batch of tasks; returns the meta loss.
@@ -161,7 +300,8 @@ class ModelAgnosticMetaLearning:
           query_labels: query labels, shaped as ``support_labels``.
 
         Raises:
-          ValueError: mismatched shapes.
+          ValueError: mismatched shapes, no tasks or no examples, labels outside the
+            model's classes (checked on the host, before anything is compiled).
           NonFiniteLossError: the loss or meta-gradient was not finite (state unchanged).
         """
         tasks = ((jnp.asarray(support_data), jnp.asarray(support_labels)),
@@ -172,7 +312,7 @@ class ModelAgnosticMetaLearning:
         self._check_labels(support_labels, query_labels)
         first_order, msl = meta.phase(self.config, self.epoch)
         step = self.step
-        self.state, metrics = meta.jit_outer_step(
+        self.state, metrics = _outer_step(
             self.state, tasks, loss_fn=self.loss_fn, optimizer=self.optimizer,
             config=self.config, first_order=first_order, msl=msl)
         self.last_metrics = jax.device_get(metrics)
@@ -180,6 +320,12 @@ class ModelAgnosticMetaLearning:
         return float(self.last_metrics["loss"])
 
     # -- inference ---------------------------------------------------------------------
+    def _rates_for(self, num_steps: int | None) -> tuple[int, Any]:
+        """``num_steps`` (default: meta-training's) and the rates for them: beyond the
+        trained steps the last step's rates repeat (``extend_inner_lrs``)."""
+        n = self.config.num_inner_steps if num_steps is None else num_steps
+        return n, core.extend_inner_lrs(self.inner_lrs, n)
+
     def adapt(self, support_data, support_labels, num_steps: int | None = None) -> Any:
         """Adapted parameters for one task, or for each task of a batch of tasks.
 
@@ -188,37 +334,41 @@ class ModelAgnosticMetaLearning:
             tasks with a leading task axis (then every leaf of the result has that task
             axis too: each task is adapted on its own).
           support_labels: the matching labels.
-          num_steps: inner steps (default: those of meta-training).
+          num_steps: inner steps (default: those of meta-training); more than
+            meta-training took repeat the last step's learned rates (``extend_inner_lrs``).
         """
         self._require_state()
-        n = num_steps or self.config.num_inner_steps
-        lrs = core.extend_inner_lrs(self.inner_lrs, n)
+        n, lrs = self._rates_for(num_steps)
         support = (jnp.asarray(support_data), jnp.asarray(support_labels))
         self._check_labels(support_labels)
         one_task = lambda s: core.adapt(self.loss_fn, self.params, lrs, s, num_steps=n,
                                         first_order=True, grad_clip=self.config.inner_grad_clip)
         rank = support[0].ndim
-        if self._example_ndim is None or rank == self._example_ndim:  # None: state set by hand
+        example_rank = None if self._example is None else len(self._example[0])
+        if example_rank is None or rank == example_rank:  # None: state set by hand
             return one_task(support)
-        if rank == self._example_ndim + 1:
+        if rank == example_rank + 1:
             meta.validate_tasks((support, support))
             return jax.vmap(one_task)(support)
         raise ValueError(
-            f"support_data of rank {rank} is neither one task (rank {self._example_ndim}, "
+            f"support_data of rank {rank} is neither one task (rank {example_rank}, "
             f"as the examples meta-training started with) nor a batch of tasks (rank "
-            f"{self._example_ndim + 1})")
+            f"{example_rank + 1})")
 
     def evaluate(self, support_data, support_labels, query_data, query_labels,
                  num_steps: int | None = None) -> dict[str, np.ndarray]:
-        """Query loss (and accuracy) after 0..num_steps inner steps, per task."""
+        """Query loss (and accuracy) after 0..num_steps inner steps, per task.
+
+        ``num_steps`` as in ``adapt``.
+        """
         self._require_state()
         tasks = ((jnp.asarray(support_data), jnp.asarray(support_labels)),
                  (jnp.asarray(query_data), jnp.asarray(query_labels)))
         meta.validate_tasks(tasks)
         self._check_labels(support_labels, query_labels)
+        n, lrs = self._rates_for(num_steps)
         losses_, aux = meta.jit_evaluate_tasks(
-            self.loss_fn, self.params, self.inner_lrs, tasks,
-            num_steps=num_steps or self.config.num_inner_steps,
+            self.loss_fn, self.params, lrs, tasks, num_steps=n,
             inner_grad_clip=self.config.inner_grad_clip)
         out = {"loss": np.asarray(losses_)}
         out.update({k: np.asarray(v) for k, v in aux.items()})
@@ -234,4 +384,5 @@ class ModelAgnosticMetaLearning:
 
     def _require_state(self):
         if self.state is None:
-            raise RuntimeError("call meta_train_step (or init) before adapting or evaluating")
+            raise RuntimeError("call meta_train_step (or init) before adapting, evaluating "
+                               "or saving")

@@ -13,7 +13,8 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-__all__ = ["LOSSES", "check_loss_name", "accuracy", "prediction_loss", "check_labels"]
+__all__ = ["LOSSES", "LABEL_ERRORS", "check_loss_name", "label_errors", "accuracy",
+           "prediction_loss", "check_labels"]
 
 LOSSES = ("cross_entropy", "mse")
 
@@ -28,18 +29,41 @@ def check_loss_name(loss: str) -> None:
         raise ValueError(f"unknown loss {loss!r}; expected one of {LOSSES}")
 
 
+#: The aux entry in which a classification loss reports how many of its labels lie outside
+#: ``[0, num_classes)``. Inside JAX such a label is no error: it gives a finite but wrong
+#: loss (a negative label) or a NaN (one too large). ``outer_step`` skips a step whose
+#: support or query batch has any, and ``check_finite`` names them.
+LABEL_ERRORS = "label_errors"
+
+
+def label_errors(labels: jax.Array, num_classes: int) -> jax.Array:
+    """The number of ``labels`` outside ``[0, num_classes)``: an int32 scalar (traceable).
+
+    It reads the labels only, so where nothing else uses the loss it is part of, XLA
+    computes no forward pass for it.
+
+    Example:
+      >>> int(label_errors(jnp.array([0, 4, 5, -1]), 5))
+      2
+    """
+    labels = jnp.asarray(labels)
+    return jnp.sum((labels < 0) | (labels >= num_classes), dtype=jnp.int32)
+
+
 def accuracy(logits: jax.Array, labels: jax.Array) -> jax.Array:
     """Fraction of ``argmax(logits) == labels``."""
     return jnp.mean((jnp.argmax(logits, axis=-1) == labels).astype(jnp.float32))
 
 
 def prediction_loss(outputs: jax.Array, labels: jax.Array, loss: str) -> tuple[jax.Array, dict]:
-    """The batch-mean loss of a model's outputs, and its metrics (``accuracy``).
+    """The batch-mean loss of a model's outputs, and its metrics.
 
     Labels are checked on static shapes and dtypes (at trace time, before anything
     compiles): ``"cross_entropy"`` wants integer class indices of shape
     ``outputs.shape[:-1]``; ``"mse"`` wants targets of the outputs' shape (no silent
-    broadcasting of ``(k,)`` against ``(k, 1)``).
+    broadcasting of ``(k,)`` against ``(k, 1)``). Their values are checked on the device:
+    ``"cross_entropy"``'s metrics are ``accuracy`` and ``LABEL_ERRORS`` (the labels outside
+    the logits' classes, which make ``outer_step`` skip the step).
 
     Raises:
       TypeError, ValueError: naming the labels' problem.
@@ -60,7 +84,8 @@ def prediction_loss(outputs: jax.Array, labels: jax.Array, loss: str) -> tuple[j
             raise ValueError(f"cross_entropy labels must have shape {out_shape[:-1]} (the "
                              f"logits' {out_shape} without the class axis), got {y_shape}")
         value = jnp.mean(optax.softmax_cross_entropy_with_integer_labels(outputs, labels))
-        return value, {"accuracy": accuracy(outputs, labels)}
+        return value, {"accuracy": accuracy(outputs, labels),
+                       LABEL_ERRORS: label_errors(labels, out_shape[-1])}
     if y_shape != out_shape:
         raise ValueError(f"mse targets must have the model outputs' shape {out_shape}, "
                          f"got {y_shape}")

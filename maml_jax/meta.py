@@ -20,7 +20,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from maml_jax import core
+from maml_jax import core, losses
 from maml_jax.task_batching import TASK_BATCHING, map_over_tasks, resolve_task_batching
 
 PyTree = chex.ArrayTree
@@ -44,6 +44,7 @@ __all__ = [
     "phase",
     "meta_gradient",
     "outer_step",
+    "OUTER_STEP_STATIC",
     "jit_outer_step",
     "train_steps",
     "evaluate_tasks",
@@ -53,6 +54,9 @@ __all__ = [
     "check_finite",
     "tree_all_finite",
     "NonFiniteLossError",
+    "InvalidLabelsError",
+    "SUPPORT_LABEL_ERRORS",
+    "QUERY_LABEL_ERRORS",
 ]
 
 @dataclasses.dataclass(frozen=True)
@@ -86,8 +90,9 @@ class MetaConfig:
         step runs 2-3x faster there unrolled; capped to bound the compile time), 1 elsewhere
         and whenever ``remat`` is on.
       bn_momentum: momentum of the per-step BN running statistics (torch convention).
-      skip_nonfinite: keep the old state when the loss or a gradient is not finite (the
-        host then raises; no NaN ever reaches a checkpoint).
+      skip_nonfinite: keep the old state after a bad step: a non-finite loss or gradient,
+        or labels outside the model's classes (``check_finite`` on the host then raises,
+        naming why; no NaN ever reaches a checkpoint).
       inner_grad_clip: clip every inner gradient of a task to this global norm
         (``core.clip_inner_grads``); None (the reference code) does not clip. Evaluation
         must adapt the same way: pass it to ``evaluate_tasks``.
@@ -145,6 +150,16 @@ class NonFiniteLossError(FloatingPointError):
     """Raised on the host when an outer step produced a non-finite loss or gradient."""
 
 
+class InvalidLabelsError(ValueError):
+    """Raised on the host when an outer step's batch held labels outside the model's
+    classes (the step was skipped)."""
+
+
+#: ``outer_step``'s metrics: the support / query labels outside the model's classes.
+SUPPORT_LABEL_ERRORS = "support_label_errors"
+QUERY_LABEL_ERRORS = "query_label_errors"
+
+
 def init_meta_state(
     params: PyTree,
     inner_lrs: PyTree,
@@ -152,7 +167,19 @@ def init_meta_state(
     rng: chex.PRNGKey,
     model_state: PyTree | None = None,
 ) -> MetaState:
-    """Builds the initial ``MetaState``.
+    """Builds the initial ``MetaState`` from the caller's parameters, rates and key.
+
+    The state holds copies: ``jit_outer_step`` and ``jit_train_steps`` donate the state
+    they are given (its buffers are reused for the new state), and that never reaches the
+    arrays passed here (an NNX module's params, ``model.init``'s variables, the key stay
+    usable). Use the state each step returns from then on.
+
+    Args:
+      params: the model's parameters (a pytree of arrays).
+      inner_lrs: the inner learning rates (``init_inner_lrs``), mirroring ``params``.
+      optimizer: the meta-optimizer (``make_meta_optimizer``).
+      rng: the run's root key; outer step ``t`` draws from ``fold_in(rng, t)``.
+      model_state: non-learned model state (batch-norm running statistics), or None.
 
     Example:
       >>> params = {"w": jnp.zeros(3)}
@@ -160,13 +187,23 @@ def init_meta_state(
       ...                         optax.adam(1e-3), jax.random.PRNGKey(0))
     """
     meta_params = {"params": params, "inner_lrs": inner_lrs}
-    return MetaState(
+    state = MetaState(
         step=jnp.zeros((), jnp.int32),
         meta_params=meta_params,
         opt_state=optimizer.init(meta_params),
         model_state={} if model_state is None else model_state,
         rng=rng,
     )
+    # The state owns every array it holds: jit_outer_step and jit_train_steps donate
+    # (delete) the state they are given, and the caller's arrays (an NNX module's params,
+    # a linen variables dict, a key) must outlive that. One copy, once, here; an optimizer
+    # whose state refers to the params (a lookahead's slow weights) gets its own copy too.
+    return jax.tree.map(_own_copy, state)
+
+
+def _own_copy(x: Any) -> jax.Array:
+    """A new buffer with ``x``'s value (and sharding, for a ``jax.Array``)."""
+    return jnp.array(x, copy=True)
 
 
 def meta_lr_schedule(
@@ -185,6 +222,9 @@ def meta_lr_schedule(
     """
     if total_epochs < 1 or iterations_per_epoch < 1:
         raise ValueError("total_epochs and iterations_per_epoch must be >= 1")
+    core.check_positive(init_lr, "the meta learning rate")
+    if not min_lr == 0:
+        core.check_positive(min_lr, "the final meta learning rate (min_lr; or 0)")
 
     def schedule(count):
         t = count // iterations_per_epoch if per_epoch else count / iterations_per_epoch
@@ -230,6 +270,12 @@ def make_meta_optimizer(
     if inner_lr_update not in INNER_LR_UPDATES:
         raise ValueError(f"unknown inner_lr_update {inner_lr_update!r}; expected one of "
                          f"{INNER_LR_UPDATES}")
+    if not callable(learning_rate):   # a schedule is checked by whoever built it
+        core.check_positive(learning_rate, "the meta learning rate")
+    if clip_value is not None:
+        core.check_positive(clip_value, "clip_value")
+    if inner_lr_scale is not None:
+        core.check_positive(inner_lr_scale, "inner_lr_scale")
     parts = []
     if clip_value is not None:
         parts.append(optax.clip(clip_value))
@@ -244,17 +290,28 @@ def make_meta_optimizer(
 
 
 #: Named settings of how the outer step moves the inner rates (``make_meta_optimizer``
-#: arguments). "reference": the MAML++ code's (Adam on the rates, at the weights' meta
-#: learning rate); the paper's numbers were made with it. "log": Adam on log(rate) at a
-#: tenth of the weights' meta learning rate: the rates stay positive and move by about
-#: 1e-4 of their value per step. Measured on the 5-shot sinusoid (the results page,
-#: "Learned inner rates", ``benchmarks/rate_divergence.py``): with "reference" every
-#: per-weight run diverged within a few hundred outer steps; "log" trained. "reference_0.1x":
-#: the reference update at a tenth of the meta learning rate, this repository's sinusoid
-#: MAML++ recipe (its rates start at 0.01, far below the weights' scale, and Adam moves
-#: every parameter by about the learning rate per step whatever its scale).
+#: arguments):
+#:
+#: * "reference": the MAML++ code's, Adam on the rates at the weights' meta learning rate
+#:   (every rate moves by about the meta learning rate per step, whatever its value; it may
+#:   turn negative). The paper's numbers were made with it; "auto" for per-tensor rates.
+#: * "log_10x": Adam on log(rate) at 10x the meta learning rate: every rate stays positive
+#:   and moves by at most about 1 % of its value per step at a meta learning rate of 1e-3
+#:   (a factor of 20 in 300 steps, when the meta-gradient keeps its sign). "auto" for
+#:   per-weight rates ("parameter", "meta_sgd"), chosen by measurement
+#:   (``benchmarks/rate_learning.py``, ``benchmarks/rate_divergence.py`` and the learned-rates
+#:   grid on the results page): at the seed's settings (rates 0.01, meta learning rate
+#:   1e-3, 5 steps) per-weight rates then learn as fast as per-tensor ones, and no run of
+#:   the 20,000-step grid diverged.
+#: * "log": Adam on log(rate) at a tenth of the meta learning rate (at 1e-3 a rate moves by
+#:   about 1e-4 of its value per step: nearly frozen, which kept it stable). The per-weight
+#:   default until 2026-12-06; with "reference", per-weight runs of 5 inner steps diverged.
+#: * "reference_0.1x": the reference update at a tenth of the meta learning rate, this
+#:   repository's sinusoid MAML++ recipe (its rates start at 0.01, far below the weights'
+#:   scale).
 RATE_UPDATE_PRESETS = {
     "reference": {"inner_lr_update": "additive", "inner_lr_scale": None},
+    "log_10x": {"inner_lr_update": "log", "inner_lr_scale": 10.0},
     "log": {"inner_lr_update": "log", "inner_lr_scale": 0.1},
     "reference_0.1x": {"inner_lr_update": "additive", "inner_lr_scale": 0.1},
 }
@@ -270,16 +327,16 @@ def _check_granularity(granularity: str) -> None:
 
 
 def default_rate_update(granularity: str) -> str:
-    """The ``RATE_UPDATE_PRESETS`` name that ``"auto"`` means for ``granularity``: "log" for
-    per-weight rates ("parameter", "meta_sgd"), "reference" for per-tensor ones ("scalar",
-    "layer_step": MAML++'s LSLR as the paper trained it).
+    """The ``RATE_UPDATE_PRESETS`` name that ``"auto"`` means for ``granularity``: "log_10x"
+    for per-weight rates ("parameter", "meta_sgd"), "reference" for per-tensor ones
+    ("scalar", "layer_step": MAML++'s LSLR as the paper trained it).
 
     Example:
       >>> default_rate_update("meta_sgd"), default_rate_update("layer_step")
-      ('log', 'reference')
+      ('log_10x', 'reference')
     """
     _check_granularity(granularity)
-    return "log" if granularity in _PER_WEIGHT else "reference"
+    return "log_10x" if granularity in _PER_WEIGHT else "reference"
 
 
 def rate_update_preset(preset: str, granularity: str | None = None) -> dict[str, Any]:
@@ -354,11 +411,14 @@ class OuterLoop(NamedTuple):
       optimizer: Adam on ``{"params", "inner_lrs"}`` (``make_meta_optimizer``).
       meta_lr: the meta learning rate as a function of the outer step count: the schedule
         the optimizer follows (for logs).
+      rate_update: the ``RATE_UPDATE_PRESETS`` name the optimizer moves the inner rates
+        with (``"auto"`` resolved).
     """
 
     config: MetaConfig
     optimizer: optax.GradientTransformation
     meta_lr: Callable[[Any], Any]
+    rate_update: str
 
 
 def make_outer_loop(
@@ -416,13 +476,16 @@ def make_outer_loop(
 
     Example:
       >>> loop = make_outer_loop(lr_granularity="meta_sgd", num_inner_steps=1)
-      >>> loop.config.inner_grad_clip, loop.config.msl
-      (100.0, True)
+      >>> loop.config.inner_grad_clip, loop.config.msl, loop.rate_update
+      (100.0, True, 'log_10x')
       >>> cosine = make_outer_loop(lr_schedule="cosine", num_epochs=100)
       >>> [round(float(cosine.meta_lr(step)), 6) for step in (0, 499, 50 * 500, 100 * 500)]
       [0.001, 0.001, 0.000505, 1e-05]
     """
     rate_kwargs = rate_update_preset(rate_update, lr_granularity)  # checks both names
+    if rate_update == "auto":
+        rate_update = default_rate_update(lr_granularity)
+    core.check_positive(meta_lr, "meta_lr (the meta learning rate)")
     config = MetaConfig(
         num_inner_steps=num_inner_steps, msl=msl, msl_epochs=msl_epochs,
         first_order=first_order, first_order_epochs=first_order_epochs,
@@ -440,7 +503,7 @@ def make_outer_loop(
         learning_rate = float(meta_lr)
         schedule = lambda count: learning_rate
     optimizer = make_meta_optimizer(learning_rate, clip_value=clip_value, **rate_kwargs)
-    return OuterLoop(config, optimizer, schedule)
+    return OuterLoop(config, optimizer, schedule, rate_update)
 
 
 def _rates_of(params, what: str):
@@ -535,12 +598,21 @@ def _unroll(config: MetaConfig) -> int | bool:
 def validate_tasks(tasks: Any) -> int:
     """Checks a ``(support, query)`` task batch's shapes; returns the number of tasks.
 
-    Every leaf needs the same leading task axis; support and query must have the same
-    structure and the same per-example shapes (all axes after the example axis); within
-    the support (and within the query) every leaf has the same number of examples.
+    Every leaf needs the same leading task axis, of at least one task; support and query
+    must have the same structure and the same per-example shapes (all axes after the
+    example axis); within the support (and within the query) every leaf has the same
+    number of examples, at least one.
 
     Raises:
       ValueError: naming the mismatch (before anything is traced deep inside JAX).
+
+    Example:
+      >>> tasks = ((jnp.zeros((2, 5, 3)), jnp.zeros((2, 5))), (jnp.zeros((2, 0, 3)),
+      ...                                                    jnp.zeros((2, 0))))
+      >>> validate_tasks(tasks)
+      Traceback (most recent call last):
+      ...
+      ValueError: the query set of every task is empty (example axis 0): [(2, 0, 3), (2, 0)]
     """
     if not (isinstance(tasks, (tuple, list)) and len(tasks) == 2):
         raise ValueError("tasks must be a (support, query) pair of batches with a task axis")
@@ -560,9 +632,16 @@ def validate_tasks(tasks: Any) -> int:
     except AssertionError:
         raise ValueError("support and query disagree on the number of tasks (leading "
                          f"axis): {shapes}") from None
+    if shapes[0][0] == 0:
+        raise ValueError(f"the task batch holds no tasks (leading axis 0): {shapes}")
     for name, leaves in (("support", s_leaves), ("query", q_leaves)):
         if len({np.shape(x)[1] for x in leaves}) != 1:
             raise ValueError(f"{name} arrays disagree on the number of examples: "
+                             f"{[np.shape(x) for x in leaves]}")
+        if np.shape(leaves[0])[1] == 0:
+            # A mean over no examples: a NaN loss, or a finite one where a model's batch
+            # norm guards its division.
+            raise ValueError(f"the {name} set of every task is empty (example axis 0): "
                              f"{[np.shape(x) for x in leaves]}")
     for i, (a, b) in enumerate(zip(s_leaves, q_leaves, strict=True)):
         if np.shape(a)[2:] != np.shape(b)[2:]:
@@ -611,8 +690,10 @@ def meta_gradient(
     Returns:
       ``(loss, grads, extras)``: the mean task loss, its gradient mirroring
       ``meta_params``, and per-task ``extras``: ``per_step_loss`` ``(tasks, steps)`` (only
-      the last entry is non-zero without MSL), ``aux`` (the final step's aux entries) and
-      ``bn_stats`` (the query passes' batch statistics, or None).
+      the last entry is non-zero without MSL), ``aux`` (the final step's aux entries),
+      ``bn_stats`` (the query passes' batch statistics, or None) and ``label_errors``
+      (``(tasks, 2)``: support and query labels outside the model's classes, from the
+      loss's ``LABEL_ERRORS`` aux entry; None for a loss that does not report them).
 
     Example:
       >>> import maml_jax as mj
@@ -643,29 +724,44 @@ def meta_gradient(
                 remat=config.remat, unroll=_unroll(config))
             bn = aux.pop("bn_stats", None)  # leaves (n, C): every step's query statistics
             aux = jax.tree.map(lambda a: a[-1], aux)  # report the final step's metrics
-            return loss, (per_step, aux, bn)
-        adapted = core.adapt(
-            loss_fn, params, lrs, s, num_steps=n,
-            first_order=first_order, grad_clip=config.inner_grad_clip, remat=config.remat,
-            unroll=_unroll(config))
-        loss, aux = core.split_loss_output(loss_fn(adapted, q, jnp.int32(n - 1)))
-        per_step = jnp.zeros((n,), loss.dtype).at[-1].set(loss)
-        bn = aux.pop("bn_stats", None)
-        return loss, (per_step, aux, bn)
+        else:
+            adapted = core.adapt(
+                loss_fn, params, lrs, s, num_steps=n,
+                first_order=first_order, grad_clip=config.inner_grad_clip,
+                remat=config.remat, unroll=_unroll(config))
+            loss, aux = core.split_loss_output(loss_fn(adapted, q, jnp.int32(n - 1)))
+            per_step = jnp.zeros((n,), loss.dtype).at[-1].set(loss)
+            bn = aux.pop("bn_stats", None)
+        query_errors = aux.pop(losses.LABEL_ERRORS, None)
+        errors = None if query_errors is None else jnp.stack(
+            [_label_errors(loss_fn, params, s), query_errors])
+        return loss, (per_step, aux, bn, errors)
 
     one_task_support = jax.tree.map(lambda a: a[0], support)
     batching = resolve_task_batching(config.task_batching, loss_fn,
                                      meta_params["params"], one_task_support)
 
     def batch_loss(meta_params):
-        losses, (per_step, aux, bn) = map_over_tasks(
+        task_losses, outputs = map_over_tasks(
             lambda s, q: per_task(meta_params, s, q), batching, task_sharding,
             support, query)
-        return jnp.mean(losses), (per_step, aux, bn)
+        return jnp.mean(task_losses), outputs
 
-    (loss, (per_step, aux, bn)), grads = jax.value_and_grad(batch_loss, has_aux=True)(
-        meta_params)
-    return loss, grads, {"per_step_loss": per_step, "aux": aux, "bn_stats": bn}
+    (loss, (per_step, aux, bn, errors)), grads = jax.value_and_grad(
+        batch_loss, has_aux=True)(meta_params)
+    return loss, grads, {"per_step_loss": per_step, "aux": aux, "bn_stats": bn,
+                         "label_errors": errors}
+
+
+def _label_errors(loss_fn: Callable, params: PyTree, batch: Any) -> jax.Array:
+    """The ``LABEL_ERRORS`` a loss reports for ``batch``: the support set's, whose losses the
+    inner loop differentiates without their aux. Only the labels feed the count, so XLA
+    drops the forward pass traced here: it costs nothing in the compiled step."""
+    _, aux = core.split_loss_output(loss_fn(params, batch, jnp.int32(0)))
+    if losses.LABEL_ERRORS not in aux:
+        raise ValueError(f"loss_fn reports {losses.LABEL_ERRORS!r} for the query batch but "
+                         "not for the support batch: it must report it for every batch")
+    return aux[losses.LABEL_ERRORS]
 
 
 def outer_step(
@@ -698,7 +794,13 @@ def outer_step(
       ``(new_state, metrics)``; metrics hold ``loss``, ``per_step_loss`` (query loss after
       each inner step, averaged over tasks; only the last entry is non-zero when ``msl`` is
       False), ``finite``, ``grad_norm`` and the mean of every scalar aux entry (e.g.
-      ``accuracy``, the final step's).
+      ``accuracy``, the final step's). A loss that reports ``LABEL_ERRORS`` (the library's
+      classification losses do) adds ``support_label_errors`` and ``query_label_errors``:
+      the labels of the batch outside the model's classes.
+
+    A bad step (a non-finite loss or meta-gradient, or labels outside the model's classes)
+    leaves the state as it was but for the step count, with ``config.skip_nonfinite``
+    (the default); ``check_finite(metrics, step)`` on the host then raises, naming why.
 
     Example:
       >>> import maml_jax as mj
@@ -727,12 +829,17 @@ def outer_step(
                                         config.bn_momentum)
 
     finite = jnp.isfinite(loss) & tree_all_finite(grads)
+    metrics = {"loss": loss, "per_step_loss": jnp.mean(extras["per_step_loss"], axis=0),
+               "finite": finite, "grad_norm": optax.tree.norm(grads)}
+    good = finite
+    if extras["label_errors"] is not None:   # a classification loss that reports them
+        errors = jnp.sum(extras["label_errors"], axis=0)
+        metrics[SUPPORT_LABEL_ERRORS], metrics[QUERY_LABEL_ERRORS] = errors[0], errors[1]
+        good = finite & (errors[0] == 0) & (errors[1] == 0)
     new_state = MetaState(state.step + 1, meta_params, opt_state, model_state, state.rng)
     if config.skip_nonfinite:
         old = state._replace(step=state.step + 1)
-        new_state = jax.tree.map(lambda a, b: jnp.where(finite, a, b), new_state, old)
-    metrics = {"loss": loss, "per_step_loss": jnp.mean(extras["per_step_loss"], axis=0),
-               "finite": finite, "grad_norm": optax.tree.norm(grads)}
+        new_state = jax.tree.map(lambda a, b: jnp.where(good, a, b), new_state, old)
     for k, v in extras["aux"].items():
         metrics[k] = jnp.mean(v)
     return new_state, metrics
@@ -782,10 +889,20 @@ def _update_running_stats(model_state, bn, msl: bool, momentum: float):
     return jax.tree_util.tree_map_with_path(upd, model_state)
 
 
-_STATIC = ("loss_fn", "optimizer", "config", "first_order", "msl", "task_sharding")
+#: ``outer_step``'s static arguments (``jax.jit(outer_step, static_argnames=...)``).
+OUTER_STEP_STATIC = ("loss_fn", "optimizer", "config", "first_order", "msl", "task_sharding")
 
-jit_outer_step = jax.jit(outer_step, static_argnames=_STATIC, donate_argnames=("state",))
-jit_outer_step.__doc__ = "``outer_step`` under ``jax.jit`` with the state donated."
+jit_outer_step = jax.jit(outer_step, static_argnames=OUTER_STEP_STATIC,
+                         donate_argnames=("state",))
+jit_outer_step.__doc__ = """``outer_step`` under ``jax.jit`` with the state donated.
+
+Donation lets XLA write the new state into the old one's buffers: the state passed in is
+deleted, so keep using the state each call returns. A state from ``init_meta_state`` owns
+its arrays (it copies what it is given), so the caller's params, variables and key stay
+usable. For a step that keeps its input state, jit ``outer_step`` yourself:
+``jax.jit(outer_step, static_argnames=OUTER_STEP_STATIC)`` (what
+``ModelAgnosticMetaLearning`` does).
+"""
 
 
 def train_steps(
@@ -834,8 +951,9 @@ def evaluate_tasks(
     Args:
       loss_fn: ``loss_fn(params, batch, step) -> loss`` or ``(loss, aux dict)``.
       params: the meta-parameters.
-      inner_lrs: the inner rates (extended with ``extend_inner_lrs`` when ``num_steps``
-        exceeds their step count).
+      inner_lrs: the inner rates, for ``num_steps`` steps (as ``adapt`` wants them: to
+        evaluate after more or fewer steps than meta-training took, pass
+        ``extend_inner_lrs(inner_lrs, num_steps)``, which repeats the last step's rates).
       tasks: ``(support, query)`` with a leading task axis.
       num_steps: inner steps at evaluation.
       batch_size: tasks processed together (``lax.map`` with ``batch_size``); None = all.
@@ -847,7 +965,6 @@ def evaluate_tasks(
       adaptation), each aux entry likewise.
     """
     validate_tasks(tasks)
-    inner_lrs = core.extend_inner_lrs(inner_lrs, num_steps)
     n_steps = num_steps
 
     def one(s, q):
@@ -882,13 +999,37 @@ def mean_ci95(values: Any, axis: int = 0) -> tuple[np.ndarray, np.ndarray]:
 
 
 def check_finite(metrics: dict[str, Any], step: int) -> None:
-    """Raises ``NonFiniteLossError`` if an outer step's metrics flag a non-finite loss.
+    """Raises if an outer step was bad (and so skipped), naming why.
 
     Args:
-      metrics: metrics of ``outer_step`` (or stacked metrics of ``train_steps``).
+      metrics: metrics of ``outer_step`` (or stacked metrics of ``train_steps``), on the
+        host or the device.
       step: the outer step number of the first entry, for the message.
+
+    Raises:
+      InvalidLabelsError: a support or query batch held labels outside the model's classes
+        (checked first: such labels also make the loss non-finite).
+      NonFiniteLossError: a non-finite meta loss or meta-gradient.
+
+    Example:
+      >>> check_finite({"finite": np.array([True, True]), "loss": np.array([0.5, 0.4]),
+      ...               "query_label_errors": np.array([0, 3])}, step=10)
+      ... # doctest: +ELLIPSIS
+      Traceback (most recent call last):
+      maml_jax.meta.InvalidLabelsError: meta-training stopped at outer step 11: query labels ...
     """
     finite = np.atleast_1d(np.asarray(metrics["finite"]))
+    for key, which in ((SUPPORT_LABEL_ERRORS, "support"), (QUERY_LABEL_ERRORS, "query")):
+        if key not in metrics:
+            continue
+        errors = np.atleast_1d(np.asarray(metrics[key]))
+        if errors.any():
+            bad = int(np.argmax(errors > 0))
+            raise InvalidLabelsError(
+                f"meta-training stopped at outer step {step + bad}: {which} labels outside "
+                f"the model's classes ({int(errors[bad])} of them; integer labels in "
+                "[0, num_classes) expected); the step was skipped. Check the task sampler's "
+                "labels.")
     if not finite.all():
         bad = int(np.argmin(finite))
         loss = np.atleast_1d(np.asarray(metrics["loss"]))[bad]

@@ -175,7 +175,7 @@ def nnx_model(
       >>> batch = (jnp.ones((6, 4)), jnp.arange(6) % 3)
       >>> loss, aux = jax.jit(parts.loss_fn)(parts.params, batch, 0)
       >>> sorted(aux)
-      ['accuracy', 'bn_stats']
+      ['accuracy', 'bn_stats', 'label_errors']
     """
     losses.check_loss_name(loss)
     graphdef, param_state, rest = nnx.split(module, nnx.Param, ...)

@@ -17,7 +17,8 @@ DOCS = sorted((ROOT / "docs").rglob("*.md"))
 CHECKS = """
 import numpy as np
 assert np.isfinite(float(metrics["loss"]))
-assert int(state.step) == 1
+assert int(never_stopped.step) == 2 and int(resumed.step) == 2   # docs: save and resume
+assert same.step == 1
 assert np.isfinite(loss)
 assert maml.inner_lrs["conv0"]["kernel"].shape == (5,)
 assert int(my_state.step) == 1 and np.isfinite(float(my_metrics["loss"]))

@@ -10,6 +10,8 @@
 * :mod:`~maml_jax.data.tfds_omniglot`: Omniglot from a prepared TFDS ``omniglot``
   (optional extra ``tfds``; TensorFlow is not needed to read it).
 * :mod:`~maml_jax.data.sinusoid`: the sinusoid regression family (no files).
+* :mod:`~maml_jax.data.gaussian_clusters`: a few-shot classification family of Gaussian
+  clusters (no files).
 * :mod:`~maml_jax.data.disk_cache`: where and how the loaders write their caches.
 
 A new image dataset is a function that lists its classes and files and calls
@@ -26,5 +28,5 @@ Example:
 
 # Submodules are imported on use (``from maml_jax.data import omniglot``), not here:
 # ``import maml_jax`` needs the sinusoid family only, and must not need Pillow or TFDS.
-__all__ = ["disk_cache", "episodes", "image_folder", "miniimagenet", "omniglot", "sinusoid",
-           "tfds_omniglot"]
+__all__ = ["disk_cache", "episodes", "gaussian_clusters", "image_folder", "miniimagenet",
+           "omniglot", "sinusoid", "tfds_omniglot"]

@@ -1,17 +1,21 @@
 """``experiments.config_lib``'s sinusoid configs and comparisons: the image configs' keys
 where the meaning is the same, a few sinusoid keys, checked by ``validate_config`` with
-clear errors (nothing is compiled)."""
+clear errors (nothing is compiled); "auto" rate updates resolved in saved configs."""
 
 from __future__ import annotations
 
+import json
 import re
 
 import pytest
 
+from experiments import checkpoints
 from experiments.config_lib import (
     ConfigError,
     compared_methods,
     comparison_config,
+    config_from_json,
+    config_to_json,
     mamlpp_config,
     sinusoid_config,
     validate_config,
@@ -88,3 +92,21 @@ def test_comparison_errors_name_the_method():
         compared_methods(comparison_config(sinusoid_config(), {}))
     with pytest.raises(ConfigError, match="unknown config keys"):
         comparison_config({"num_waze": 5}, {"A": {}})
+
+
+def test_a_saved_config_names_the_rate_update_it_trained_with():
+    """"auto" is resolved when a config is checked, so config.json says which preset moved
+    the rates; a config saved unresolved before the per-weight default changed reads as the
+    preset "auto" meant then, and resuming it under today's default is refused."""
+    meta_sgd = validate_config(mamlpp_config(5, 1, lr_granularity="meta_sgd"))
+    assert meta_sgd["rate_update"] == "log_10x"
+    assert validate_config(mamlpp_config(5, 1))["rate_update"] == "reference"
+    assert config_from_json(config_to_json(meta_sgd))["rate_update"] == "log_10x"
+    old = json.loads(config_to_json(meta_sgd))
+    old["rate_update"] = "auto"
+    assert config_from_json(json.dumps(old))["rate_update"] == "log"
+    layer = json.loads(config_to_json(validate_config(mamlpp_config(5, 1))))
+    layer["rate_update"] = "auto"
+    assert config_from_json(json.dumps(layer))["rate_update"] == "reference"
+    with pytest.raises(ConfigError, match="rate_update: 'log' -> 'log_10x'"):
+        checkpoints._check_resume_config(config_from_json(json.dumps(old)), meta_sgd)

@@ -51,6 +51,11 @@ def test_partial_resumed_and_finished_runs(tmp_path, monkeypatch):
         # The table's numbers are the evaluation's, seed by seed.
         results = json.loads((tmp_path / "root" / row["run"] / "test_results.json").read_text())
         assert row["best"]["per_seed_pct"] == results["over_seeds"]["best"]["per_seed_pct"]
+        # Over seeds the per-step spread is their std, stored (and drawn) as such; each
+        # seed's own curve keeps its 95 % interval over the test tasks.
+        assert "per_step_ci95_pct" not in results["best"]
+        assert len(results["best"]["per_step_seed_std_pct"]) == 3
+        assert all(len(s["best"]["per_step_ci95_pct"]) == 3 for s in results["seeds"])
         assert row["ensemble"]["per_seed_pct"] == \
             [s["ensemble"]["test_accuracy_pct"] for s in results["seeds"]]
     assert report["rows"][0]["paper_test_accuracy_pct"] == [99.47, 0.05]

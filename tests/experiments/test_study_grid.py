@@ -40,7 +40,7 @@ def test_the_claims_grid_keeps_its_recorded_recipes():
         assert cfg["lr_schedule"] == "constant" and cfg["task_batching"] == "vmap"
     rates = dict(study_grid.cells(study_learned_rates.get_config()))
     assert (rates["Meta-SGD_K5_s0"]["rate_update"], rates["Meta-SGD_K5_s0"]["inner_grad_clip"]) \
-        == ("auto", 100.0)
+        == ("log_10x", 100.0)
     assert rates["MAML++_K10_s2"]["rate_update"] == "reference_0.1x"
     assert rates["ANIL_K5_s1"]["inner_loop"] == "head"
     assert all(c["num_epochs"] * c["iterations_per_epoch"] == 20_000 for c in rates.values())

@@ -326,7 +326,7 @@ def _write_tiny_config(tmp_path):
     (["k_shot=15", "q_query=6"], "15 + 6 = 21"),       # K + Q > 20 drawings
     (["q_query_eval=20"], "21"),
     (["rate_update=softplus"],
-     "rate_update must be auto|reference|log|reference_0.1x, got 'softplus'"),
+     "rate_update must be auto|reference|log_10x|log|reference_0.1x, got 'softplus'"),
     (["inner_loop=body"], "inner_loop must be all|head, got 'body'"),
     (["lr_granularity=per_weight"], "got 'per_weight'"),
     (["rate_update=log", "inner_lr=0.0"], "inner_lr must be > 0 when the rates are learned"),

@@ -109,8 +109,9 @@ def main() -> None:
     state = init_state("MAML++", 0)
     ev_tasks = mj.sample_sinusoid_tasks(jax.random.PRNGKey(2), 13, K, 20, FAMILY)
     mp = state.meta_params
-    ref = meta.jit_evaluate_tasks(LOSS_FN, mp["params"], mp["inner_lrs"], ev_tasks, num_steps=3)
-    got = parallel.evaluate_tasks_sharded(LOSS_FN, mp["params"], mp["inner_lrs"],
+    lrs = mj.extend_inner_lrs(mp["inner_lrs"], 3)   # evaluated one step past training's
+    ref = meta.jit_evaluate_tasks(LOSS_FN, mp["params"], lrs, ev_tasks, num_steps=3)
+    got = parallel.evaluate_tasks_sharded(LOSS_FN, mp["params"], lrs,
                                           parallel.replicate(ev_tasks, mesh), num_steps=3,
                                           mesh=mesh, batch_size=2)
     out["eval_shape"] = list(got[0].shape)

@@ -352,6 +352,10 @@ def test_wrong_mask_structure_names_the_path():
 @pytest.mark.parametrize("call, message", [
     (lambda: core.init_inner_lrs({"w": jnp.ones(2)}, 2, 0.1, "per_weight"),
      "unknown granularity 'per_weight'"),
+    (lambda: core.init_inner_lrs({"w": jnp.ones(2)}, 2, -0.1),
+     r"init_lr \(the initial inner learning rate\) must be a finite number > 0, got -0.1"),
+    (lambda: core.init_inner_lrs({"w": jnp.ones(2)}, 2, 0.0), "must be a finite number > 0"),
+    (lambda: core.init_inner_lrs({"w": jnp.ones(2)}, 2, float("inf")), "got inf"),
 ])
 def test_bad_requests_name_the_value(call, message):
     with pytest.raises(ValueError, match=message):

@@ -436,8 +436,9 @@ def test_presets_and_the_default_of_each_granularity():
     assert mj.rate_update_preset("reference") == {"inner_lr_update": "additive",
                                                   "inner_lr_scale": None}
     assert mj.rate_update_preset("log") == {"inner_lr_update": "log", "inner_lr_scale": 0.1}
+    assert mj.rate_update_preset("log_10x") == {"inner_lr_update": "log", "inner_lr_scale": 10.0}
     for granularity, preset in (("scalar", "reference"), ("layer_step", "reference"),
-                                ("parameter", "log"), ("meta_sgd", "log")):
+                                ("parameter", "log_10x"), ("meta_sgd", "log_10x")):
         assert mj.default_rate_update(granularity) == preset
         assert mj.rate_update_preset("auto", granularity) == mj.RATE_UPDATE_PRESETS[preset]
     with pytest.raises(ValueError, match="needs the granularity"):
@@ -445,7 +446,7 @@ def test_presets_and_the_default_of_each_granularity():
     # The facade follows the same default: its optimizer moves the rates as the preset's.
     mp = {"params": {"w": jnp.ones(2)}, "inner_lrs": {"w": jnp.array([0.1, 0.2])}}
     grads = {"params": {"w": jnp.array([1.0, -1.0])}, "inner_lrs": {"w": jnp.array([2.0, -3.0])}}
-    for granularity, preset in (("meta_sgd", "log"), ("layer_step", "reference")):
+    for granularity, preset in (("meta_sgd", "log_10x"), ("layer_step", "reference")):
         maml = mj.ModelAgnosticMetaLearning(mj.MLP(), lr_granularity=granularity, loss="mse",
                                             outer_lr=1e-2, plus_plus=False)
         ref = mj.make_meta_optimizer(1e-2, **mj.RATE_UPDATE_PRESETS[preset])
@@ -454,25 +455,28 @@ def test_presets_and_the_default_of_each_granularity():
         np.testing.assert_allclose(got["inner_lrs"]["w"], want["inner_lrs"]["w"], rtol=1e-6)
 
 
-def _sinusoid_run(rate_update: str, iterations: int):
+def _sinusoid_run(rate_update: str, iterations: int, inner_grad_clip=None):
     """Per-parameter per-step rates, 5 inner steps, 5-shot sinusoid, Adam 1e-3 (issue 21's
     reproduction); returns the iterations done, or raises NonFiniteLossError."""
     from experiments import sinusoid
     from experiments.config_lib import sinusoid_config, validate_config
     cfg = validate_config(sinusoid_config(
         name="per-parameter", num_inner_steps=5, lr_granularity="parameter",
-        learn_inner_lrs=True, rate_update=rate_update, inner_grad_clip=None, k_shot=5, q_query=5,
-        num_epochs=iterations // 100, iterations_per_epoch=100, steps_per_call=100))
+        learn_inner_lrs=True, rate_update=rate_update, inner_grad_clip=inner_grad_clip,
+        k_shot=5, q_query=5, num_epochs=iterations // 100, iterations_per_epoch=100,
+        steps_per_call=100))
     return sinusoid.train_sinusoid(cfg).train_log[-1]["iteration"]
 
 
 def test_per_parameter_rates_in_log_space_pass_where_the_reference_diverges():
     """Measured (README, "Learned inner rates"; benchmarks/rate_divergence.py): with the
     reference update this run hits a non-finite loss at outer step ~160, as the rates race
-    away; updated in log space they move by ~1e-4 of their value per step."""
+    away; updated in log space they move by a bounded factor per step, and the default
+    (log space at 10x, inner-gradient clip 100) trains through too."""
     with pytest.raises(mj.NonFiniteLossError):
         _sinusoid_run("reference", 300)
     assert _sinusoid_run("log", 300) == 300
+    assert _sinusoid_run("auto", 300, inner_grad_clip="auto") == 300
 
 
 def _clipped_python_loop_meta_loss(params, rates, support, query, num_steps, clip):
@@ -532,3 +536,182 @@ def test_inner_grad_clip_defaults_and_bad_values():
         mj.MetaConfig(inner_grad_clip=-2)
     with pytest.raises(ValueError, match=r"grad_clip .* got 0"):
         core.adapt(tanh_mlp_loss, {"w": jnp.ones(())}, {"w": 0.1}, None, num_steps=1, grad_clip=0)
+
+
+# -- the user's arrays, bad values (issue 30) ----------------------------------------------
+
+def _linen_classifier_state():
+    """A linen classifier's variables, as a user holds them, and a state built from them."""
+    model = mj.Conv4(num_classes=3, num_filters=4, num_steps=1, num_blocks=2)
+    variables = jax.jit(model.init)(jax.random.PRNGKey(0), jnp.zeros((1, 16, 16, 1)))
+    lrs = mj.init_inner_lrs(variables["params"], 1, 0.1, mask=mj.inner_loop_mask(variables))
+    key = jax.random.PRNGKey(4)
+    state = mj.init_meta_state(variables["params"], lrs, _SHARED_ADAM, key,
+                               model_state=variables["batch_stats"])
+    return model, variables, lrs, key, state
+
+
+def _three_way_tasks(num_tasks=2, seed=0):
+    rng = np.random.RandomState(seed)
+    x = jnp.asarray(rng.rand(num_tasks, 6, 16, 16, 1), jnp.float32)
+    y = jnp.tile(jnp.arange(6) % 3, (num_tasks, 1))
+    return (x[:, :3], y[:, :3]), (x[:, 3:], y[:, 3:])
+
+
+def test_training_steps_never_delete_the_callers_arrays():
+    """jit_outer_step and jit_train_steps donate the state: the linen variables, rates and
+    key it was built from stay usable (init_meta_state copies them), and a jitted model
+    call with them gives what it gave before."""
+    model, variables, lrs, key, state = _linen_classifier_state()
+    x = jnp.ones((2, 16, 16, 1))
+    out_before = np.asarray(model.apply(variables, x, mutable=["batch_stats"])[0])
+    loss_fn = mj.make_loss_fn(model, collect_bn_stats=True)
+    kw = dict(loss_fn=loss_fn, optimizer=_SHARED_ADAM, config=mj.MetaConfig(num_inner_steps=1),
+              first_order=False, msl=False)
+    state, _ = mj.jit_outer_step(state, _three_way_tasks(), **kw)
+    state, _ = mj.jit_train_steps(state, None, num_steps=2,
+                                  sample_tasks=lambda k, d: _three_way_tasks(), **kw)
+    assert int(state.step) == 3
+    for leaf in jax.tree.leaves((variables, lrs, key)):
+        assert not leaf.is_deleted()
+    np.testing.assert_array_equal(model.apply(variables, x, mutable=["batch_stats"])[0],
+                                  out_before)
+    # A second state from the same arrays: the copies are the state's own.
+    again = mj.init_meta_state(variables["params"], lrs, _SHARED_ADAM, key)
+    assert all(not a.is_deleted() for a in jax.tree.leaves(again))
+
+
+def test_init_meta_state_gives_every_leaf_its_own_buffer():
+    """Aliasing inside what the caller passes (one array under two names, an optimizer
+    whose state holds the params) would make a donating step give one buffer twice."""
+    w = jnp.ones(3)
+    opt = optax.chain(optax.adam(1e-3), optax.GradientTransformation(
+        lambda params: params, lambda u, s, p=None: (u, s)))   # state = the params
+    state = mj.init_meta_state({"a": w, "b": w}, {"a": jnp.float32(0.1), "b": jnp.float32(0.1)},
+                               opt, jax.random.PRNGKey(0))
+    pointers = [x.unsafe_buffer_pointer() for x in jax.tree.leaves(state)]
+    assert len(set(pointers)) == len(pointers)
+    assert w.unsafe_buffer_pointer() not in pointers
+    state, _ = mj.jit_outer_step(state, sin_tasks(jax.random.PRNGKey(0)),
+                                 loss_fn=lambda p, b, s: jnp.mean((b[0] * p["a"][0] +
+                                                                   p["b"][1] - b[1]) ** 2),
+                                 optimizer=opt, config=mj.MetaConfig(num_inner_steps=1),
+                                 first_order=False, msl=False)
+    assert not w.is_deleted()
+
+
+@pytest.mark.parametrize("where, label, count", [("support", 7, 1), ("query", -1, 1),
+                                                 ("query", 7, 2)])
+def test_labels_outside_the_classes_skip_the_step_and_are_named(where, label, count):
+    """Inside JAX a label 7 with 3 classes is a NaN loss, a -1 a finite but wrong one, and a
+    support label a finite one: each is caught on the device, the step skipped (the state
+    as before but for its step count) and check_finite names it."""
+    model, _, _, _, state = _linen_classifier_state()
+    (xs, ys), (xq, yq) = _three_way_tasks()
+    if where == "support":
+        ys = ys.at[1, 0].set(label)
+    else:
+        yq = yq.at[0, :count].set(label)
+    kw = dict(loss_fn=mj.make_loss_fn(model, collect_bn_stats=True), optimizer=_SHARED_ADAM,
+              config=mj.MetaConfig(num_inner_steps=1), first_order=False, msl=True)
+    new, metrics = mj.outer_step(state, ((xs, ys), (xq, yq)), **kw)
+    assert int(metrics[f"{where}_label_errors"]) == count
+    other = "query" if where == "support" else "support"
+    assert int(metrics[f"{other}_label_errors"]) == 0
+    assert int(new.step) == 1
+    chex.assert_trees_all_equal((new.meta_params, new.opt_state, new.model_state),
+                                (state.meta_params, state.opt_state, state.model_state))
+    with pytest.raises(mj.InvalidLabelsError,
+                       match=f"outer step 7: {where} labels outside the model's classes "
+                             f"\\({count} of them"):
+        mj.check_finite(jax.device_get(metrics), 7)
+    # Clean labels: the step is taken and nothing is reported.
+    good, metrics = mj.outer_step(state, _three_way_tasks(), **kw)
+    assert int(metrics["support_label_errors"]) == int(metrics["query_label_errors"]) == 0
+    mj.check_finite(jax.device_get(metrics), 0)
+    assert not np.array_equal(good.meta_params["params"]["head"]["kernel"],
+                              state.meta_params["params"]["head"]["kernel"])
+
+
+def test_labels_drawn_on_the_device_are_checked_in_the_training_loop():
+    """Tasks sampled inside jit_train_steps: the bad step is skipped, the others taken, and
+    check_finite names the step."""
+    model, _, _, _, state = _linen_classifier_state()
+
+    def sample(key, data):
+        (xs, ys), (xq, yq) = _three_way_tasks()
+        step = jax.random.randint(key, (), 0, 1) + data   # a traced value
+        return (xs, ys), (xq, jnp.where(step == 0, yq + 3, yq))
+
+    kw = dict(loss_fn=mj.make_loss_fn(model, collect_bn_stats=True), optimizer=_SHARED_ADAM,
+              config=mj.MetaConfig(num_inner_steps=1), first_order=False, msl=False)
+    _, metrics = mj.jit_train_steps(state, jnp.int32(0), sample_tasks=sample, num_steps=2, **kw)
+    np.testing.assert_array_equal(metrics["query_label_errors"], [6, 6])
+    with pytest.raises(mj.InvalidLabelsError, match=r"outer step 40: query labels .*\(6 of"):
+        mj.check_finite(jax.device_get(metrics), 40)
+
+
+def test_the_label_check_costs_no_forward_pass():
+    """The support labels are checked through a loss call whose forward pass XLA drops:
+    the compiled step has the FLOPs of one without the check, to a few label comparisons."""
+    model, _, _, _, state = _linen_classifier_state()
+    loss_fn = mj.make_loss_fn(model, collect_bn_stats=True)
+
+    def unchecked(p, batch, step):
+        value, aux = loss_fn(p, batch, step)
+        return value, {k: v for k, v in aux.items() if k != "label_errors"}
+
+    def flops(fn):
+        compiled = jax.jit(mj.outer_step, static_argnames=mj.OUTER_STEP_STATIC).lower(
+            state, _three_way_tasks(), loss_fn=fn, optimizer=_SHARED_ADAM,
+            config=mj.MetaConfig(num_inner_steps=1), first_order=False, msl=True).compile()
+        cost = compiled.cost_analysis()
+        return (cost[0] if isinstance(cost, list) else cost)["flops"]
+
+    with_check, without = flops(loss_fn), flops(unchecked)
+    assert without > 1e6
+    assert 0 <= with_check - without < 1e-4 * without
+
+
+def test_empty_task_batches_are_named():
+    state, opt = sinusoid_state()
+    (xs, ys), (xq, yq) = sin_tasks(jax.random.PRNGKey(9))
+    kw = dict(loss_fn=MLP_LOSS, optimizer=opt, config=mj.MetaConfig(num_inner_steps=2),
+              first_order=False, msl=True)
+    with pytest.raises(ValueError, match="holds no tasks"):
+        mj.outer_step(state, ((xs[:0], ys[:0]), (xq[:0], yq[:0])), **kw)
+    with pytest.raises(ValueError, match="the support set of every task is empty"):
+        mj.outer_step(state, ((xs[:, :0], ys[:, :0]), (xq, yq)), **kw)
+    with pytest.raises(ValueError, match="the query set of every task is empty"):
+        mj.jit_evaluate_tasks(MLP_LOSS, state.meta_params["params"],
+                              state.meta_params["inner_lrs"], ((xs, ys), (xq[:, :0], yq[:, :0])),
+                              num_steps=2)
+
+
+@pytest.mark.parametrize("call, message", [
+    (lambda: mj.make_outer_loop(meta_lr=-1e-3), r"meta_lr \(the meta learning rate\) must be a "
+                                                r"finite number > 0, got -0.001"),
+    (lambda: mj.make_outer_loop(meta_lr=0.0), "must be a finite number > 0, got 0.0"),
+    (lambda: mj.make_meta_optimizer(float("nan")), "meta learning rate must be a finite"),
+    (lambda: mj.meta_lr_schedule(1e-3, -1e-5, 10, 5), r"final meta learning rate"),
+    (lambda: mj.make_meta_optimizer(1e-3, inner_lr_scale=0.0), "inner_lr_scale must be"),
+])
+def test_bad_learning_rates_are_named(call, message):
+    with pytest.raises(ValueError, match=message):
+        call()
+
+
+def test_rates_for_other_step_counts_need_extending_everywhere():
+    """One behaviour: adapt, task_loss and evaluate_tasks all refuse rates of 2 steps for 10
+    steps, naming extend_inner_lrs; with it, evaluate_tasks repeats the last step's rates."""
+    state, _ = sinusoid_state(num_steps=2)
+    params, lrs = state.meta_params["params"], state.meta_params["inner_lrs"]
+    tasks = sin_tasks(jax.random.PRNGKey(2))
+    message = r"has 2 steps but num_steps=10; .* extend_inner_lrs\(inner_lrs, 10\)"
+    with pytest.raises(ValueError, match=message):
+        mj.adapt(MLP_LOSS, params, lrs, jax.tree.map(lambda a: a[0], tasks[0]), num_steps=10)
+    with pytest.raises(ValueError, match=message):
+        mj.evaluate_tasks(MLP_LOSS, params, lrs, tasks, num_steps=10)
+    losses, _ = mj.evaluate_tasks(MLP_LOSS, params, mj.extend_inner_lrs(lrs, 10), tasks,
+                                  num_steps=10)
+    assert losses.shape == (4, 11)

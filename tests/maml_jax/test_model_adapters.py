@@ -82,10 +82,8 @@ def test_nnx_linen_and_apply_models_give_the_same_meta_gradient(nnx_parts):
 def test_nnx_batch_norm_model_trains_through_jit_outer_step(nnx_parts):
     opt = optax.adam(1e-2)
     lrs = mj.init_inner_lrs(nnx_parts.params, 1, 0.1, mask=nnx_parts.inner_loop_mask)
-    # Copies: jit_outer_step donates (deletes) the state's arrays.
-    state = mj.init_meta_state(*jax.tree.map(jnp.copy, (nnx_parts.params, lrs)), opt,
-                               jax.random.PRNGKey(0),
-                               model_state=jax.tree.map(jnp.copy, nnx_parts.model_state))
+    state = mj.init_meta_state(nnx_parts.params, lrs, opt, jax.random.PRNGKey(0),
+                               model_state=nnx_parts.model_state)
     tasks = classification_tasks(seed=2)
     new, metrics = mj.jit_outer_step(state, tasks, loss_fn=nnx_parts.loss_fn, optimizer=opt,
                                      config=mj.MetaConfig(num_inner_steps=1, bn_momentum=1.0),
@@ -101,6 +99,30 @@ def test_nnx_batch_norm_model_trains_through_jit_outer_step(nnx_parts):
         want.append(h.mean(0))
     np.testing.assert_allclose(new.model_state["bn"]["mean"], np.mean(want, 0), rtol=1e-4,
                                atol=1e-6)
+
+
+def test_the_users_nnx_module_survives_meta_training():
+    """The docs' "your own model" path: nnx_model(module), then init_meta_state(parts.params)
+    and a donating jit_outer_step. The module (whose arrays parts.params holds) still runs,
+    unchanged, and parts.params stays readable."""
+    module = NnxNet(nnx.Rngs(3))
+    x = jnp.ones((4, 3))
+    before = np.asarray(module(x))
+    parts = mj.nnx_model(module)
+    opt = optax.adam(1e-2)
+    lrs = mj.init_inner_lrs(parts.params, 1, 0.1, mask=parts.inner_loop_mask)
+    state = mj.init_meta_state(parts.params, lrs, opt, jax.random.PRNGKey(0),
+                               model_state=parts.model_state)
+    for _ in range(2):
+        state, metrics = mj.jit_outer_step(state, classification_tasks(seed=2),
+                                           loss_fn=parts.loss_fn, optimizer=opt,
+                                           config=mj.MetaConfig(num_inner_steps=1),
+                                           first_order=False, msl=False)
+    assert bool(metrics["finite"])
+    np.testing.assert_array_equal(module(x), before)
+    assert all(not a.is_deleted() for a in jax.tree.leaves((parts.params, parts.model_state)))
+    assert not np.array_equal(state.meta_params["params"]["head"]["kernel"],
+                              parts.params["head"]["kernel"])
 
 
 @pytest.mark.parametrize("per_step_bn", [True, False])
