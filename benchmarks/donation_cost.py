@@ -13,10 +13,8 @@ per round, results waited for. Their losses are compared too (they must be equal
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
 import os
-import platform
 import statistics
 import sys
 
@@ -61,10 +59,7 @@ def main(argv=None) -> int:
              "step_ms_min": 1e3 * min(times[name][1:]), "steps": len(times[name]) - 1}
             for name in steps]
     a, b = (losses[name] for name in steps)
-    report = {"date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-              "argv": sys.argv, "host": platform.node(), "processor": timing.cpu_name(),
-              "cpu_count": os.cpu_count(), "jax": jax.__version__,
-              "device": str(jax.devices()[0]), "setting": args.setting,
+    report = {**timing.run_header(), "device": str(jax.devices()[0]), "setting": args.setting,
               "init_meta_state_ms": 1e3 * init_s, "same_losses": a == b, "rows": rows}
     print(json.dumps(report, indent=1))
     if args.out:

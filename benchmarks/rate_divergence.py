@@ -24,10 +24,8 @@ rate 0.01 for comparison.
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
 import os
-import platform
 import sys
 import time
 
@@ -37,6 +35,7 @@ import jax
 import numpy as np
 
 import maml_jax as mj
+from benchmarks import timing
 from experiments import sinusoid
 from experiments.config_lib import sinusoid_config, validate_config
 
@@ -139,9 +138,7 @@ def main(argv=None) -> int:
         for seed in map(int, args.seeds.split(",")):
             rows.append(run_one(v, seed, args.iterations))
             print(json.dumps(rows[-1]), flush=True)
-    report = {"date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-              "argv": sys.argv, "host": platform.node(), "processor": platform.processor(),
-              "jax": jax.__version__, "rows": rows}
+    report = {**timing.run_header(), "rows": rows}
     if args.out:
         with open(args.out, "w") as f:
             json.dump(report, f, indent=1)

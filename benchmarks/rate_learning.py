@@ -25,10 +25,8 @@ checks of the rate updates, not results to compare with a paper.
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
 import os
-import platform
 import sys
 import time
 
@@ -125,9 +123,7 @@ def main(argv=None) -> int:
                 for seed in map(int, args.seeds.split(",")):
                     rows.append(run_one(name, v, seed, budget))
                     print(json.dumps(rows[-1]), flush=True)
-    report = {"date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-              "argv": sys.argv, "host": platform.node(), "processor": timing.cpu_name(),
-              "cpu_count": os.cpu_count(), "jax": jax.__version__,
+    report = {**timing.run_header(),
               "settings": {"inner_lr": 0.01, "outer_lr": 0.001, "inner_steps": 5,
                            "plus_plus": True, "meta_batch": META_BATCH,
                            "test_tasks": TEST_TASKS},

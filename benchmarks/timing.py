@@ -18,15 +18,17 @@ Example:
 
 from __future__ import annotations
 
+import datetime
 import os
 import platform
+import sys
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import jax
 
-__all__ = ["timed", "compile_timed", "time_steps", "rounds", "cpu_name"]
+__all__ = ["timed", "compile_timed", "time_steps", "rounds", "cpu_name", "run_header"]
 
 
 def cpu_name() -> str:
@@ -39,6 +41,14 @@ def cpu_name() -> str:
     except OSError:
         pass
     return platform.processor() or "cpu"
+
+
+def run_header() -> dict[str, Any]:
+    """What a benchmark's result file opens with: the date (UTC), the command line, the
+    host, the CPU and the jax version."""
+    return {"date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+            "argv": sys.argv, "host": platform.node(), "processor": cpu_name(),
+            "cpu_count": os.cpu_count(), "jax": jax.__version__}
 
 
 def timed(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> tuple[Any, float]:
