@@ -1,26 +1,31 @@
 #!/usr/bin/env bash
 # The open items of benchmarks/GPU_QUEUE.md as stages of device calls (< 10 minutes each).
 # STAGES picks the items (in this order); every stage has its own timeout and writes its
-# own files under $OUTDIR, and after each stage everything so far is bundled into
-# $OUTDIR/results.tar.gz (the paper-table runs with their checkpoints, so a later session
-# can carry them back and resume), so a stage that overruns loses nothing before it.
+# own files under $OUTDIR, and after each stage everything so far is bundled: the tables
+# and logs into $OUTDIR/results.tar.gz, and the paper table's state (each unfinished run's
+# latest checkpoint, each run's result files: experiments.table_state) into
+# $OUTDIR/paper_table_state.tar.gz, so a stage that overruns loses nothing before it.
 # Items done (q1-q3, 2026-12-04) are in GPU_QUEUE.md's "Done" and in git history.
 #
 #   STAGES="q5" bash benchmarks/gpu_queue.sh               # call 1: 150+150+80+80 = 460 s
-#   STAGES="q4" TABLE_MIN=6 bash benchmarks/gpu_queue.sh   # call 2 (warm): the paper table
+#   STAGES="q4" TABLE_MIN=9 bash benchmarks/gpu_queue.sh   # the paper table, resumed from
+#                                                          # the committed state
 #   BENCH_TINY=1 PYTHON=.venv/bin/python STAGES="q5 q4" \
 #       bash benchmarks/gpu_queue.sh /tmp/gpu_queue_dry   # CPU dry run at tiny sizes
 #
 # Before the call (on the CPU machine): mkdir -p .omniglot && cp ../shared/data/omniglot/
 # images_{background,evaluation}.zip .omniglot/   (git-ignored), and the ml_collections wheel
-# into .whl (GPU_QUEUE.md); carry=[".omniglot", ".whl"], for q4 also runs/paper_table if an
-# earlier session's table runs are there to resume.
+# into .whl (GPU_QUEUE.md); carry=[".omniglot", ".whl"]. The table's progress travels in
+# the checkout (experiments/results/paper_table/state, committed). After the call, on the
+# CPU machine: tar -xzf <files_at>/paper_table_state.tar.gz -C experiments/results/paper_table
+# and commit it (GPU_QUEUE.md).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUTDIR=${1:-${OUT:-benchmarks/results/gpu_queue}}
 PY=${PYTHON:-python3}
 WORK=${WORK:-/tmp/maml_jax_gpu_queue}
 TABLE_ROOT=${TABLE_ROOT:-runs/paper_table}   # kept between calls while the machine is warm
+STATE_DIR=${STATE_DIR:-experiments/results/paper_table/state}   # committed between windows
 STAGES=${STAGES:-q5}
 TABLE_MIN=${TABLE_MIN:-8}
 mkdir -p "$OUTDIR" "$WORK/res" "$WORK/data"
@@ -38,7 +43,8 @@ fi
 # XLA command buffers with loops (WHILE, CONDITIONAL); the defaults leave loops out.
 CMDBUF="--xla_gpu_enable_command_buffer=FUSION,CUBLAS,CUBLASLT,CUSTOM_CALL,CUDNN,WHILE,CONDITIONAL"
 
-T_Q5B=150; T_Q5S=80; T_Q4=$(( TABLE_MIN * 60 + 60 ))
+# q4: the table's minutes (its own budget, evaluation included) + 30 s to save its state.
+T_Q5B=150; T_Q5S=80; T_Q4=$(( TABLE_MIN * 60 + 30 ))
 SO=(--steps-per-call 10 --repeats 3); REP=(--repeats 10 --max-seconds 10); TINY=()
 REPRO=()
 if [ "${BENCH_TINY:-0}" = "1" ]; then
@@ -46,13 +52,20 @@ if [ "${BENCH_TINY:-0}" = "1" ]; then
   SO=(--filters 4 --steps-per-call 2 --repeats 1); REP=(--repeats 1 --max-seconds 1)
   TINY=(--tiny); REPRO=(--smoke --seeds 2 --cells omniglot_5w1s --methods mamlpp)
   TABLE_MIN=${TABLE_MIN_TINY:-4}; T_Q4=$(( TABLE_MIN * 60 + 120 ))
+  STATE_DIR="$WORK/state"   # a dry run never writes the committed state
 fi
 
 bundle() {
   cat "$WORK"/res/*.md > "$OUTDIR/tables.md" 2>/dev/null
-  local table=()
-  [ -d "$TABLE_ROOT" ] && table=(-C "$(cd "$(dirname "$TABLE_ROOT")" && pwd)" "$(basename "$TABLE_ROOT")")
-  tar -czf "$OUTDIR/results.tar.gz" -C "$WORK" res "${table[@]}" 2>/dev/null
+  tar -czf "$OUTDIR/results.tar.gz" -C "$WORK" res 2>/dev/null
+  # The table's state: saved again here, so a q4 stage killed at its limit still leaves its
+  # runs' latest checkpoints (train checkpoints at every epoch end), a few MiB per run.
+  if [ -d "$TABLE_ROOT" ]; then
+    "$PY" -m experiments.table_state save --root "$TABLE_ROOT" --state-dir "$STATE_DIR" \
+        >> "$LOG" 2>&1
+    tar -czf "$OUTDIR/paper_table_state.tar.gz" -C "$(dirname "$STATE_DIR")" \
+        "$(basename "$STATE_DIR")" 2>/dev/null
+  fi
   echo "== t=$((SECONDS - T0))s bundled" >> "$LOG"
 }
 
@@ -93,10 +106,13 @@ stage $T_Q5S q5c "$PY" benchmarks/scale_out.py --ways 20 --devices 1 --seeds 3 "
 stage $T_Q5S q5d "$PY" benchmarks/scale_out.py --ways 5 --devices 1 --seeds 3 "${SO[@]}" \
     --out "$WORK/res/q5d_population_patches_5w1s.json"
 
-# q4. The paper table, in its priority order, for what TABLE_MIN allows (resumes TABLE_ROOT).
+# q4. The paper table, in its priority order, for what TABLE_MIN allows: restored from the
+#     committed state (STATE_DIR), each run's seeds as one program or one per seed by the
+#     rates measured on this GPU (experiments/results/paper_table/step_rates.json), which
+#     also plan what the minutes finish (logged first), saved back into STATE_DIR.
 ln -sfn "$PWD/.omniglot" "$WORK/data/omniglot"
 stage $T_Q4 q4 "$PY" -m experiments.reproduce --data-dir "$WORK/data" --root "$TABLE_ROOT" \
-    --max-minutes "$TABLE_MIN" --eval-minutes 1.5 "${REPRO[@]}"
+    --state-dir "$STATE_DIR" --max-minutes "$TABLE_MIN" --eval-minutes 1 "${REPRO[@]}"
 [ -f "$TABLE_ROOT/results/paper_table.md" ] && cp "$TABLE_ROOT/results/paper_table.md" \
     "$WORK/res/q4_paper_table.md"
 

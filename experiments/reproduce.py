@@ -44,13 +44,22 @@ from typing import Any
 import jax
 from absl import flags
 
-from experiments import checkpoints, datasets, evaluate, flag_parsing, train
+from experiments import (
+    checkpoints,
+    datasets,
+    evaluate,
+    flag_parsing,
+    table_plan,
+    table_state,
+    train,
+)
 from experiments.config_lib import ConfigError, schedule_differences, validate_config
-from maml_jax import meta
+from maml_jax import meta, models
 
 __all__ = ["PaperTable", "CELLS", "METHODS", "runs", "run_table", "format_table", "main"]
 
 CONFIG_DIR = pathlib.Path(__file__).resolve().parent / "configs"
+LAYOUTS = ("auto", "population", "per_seed")
 CELLS = ("omniglot_5w1s", "omniglot_5w5s", "omniglot_20w1s", "omniglot_20w5s",
          "miniimagenet_5w1s", "miniimagenet_5w5s")
 METHODS = ("mamlpp", "maml")
@@ -222,40 +231,84 @@ def _evaluated_step(calls: list[dict], workdir: pathlib.Path) -> int | None:
     return done[-1] if done and (workdir / "test_results.json").is_file() else None
 
 
-def _row(name: str, workdir: pathlib.Path, cfg: dict, has_data: bool) -> dict[str, Any]:
-    """A table row from what the run's directory holds."""
-    cell, method = _split(name)
-    paper = _paper_config(name)
-    row = {"run": name, "cell": cell, "method": method, "seeds": cfg["num_seeds"],
-           "paper_test_accuracy_pct": (list(cfg["paper_test_accuracy"])
-                                       if cfg.get("paper_test_accuracy") else None),
-           "workdir": str(workdir)}
+def _program_status(workdir: pathlib.Path) -> tuple[str, dict | None, dict | None, list]:
+    """``(status, train summary, test results, calls)`` of one program's directory."""
     summary = _read(workdir / checkpoints.SUMMARY_FILE)
     results = _read(workdir / "test_results.json")
     calls = (_read(workdir / "reproduce_calls.json") or {"calls": []})["calls"]
     if (workdir / "failed.json").is_file():
-        row["status"] = "failed: " + _read(workdir / "failed.json")["error"].splitlines()[0]
+        status = "failed: " + _read(workdir / "failed.json")["error"].splitlines()[0]
     elif summary is not None and _evaluated_step(calls, workdir) == summary["step"]:
-        row["status"] = "finished" if summary["finished"] else "partial"
+        status = "finished" if summary["finished"] else "partial"
     elif summary is not None:
+        status = "trained, not evaluated"
+    else:
+        status = "not started"
+    return status, summary, results, calls
+
+
+def _row(name: str, workdir: pathlib.Path, cfg: dict, has_data: bool,
+         layout: str = "population") -> dict[str, Any]:
+    """A table row from what the run's directory holds: one population program, or one
+    program per seed (``<run>/seed<k>``) whose numbers are pooled here."""
+    cell, method = _split(name)
+    paper = _paper_config(name)
+    row = {"run": name, "cell": cell, "method": method, "seeds": cfg["num_seeds"],
+           "layout": layout,
+           "paper_test_accuracy_pct": (list(cfg["paper_test_accuracy"])
+                                       if cfg.get("paper_test_accuracy") else None),
+           "workdir": str(workdir)}
+    dirs = ([workdir] if layout == "population" else
+            [workdir / f"seed{k}" for k in range(cfg["num_seeds"])])
+    programs = [_program_status(d) for d in dirs]
+    statuses = [p[0] for p in programs]
+    failed = [st for st in statuses if st.startswith("failed")]
+    evaluated = [p for p in programs if p[0] in ("finished", "partial") and p[2] is not None]
+    if failed:
+        row["status"] = failed[0]
+    elif all(st == "finished" for st in statuses):
+        row["status"] = "finished"
+    elif evaluated:
+        row["status"] = "partial"
+    elif any(st == "trained, not evaluated" for st in statuses):
         row["status"] = "trained, not evaluated"
     else:
         row["status"] = "not started" if has_data else "not run: no data"
-    if summary is not None:
-        row["schedule"] = schedule_label(cfg, paper, summary["epochs_done"])
-        row["epochs_done"], row["num_epochs"] = summary["epochs_done"], cfg["num_epochs"]
-    if results is not None and row["status"] in ("finished", "partial"):
+    if layout == "per_seed" and row["status"] in ("partial", "finished"):
+        done = sum(st == "finished" for st in statuses)
+        row["seeds_finished"] = done
+    summaries = [p[1] for p in programs if p[1] is not None]
+    if summaries:
+        epochs = min(s["epochs_done"] for s in summaries) if len(summaries) == len(dirs) else 0
+        row["schedule"] = schedule_label(cfg, paper, epochs)
+        if layout == "per_seed":
+            row["schedule"] = (f"{sum(st == 'finished' for st in statuses)} of "
+                               f"{len(dirs)} seeds finished; " + row["schedule"])
+        row["epochs_done"], row["num_epochs"] = epochs, cfg["num_epochs"]
+    if evaluated:
         for kind in ("best", "ensemble"):
-            row[kind] = _over_seeds(results, kind)
-        row["ensemble"]["size"] = results["ensemble"]["size"]
-        row["num_test_tasks"] = results["num_test_tasks"]
+            row[kind] = _pool_seeds([p[2] for p in evaluated], kind)
+        row["ensemble"]["size"] = evaluated[0][2]["ensemble"]["size"]
+        row["num_test_tasks"] = evaluated[0][2]["num_test_tasks"]
+    calls = [c for p in programs for c in p[3]]
     if calls:
         row["train_seconds"] = round(sum(c.get("train_seconds", 0) for c in calls), 1)
         row["eval_seconds"] = round(sum(c.get("eval_seconds", 0) for c in calls), 1)
-        row["last_call"] = {k: calls[-1][k] for k in ("date", "command", "device",
-                                                      "versions")}
+        last = max(calls, key=lambda c: c["date"])
+        row["last_call"] = {k: last[k] for k in ("date", "command", "device", "versions")}
         row["calls"] = len(calls)
     return row
+
+
+def _pool_seeds(results: list[dict], kind: str) -> dict[str, Any]:
+    """Mean and std over seeds of the ``kind`` test accuracy, from one population's
+    results or from several single seeds' (std None for one seed)."""
+    if len(results) == 1:
+        return _over_seeds(results[0], kind)
+    per_seed = [r[kind]["test_accuracy_pct"] for r in results]
+    mean = sum(per_seed) / len(per_seed)
+    std = (sum((v - mean) ** 2 for v in per_seed) / (len(per_seed) - 1)) ** 0.5
+    return {"mean_pct": mean, "std_pct": std, "per_seed_pct": per_seed}
 
 
 def _over_seeds(results: dict, kind: str) -> dict[str, Any]:
@@ -272,10 +325,24 @@ def run_table(table: PaperTable, root: str | pathlib.Path, *, cells=None, method
               seeds: int | None = None, smoke: bool = False, data_dir: str | None = None,
               max_minutes: float | None = None, eval_minutes: float = 2.0,
               stop_after: int | None = None, overrides: tuple[str, ...] = (),
+              state_dir: str | pathlib.Path | None = None, layout: str = "auto",
               progress: bool = False, command: str = "", log=print) -> dict[str, Any]:
     """Trains and evaluates the selected runs in the table's order; writes and returns
     the table (see the module docstring). Every config and data folder is checked before
     anything trains.
+
+    ``layout`` says how a run that has not started trains its seeds: ``"population"``
+    (all in one program, ``<root>/<run>/``), ``"per_seed"`` (one program per seed, one
+    after another, ``<root>/<run>/seed<k>/``: each window can finish whole seeds) or
+    ``"auto"``: whichever has the higher measured seed-steps/s on this device
+    (``table_plan.choose_seeds_per_program``; a population where nothing is measured). A
+    run that has started keeps its layout. With ``max_minutes`` the call logs its plan:
+    what the budget should finish, by the same rates (``table_plan.plan_call``).
+
+    With ``state_dir`` (``experiments.table_state``; the committed one is
+    ``table_state.STATE_DIR``) the selected runs are first restored from it, where it is
+    further along than ``root``, and each run is saved into it after its call: the next
+    GPU window continues from there.
 
     Usage (MAML++ on Omniglot 5-way 1-shot, 3 seeds, with the Omniglot archives)::
 
@@ -298,6 +365,8 @@ def run_table(table: PaperTable, root: str | pathlib.Path, *, cells=None, method
     if not names:
         raise ConfigError("no run selected: the table's order holds none of these cells "
                           "x methods")
+    if layout not in LAYOUTS:
+        raise ConfigError(f"--layout must be one of {LAYOUTS}, got {layout!r}")
     todo = []
     for name in names:
         cfg = run_config(name, seeds=n, smoke=smoke, smoke_updates=table.smoke,
@@ -316,26 +385,92 @@ def run_table(table: PaperTable, root: str | pathlib.Path, *, cells=None, method
             datasets.check_task_requests(cfg, splits, images)
         except datasets.DataError as err:
             raise datasets.DataError(f"{name}: {err}") from None
+    if state_dir is not None:
+        for rel, did in table_state.restore_table(state_dir, root, runs=names).items():
+            log(f"{rel}: {did} (from {state_dir})")
+    layouts = {name: _layout(name, cfg, root, layout, log) for name, cfg, _, _ in todo}
+    _log_plan(todo, layouts, root, max_minutes, log)
     for name, cfg, path, present in todo:
         if not present:
             log(f"{name}: not run: no data (no {cfg['data']}/ folder in --data-dir)")
             continue
-        budget_s = None
-        if max_minutes is not None:
-            budget_s = 60 * max_minutes - (time.perf_counter() - start)
-        t0 = time.perf_counter()
-        did = _run_one(name, cfg, root / name, images=loaded[_data_key(cfg, path)],
-                       budget_s=budget_s, eval_s=60 * eval_minutes, stop_after=stop_after,
-                       progress=progress, command=command)
-        log(f"{name}: {did} ({time.perf_counter() - t0:.0f} s)")
+        for program, program_cfg, workdir in _programs(name, cfg, layouts[name], root):
+            budget_s = None
+            if max_minutes is not None:
+                budget_s = 60 * max_minutes - (time.perf_counter() - start)
+            t0 = time.perf_counter()
+            did = _run_one(program, program_cfg, workdir,
+                           images=loaded[_data_key(cfg, path)], budget_s=budget_s,
+                           eval_s=60 * eval_minutes, stop_after=stop_after,
+                           progress=progress, command=command)
+            log(f"{program}: {did} ({time.perf_counter() - t0:.0f} s)")
+        if state_dir is not None:
+            for rel, saved in table_state.save_table(root, state_dir, runs=[name]).items():
+                log(f"{rel}: saved to {state_dir} ({saved['bytes'] / 2**20:.2f} MiB"
+                    + (f", checkpoint at step {saved['checkpoint_step']})"
+                       if saved["checkpoint_step"] is not None else ", results only)"))
     report = {"date": _now(), "command": command, **_environment(), "smoke": smoke,
-              "rows": [_row(name, root / name, cfg, present)
+              "rows": [_row(name, root / name, cfg, present, layouts[name])
                        for name, cfg, _, present in todo]}
     out = root / "results"
     out.mkdir(parents=True, exist_ok=True)
     checkpoints.write_json(out / "paper_table.json", report)
     (out / "paper_table.md").write_text(format_table(report))
     return report
+
+
+def _device_kind() -> str:
+    return jax.devices()[0].device_kind
+
+
+def _conv_on_device(cfg: dict) -> str:
+    return models.resolve_conv_impl(cfg["conv_impl"])
+
+
+def _layout(name: str, cfg: dict, root: pathlib.Path, requested: str, log) -> str:
+    """How the run trains its seeds: as it already does in ``root``, else as requested,
+    where "auto" asks ``table_plan`` which is faster on this device, by measured rates."""
+    existing = table_plan.existing_layout(root / name)
+    if existing is not None or cfg["num_seeds"] == 1:
+        return existing or "population"
+    if requested != "auto":
+        return requested
+    chosen, why = table_plan.choose_seeds_per_program(
+        table_plan.load_rates(), _device_kind(), _split(name)[0], cfg["num_seeds"],
+        _conv_on_device(cfg))
+    log(f"layout of {name}: {chosen} ({why})")
+    return chosen
+
+
+def _programs(name: str, cfg: dict, layout: str, root: pathlib.Path
+              ) -> list[tuple[str, dict, pathlib.Path]]:
+    """``(name, config, workdir)`` of the run's programs: the population, or one per seed
+    (``<run>/seed<k>``, seed ``cfg["seed"] + k``, trained one after another)."""
+    if layout == "population":
+        return [(name, cfg, root / name)]
+    return [(f"{name}/seed{k}", validate_config({**cfg, "seed": cfg["seed"] + k,
+                                                 "num_seeds": 1, "seed_shards": 1}),
+             root / name / f"seed{k}") for k in range(cfg["num_seeds"])]
+
+
+def _log_plan(todo, layouts: dict, root: pathlib.Path, max_minutes: float | None, log) -> None:
+    """Logs what the call's budget should finish, by the rates measured on this device."""
+    if max_minutes is None:
+        return
+    pending = []
+    for name, cfg, _, present in todo:
+        if not present:
+            continue
+        phases = table_plan.program_phases(cfg)
+        for program, program_cfg, workdir in _programs(name, cfg, layouts[name], root):
+            summary = _read(workdir / checkpoints.SUMMARY_FILE) or {}
+            pending.append(table_plan.Pending(
+                program, _split(name)[0], program_cfg["num_seeds"], _conv_on_device(cfg),
+                summary.get("step", 0), cfg["num_epochs"] * cfg["iterations_per_epoch"],
+                cfg["iterations_per_epoch"], phases))
+    plan = table_plan.plan_call(table_plan.load_rates(), _device_kind(), pending,
+                                60 * max_minutes)
+    log(table_plan.format_plan(plan, 60 * max_minutes))
 
 
 def _pct(entry: dict | None) -> str:
@@ -405,6 +540,12 @@ def define_flags() -> flags.FlagValues:
                          "(as if the budget ran out)", flag_values=fv)
     flags.DEFINE_multi_string("set", [], "KEY=VALUE config override for every run "
                               "(repeatable), e.g. conv_impl=patches", flag_values=fv)
+    flags.DEFINE_enum("layout", "auto", LAYOUTS, "how a new run trains its seeds: one "
+                      "program for all, one per seed, or auto (measured rates)",
+                      flag_values=fv)
+    flags.DEFINE_string("state-dir", None, "restore the runs from this saved state first "
+                        "and save each run into it after its call (between GPU windows: "
+                        f"{table_state.STATE_DIR}; experiments.table_state)", flag_values=fv)
     flags.DEFINE_bool("smoke", False, "the configs' tiny :smoke variants", flag_values=fv)
     flags.DEFINE_bool("progress", False, "tqdm progress bars", flag_values=fv)
     return fv
@@ -436,7 +577,9 @@ def _main(full: list[str]) -> int:
                        max_minutes=fv["max-minutes"].value,
                        eval_minutes=fv["eval-minutes"].value,
                        stop_after=fv["stop-after"].value, overrides=tuple(fv["set"].value),
-                       progress=fv["progress"].value, command=command)
+                       state_dir=fv["state-dir"].value, layout=fv["layout"].value,
+                       progress=fv["progress"].value,
+                       command=command)
     print(format_table(report))
     return 0
 

@@ -595,7 +595,10 @@ SECTIONS: tuple[Section, ...] = (
                   "in this repository. A run counts as full only where its config agrees "
                   "with the cell's in every schedule key (`config_lib.SCHEDULE_KEYS`, the "
                   "definition `experiments.reproduce` labels its runs by); otherwise the "
-                  "differences are listed. Command: `python -m experiments.reproduce`."),
+                  "differences are listed. Command: `python -m experiments.reproduce`. "
+                  "Between GPU windows the table's runs are committed in "
+                  "`experiments/results/paper_table/state/` (latest checkpoint and result "
+                  "files; `experiments.table_state`): their rows show how far each got."),
     Section("Omniglot 5-way 1-shot MAML++ on a GPU", "reduced schedule",
             (_EXP + "omniglot_5w1s_mamlpp_gpu_h200_run*/test_results.json",),
             functools.partial(_training_runs, paper=True),
