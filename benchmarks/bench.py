@@ -1,4 +1,10 @@
-"""MAML++ Conv4 outer step: maml_jax vs the PyTorch reference formulation, same process.
+"""MAML++ Conv4 outer step: maml_jax vs every PyTorch formulation, same process.
+
+PyTorch rows (``--torch-formulations``): tasks in sequence (the reference code's way),
+``torch.vmap`` over tasks with ``torch.func.grad`` inner steps (the PyTorch documentation's
+MAML example; the strongest eager formulation), and that under ``torch.compile`` (mode
+``reduce-overhead`` on CUDA); a formulation that fails to compile gets a row with its
+error.
 
 Examples:
   python benchmarks/bench.py --quick --out benchmarks/results/cpu_quick.json
@@ -10,8 +16,9 @@ A JAX variant is ``conv:batching:unroll[:remat][:pool=P]`` (``auto:auto:auto`` =
 library's defaults, e.g. ``xla:map:1``, ``patches:vmap:true``, ``auto:auto:auto:remat``,
 ``auto:auto:auto:pool=reduce_window``; ``pool=max_wrong`` times the earlier reshape + max
 pool, whose gradients are wrong, for comparison only). Rows are
-timed round-robin (one step of each runner in turn) so that all frameworks see the same
-machine load. Compile = ``lower().compile()`` for JAX, the first step for PyTorch.
+timed round-robin (in each round every runner in turn takes an untimed step, then a timed
+one: ``--untimed-per-turn``) so that all frameworks see the same machine load. Compile =
+``lower().compile()`` for JAX, the first step for PyTorch.
 """
 
 from __future__ import annotations
@@ -174,9 +181,14 @@ def _static(kw, s):
 
 
 class TorchRunner:
+    """One PyTorch formulation of the step (``torch_maml.FORMULATIONS``): tasks in sequence
+    (the reference code's way), ``torch.vmap`` over tasks, or that under ``torch.compile``
+    (mode ``reduce-overhead`` on CUDA)."""
+
     framework = "torch"
 
-    def __init__(self, s: jax_setup.Setting, params, inner_lrs, device: str, threads: int = 0):
+    def __init__(self, s: jax_setup.Setting, params, inner_lrs, device: str, threads: int = 0,
+                 formulation: str = "sequential"):
         import torch
         import torch_maml
 
@@ -184,10 +196,13 @@ class TorchRunner:
         self.s, self.dev = s, device
         p, a = torch_maml.params_from_jax(params, inner_lrs, device=device)
         self.tasks = torch_maml.tasks_to_torch(jax_setup.make_tasks(s), device=device)
-        self.model = torch_maml.TorchMAMLpp(p, a, num_steps=s.inner_steps,
-                                            first_order=s.first_order, msl=s.msl)
+        self.model = torch_maml.TorchMAMLpp(
+            p, a, num_steps=s.inner_steps, first_order=s.first_order, msl=s.msl,
+            formulation=formulation,
+            compile_mode="reduce-overhead" if device.startswith("cuda") else None)
         self.threads = threads or torch.get_num_threads()
-        self.name = "torch sequential" + (f" ({self.threads} threads)" if device == "cpu" else "")
+        self.name = f"torch {formulation}" + (f" ({self.threads} threads)" if device == "cpu"
+                                              else "")
         self.steps_per_call = 1
 
     def _sync(self):
@@ -236,23 +251,43 @@ def run_setting(s, args, label):
                 _, st, _, _ = jax_setup.build(s)
                 ref = st.meta_params
             for th in (args.torch_threads if dev == "cpu" else [0]):
-                runners.append(TorchRunner(s, jax.device_get(ref["params"]),
-                                           jax.device_get(ref["inner_lrs"]), dev, th))
+                for formulation in args.torch_formulations:
+                    runners.append(TorchRunner(s, jax.device_get(ref["params"]),
+                                               jax.device_get(ref["inner_lrs"]), dev, th,
+                                               formulation))
         except ImportError:
             print("torch not installed: PyTorch rows skipped", file=sys.stderr)
     rows = []
     info = {}
+    failed = []
     for r in runners:
         if isinstance(r, TorchRunner):
             r.reset_peak()
-        with RssPeak() as mem:
-            c = r.compile()
-            first = r.step()  # warm-up
-            first = getattr(r, "first_loss", first)
+        try:
+            with RssPeak() as mem:
+                c = r.compile()
+                first = r.step()  # warm-up
+                first = getattr(r, "first_loss", first)
+        except Exception as err:   # a formulation that does not compile
+            # (torch.compile of a vmapped second-order step, say) is a result: its row
+            # records the error instead of a time.
+            message = f"{type(err).__name__}: {str(err).splitlines()[0][:300]}"
+            print(f"[{label}] {r.name}: FAILED {message}", file=sys.stderr, flush=True)
+            rows.append({"setting": label, "framework": r.name, "error": message,
+                         "device": r.device_name()})
+            failed.append(r)
+            continue
         info[r.name] = {"compile_s": c, "rss": mem.delta, "first_loss": first, "times": []}
         print(f"[{label}] {r.name}: compile/warm-up {c:.2f}s", file=sys.stderr, flush=True)
+    runners = [r for r in runners if r not in failed]
     for _ in timing.rounds(args.repeats, max_seconds=args.max_seconds):
         for r in runners:
+            # An untimed step first in each turn: a step right after another framework's
+            # runs against memory that one freed (returned to the OS and faulted in again:
+            # a maml_jax step after the vmapped PyTorch one was measured 1.8x slower), which
+            # says nothing about a training loop, where one framework runs step after step.
+            for _ in range(args.untimed_per_turn):
+                r.step()
             with RssPeak() as mem:
                 info[r.name]["times"].append(timing.timed(r.step)[1])
             info[r.name]["rss"] = max(info[r.name]["rss"], mem.delta)
@@ -276,11 +311,29 @@ def run_setting(s, args, label):
     return rows
 
 
+def _set_precision(precision: str, with_torch: bool) -> None:
+    """The float32 matmul/convolution precision of both frameworks (TF32 or full)."""
+    jax.config.update("jax_default_matmul_precision",
+                      None if precision == "default" else "highest")
+    if with_torch:
+        try:
+            import torch
+        except ImportError:
+            return
+        tf32 = precision == "default"
+        torch.backends.cuda.matmul.allow_tf32 = tf32
+        torch.backends.cudnn.allow_tf32 = tf32
+
+
 def markdown(rows) -> str:
     head = ("| setting | framework | compile / warm-up (s) | meta-steps/s | tasks/s | "
             "step ms (median / min, n) | peak memory | device |")
     out = [head, "|" + "---|" * 8]
     for r in rows:
+        if "error" in r:
+            out.append(f"| {r['setting']} | {r['framework']} | failed: {r['error']} | - | - "
+                       f"| - | - | {r['device']} |")
+            continue
         out.append(f"| {r['setting']} | {r['framework']} | {r['compile_s']} | "
                    f"{r['meta_steps_per_s']} | {r['tasks_per_s']} | {r['step_ms_median']} / "
                    f"{r['step_ms_min']}, {r['repeats']} | {r['memory']} | {r['device']} |")
@@ -298,6 +351,14 @@ def main(argv=None):
     ap.add_argument("--torch-threads", default="0",
                     help="CPU: comma-separated torch thread counts, one row each "
                          "(0 = torch's default)")
+    ap.add_argument("--torch-formulations", default="sequential,vmap,vmap+compile",
+                    help="PyTorch steps to time, each a row: tasks in sequence (the "
+                         "reference code's), torch.vmap over tasks, and that under "
+                         "torch.compile")
+    ap.add_argument("--precision", default="default", choices=["default", "highest"],
+                    help="float32 matmuls and convolutions: 'default' (TF32 on NVIDIA GPUs, "
+                         "in JAX and in PyTorch, whose convolutions default to it and whose "
+                         "matmuls are set to it here) or 'highest' (full float32 on both)")
     ap.add_argument("--train-steps", type=int, default=0,
                     help="also time jit_train_steps with this many outer steps per call")
     ap.add_argument("--scaling", default="", choices=["", "steps", "batch", "remat"],
@@ -305,6 +366,9 @@ def main(argv=None):
                          "remat off/on over inner steps")
     ap.add_argument("--scaling-values", default="")
     ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--untimed-per-turn", type=int, default=1,
+                    help="untimed steps before each timed one in a runner's turn (the "
+                         "round-robin's switch between frameworks; see run_setting)")
     ap.add_argument("--max-seconds", type=float, default=120.0,
                     help="stop repeating a setting after this long (at least 2 repeats)")
     ap.add_argument("--quick", action="store_true",
@@ -320,6 +384,8 @@ def main(argv=None):
         if "jax" in args.frameworks else []
     args.frameworks = args.frameworks.split(",")
     args.torch_threads = [int(t) for t in args.torch_threads.split(",")]
+    args.torch_formulations = [f for f in args.torch_formulations.split(",") if f]
+    _set_precision(args.precision, "torch" in args.frameworks)
 
     rows = []
     for name in args.settings.split(","):
@@ -360,6 +426,7 @@ def main(argv=None):
             "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
             "argv": sys.argv, "jax": jax.__version__, "backend": jax.default_backend(),
             "xla_flags": os.environ.get("XLA_FLAGS", ""), "python": platform.python_version(),
+            "precision": args.precision, "untimed_per_turn": args.untimed_per_turn,
         }
         try:
             import torch

@@ -8,6 +8,8 @@
 # Items done (q1-q3, 2026-12-04) are in GPU_QUEUE.md's "Done" and in git history.
 #
 #   STAGES="q5" bash benchmarks/gpu_queue.sh               # call 1: 150+150+80+80 = 460 s
+#   STAGES="q6a q6b" bash benchmarks/gpu_queue.sh  # PyTorch peers (2 x 300 s), then
+#   STAGES="q6c q6d" bash benchmarks/gpu_queue.sh  # the next call (300 + 150 s)
 #   STAGES="q4" TABLE_MIN=9 bash benchmarks/gpu_queue.sh   # the paper table, resumed from
 #                                                          # the committed state
 #   BENCH_TINY=1 PYTHON=.venv/bin/python STAGES="q5 q4" \
@@ -45,10 +47,11 @@ CMDBUF="--xla_gpu_enable_command_buffer=FUSION,CUBLAS,CUBLASLT,CUSTOM_CALL,CUDNN
 
 # q4: the table's minutes (its own budget, evaluation included) + 30 s to save its state.
 T_Q5B=150; T_Q5S=80; T_Q4=$(( TABLE_MIN * 60 + 30 ))
+T_Q6=300; T_Q6F=150   # q6: torch.compile's first step is most of it (see q6 below)
 SO=(--steps-per-call 10 --repeats 3); REP=(--repeats 10 --max-seconds 10); TINY=()
 REPRO=()
 if [ "${BENCH_TINY:-0}" = "1" ]; then
-  T_Q5B=600; T_Q5S=600; CMDBUF=""
+  T_Q5B=600; T_Q5S=600; T_Q6=900; T_Q6F=600; CMDBUF=""
   SO=(--filters 4 --steps-per-call 2 --repeats 1); REP=(--repeats 1 --max-seconds 1)
   TINY=(--tiny); REPRO=(--smoke --seeds 2 --cells omniglot_5w1s --methods mamlpp)
   TABLE_MIN=${TABLE_MIN_TINY:-4}; T_Q4=$(( TABLE_MIN * 60 + 120 ))
@@ -105,6 +108,24 @@ stage $T_Q5S q5c "$PY" benchmarks/scale_out.py --ways 20 --devices 1 --seeds 3 "
     --out "$WORK/res/q5c_population_patches_20w1s.json"
 stage $T_Q5S q5d "$PY" benchmarks/scale_out.py --ways 5 --devices 1 --seeds 3 "${SO[@]}" \
     --out "$WORK/res/q5d_population_patches_5w1s.json"
+
+# q6. The PyTorch peers on the GPU (issue 32): maml_jax against every PyTorch formulation
+#     (tasks in sequence, torch.vmap over tasks, that under torch.compile with mode
+#     reduce-overhead), one process, round-robin; TF32 (both frameworks' GPU default) and
+#     "highest". torch.compile's first step (its compile) took 200 s per setting on the
+#     2-core CPU: one setting per stage.
+stage $T_Q6 q6a "$PY" benchmarks/bench.py --settings omniglot_20w1s --orders second \
+    --jax-variants auto:auto:auto --train-steps 10 --precision default "${TINY[@]}" "${REP[@]}" \
+    --out "$WORK/res/q6a_torch_peers_20w1s_tf32.json"
+stage $T_Q6 q6b "$PY" benchmarks/bench.py --settings omniglot_5w1s --orders second \
+    --jax-variants auto:auto:auto --train-steps 10 --precision default "${TINY[@]}" "${REP[@]}" \
+    --out "$WORK/res/q6b_torch_peers_5w1s_tf32.json"
+stage $T_Q6 q6c "$PY" benchmarks/bench.py --settings omniglot_20w1s --orders second \
+    --jax-variants auto:auto:auto --train-steps 10 --precision highest "${TINY[@]}" "${REP[@]}" \
+    --out "$WORK/res/q6c_torch_peers_20w1s_highest.json"
+stage $T_Q6F q6d "$PY" benchmarks/bench.py --settings omniglot_20w1s,omniglot_5w1s \
+    --orders first --jax-variants auto:auto:auto --torch-formulations sequential,vmap \
+    --precision default "${TINY[@]}" "${REP[@]}" --out "$WORK/res/q6d_torch_peers_first.json"
 
 # q4. The paper table, in its priority order, for what TABLE_MIN allows: restored from the
 #     committed state (STATE_DIR), each run's seeds as one program or one per seed by the

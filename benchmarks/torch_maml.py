@@ -1,5 +1,16 @@
-"""The MAML++ outer step of the benchmarks, in PyTorch (the reference implementation's
-formulation: tasks one after another, ``torch.autograd.grad(create_graph=True)``).
+"""The MAML++ outer step of the benchmarks, in PyTorch, in the formulations a PyTorch user
+would run:
+
+* ``"sequential"``: the reference implementation's, tasks one after another, each inner step
+  ``torch.autograd.grad(create_graph=True)`` (``meta_loss``, ``TorchMAMLpp``);
+* ``"vmap"``: every task at once, as the PyTorch documentation's own MAML example
+  (functorch's ``maml-omniglot-transforms``) and TorchOpt's ``maml_omniglot_vmap`` do:
+  ``torch.func.grad`` for each inner step inside ``torch.vmap`` over the task axis, the
+  outer gradient by ``.backward()`` (``vmapped_meta_loss``). Batch norm in training mode
+  without running statistics is vmap-safe, and is what the reference computes: it always
+  normalises with the batch's statistics (its running statistics never enter the loss);
+* ``"vmap+compile"``: the vmapped loss under ``torch.compile`` (the backward pass of a
+  second-order step runs eagerly: ``torch.compile`` does not compile double backward).
 
 Model: Conv4 as ``maml_jax.models.Conv4`` -- four blocks of 3x3 conv (padding 1) ->
 batch norm with batch statistics and per-step weights ``(num_steps, C)`` -> LeakyReLU(0.01)
@@ -15,6 +26,7 @@ permuted from JAX's HWC flattening to torch's CHW flattening).
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable
 from typing import Any
 
@@ -163,10 +175,52 @@ def meta_loss(params, alphas, tasks, *, num_steps: int, step_weights, first_orde
     return torch.stack(losses).mean()
 
 
-def meta_grads(params, alphas, tasks, **kw):
+def vmapped_meta_loss(params, alphas, tasks, *, num_steps: int, step_weights,
+                      first_order: bool, msl: bool = True):
+    """The mean task loss with every task at once: ``torch.vmap`` over the task axis of a
+    per-task function whose inner steps are ``torch.func.grad`` of the support loss.
+
+    Second order through regular autograd: ``torch.func.grad`` is differentiable, so the
+    outer ``.backward()`` (or ``torch.autograd.grad``) reaches ``params`` and ``alphas``
+    through every inner step; first order detaches each inner gradient. No running
+    statistics (the reference's never enter the loss; in-place updates are not
+    vmap-safe).
+    """
+    from torch.func import grad, vmap
+
+    names = [n for n in params if n in alphas]
+    frozen = {n: p for n, p in params.items() if n not in alphas}
+    weights = [float(w) for w in step_weights]
+
+    def support_loss(fast, xs, ys, i):
+        return F.cross_entropy(conv4_forward({**frozen, **fast}, xs, i), ys)
+
+    def one_task(xs, ys, xq, yq):
+        fast = {n: params[n] for n in names}
+        total = 0.0
+        for i in range(num_steps):
+            g = grad(support_loss)(fast, xs, ys, i)
+            if first_order:
+                g = {n: v.detach() for n, v in g.items()}
+            fast = {n: fast[n] - alphas[n][i] * g[n] for n in names}
+            if msl or i == num_steps - 1:
+                q_loss = F.cross_entropy(conv4_forward({**frozen, **fast}, xq, i), yq)
+                total = total + (weights[i] if msl else 1.0) * q_loss
+        return total
+
+    (xs, ys), (xq, yq) = tasks
+    return vmap(one_task)(xs, ys, xq, yq).mean()
+
+
+#: The formulations of the step: ``TorchMAMLpp(formulation=...)``.
+FORMULATIONS = ("sequential", "vmap", "vmap+compile")
+
+
+def meta_grads(params, alphas, tasks, *, formulation: str = "sequential", **kw):
     """``(loss, grads)`` of the meta loss w.r.t. params and alphas (dict name -> tensor,
-    alphas under ``"lr:" + name``)."""
-    loss = meta_loss(params, alphas, tasks, **kw)
+    alphas under ``"lr:" + name``), tasks in sequence or vmapped."""
+    loss_fn = {"sequential": meta_loss, "vmap": vmapped_meta_loss}[formulation]
+    loss = loss_fn(params, alphas, tasks, **kw)
     keys = list(params) + ["lr:" + n for n in alphas]
     leaves = list(params.values()) + list(alphas.values())
     grads = torch.autograd.grad(loss, leaves)
@@ -174,13 +228,22 @@ def meta_grads(params, alphas, tasks, **kw):
 
 
 class TorchMAMLpp:
-    """The outer step: meta loss over tasks (sequential), backward, Adam."""
+    """The outer step: the meta loss over the tasks (``formulation``: one of
+    ``FORMULATIONS``), backward, Adam.
+
+    ``compile_mode`` is ``torch.compile``'s mode for ``"vmap+compile"`` (None: its default;
+    ``"reduce-overhead"``: CUDA graphs, on GPUs).
+    """
 
     def __init__(self, params, alphas, *, num_steps: int, first_order: bool = False,
                  msl: bool = True, msl_epochs: int = 10, outer_lr: float = 1e-3,
-                 epoch: int = 0):
+                 epoch: int = 0, formulation: str = "sequential",
+                 compile_mode: str | None = None):
+        if formulation not in FORMULATIONS:
+            raise ValueError(f"unknown formulation {formulation!r}; expected {FORMULATIONS}")
         self.params, self.alphas = params, alphas
         self.num_steps, self.first_order, self.msl = num_steps, first_order, msl
+        self.formulation = formulation
         self.step_weights = [float(w) for w in msl_weights(epoch, num_steps, msl_epochs)]
         like = next(iter(params.values()))
         self.running = {}
@@ -192,12 +255,26 @@ class TorchMAMLpp:
                 self.running[f"{base}/var"] = torch.ones(p.shape, dtype=like.dtype,
                                                          device=like.device)
         self.opt = torch.optim.Adam(list(params.values()) + list(alphas.values()), lr=outer_lr)
+        self._vmapped = None
+        if formulation != "sequential":
+            loss = functools.partial(vmapped_meta_loss, num_steps=num_steps,
+                                     step_weights=self.step_weights, first_order=first_order,
+                                     msl=msl)
+            self._vmapped = (loss if formulation == "vmap" else
+                             torch.compile(loss, **({} if compile_mode is None
+                                                    else {"mode": compile_mode})))
+
+    def loss(self, tasks) -> torch.Tensor:
+        """The meta loss of ``tasks`` (differentiable w.r.t. the parameters and rates)."""
+        if self._vmapped is not None:
+            return self._vmapped(self.params, self.alphas, tasks)
+        return meta_loss(self.params, self.alphas, tasks, num_steps=self.num_steps,
+                         step_weights=self.step_weights, first_order=self.first_order,
+                         msl=self.msl, running=self.running)
 
     def step(self, tasks) -> torch.Tensor:
         self.opt.zero_grad(set_to_none=True)
-        loss = meta_loss(self.params, self.alphas, tasks, num_steps=self.num_steps,
-                         step_weights=self.step_weights, first_order=self.first_order,
-                         msl=self.msl, running=self.running)
+        loss = self.loss(tasks)
         loss.backward()
         self.opt.step()
         return loss.detach()

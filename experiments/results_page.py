@@ -311,7 +311,9 @@ def _bench(paths: list[Path]) -> Lines:
         out += _table(
             ["setting", "framework", "compile / warm-up (s)", "meta-steps/s", "tasks/s",
              "step ms (median / min, n)", "memory"],
-            [[r["setting"], r["framework"] + (" (wrong gradients)" if "max_wrong" in
+            [[r["setting"], r["framework"], f"failed: {r['error']}", "-", "-", "-", "-"]
+             if "error" in r else
+             [r["setting"], r["framework"] + (" (wrong gradients)" if "max_wrong" in
                                               r["framework"] else ""),
               r["compile_s"], r["meta_steps_per_s"], r["tasks_per_s"],
               f"{r['step_ms_median']} / {r['step_ms_min']}, {r['repeats']}", r["memory"]]
@@ -561,22 +563,51 @@ def _precision_runs(paths: list[Path]) -> Lines:
     return [*_table(header, rows), note, ""]
 
 
+def _profile_summary(d: dict) -> Lines:
+    out = _meta(date=d["date"], machine=d["device"], versions=_versions(d),
+                command=_command(d["argv"]))
+    return out + _table(["setting", "variant", "wall ms per step (traced)",
+                         "device busy ms per step", "kernels per step", "GFLOP per step"],
+                        [[d["setting"], d["variant"], f"{d['wall_ms_per_step_traced']:.1f}",
+                          f"{d['device_busy_ms_per_step']:.1f}",
+                          f"{d['device_ops_per_step']:.0f}",
+                          f"{d['flops_per_step'] / 1e9:.2f}"]])
+
+
+def _profile_kinds(d: dict) -> Lines:
+    return _table(["kernel", "ms per step", "share", "calls per step", "µs per call"],
+                  [[_code(k["op"][:90] + ("..." if len(k["op"]) > 90 else "")),
+                    f"{k['ms_per_step']:.2f}", f"{100 * k['share']:.1f} %",
+                    f"{k['count_per_step']:.0f}", f"{k['us_per_call']:.1f}"]
+                   for k in d["by_kind"]])
+
+
 def _profile(paths: list[Path]) -> Lines:
     """``benchmarks/profile_step.py``: where the GPU time of one step goes."""
     d = _load(paths[0])
-    out = _meta(date=d["date"], machine=d["device"], versions=_versions(d),
-                command=_command(d["argv"]))
-    out += _table(["setting", "variant", "wall ms per step (traced)", "device busy ms per step",
-                   "kernels per step", "GFLOP per step"],
-                  [[d["setting"], d["variant"], f"{d['wall_ms_per_step_traced']:.1f}",
-                    f"{d['device_busy_ms_per_step']:.1f}", f"{d['device_ops_per_step']:.0f}",
-                    f"{d['flops_per_step'] / 1e9:.2f}"]])
-    out += ["Kernels by kind, largest first:", ""]
-    return out + _table(["kernel", "ms per step", "share", "calls per step", "µs per call"],
-                        [[_code(k["op"][:90] + ("..." if len(k["op"]) > 90 else "")),
-                          f"{k['ms_per_step']:.2f}", f"{100 * k['share']:.1f} %",
-                          f"{k['count_per_step']:.0f}", f"{k['us_per_call']:.1f}"]
-                         for k in d["by_kind"]])
+    return [*_profile_summary(d), "Kernels by kind, largest first:", "", *_profile_kinds(d)]
+
+
+def _cpu_profile(paths: list[Path]) -> Lines:
+    """The CPU step's profile, the machine's matmul rate and the XLA flags tried."""
+    profile, peak, flags = paths
+    d, rates = _load(profile), _load(peak)
+    step_s = d["wall_ms_per_step_traced"] / 1e3
+    best = max(r["gflops"] for r in rates["rows"] if r["framework"] == "jax")
+    out = _profile_summary(d)
+    out += [f"The step's rate: {d['flops_per_step'] / 1e9 / step_s:.0f} GFLOP/s "
+            f"({d['flops_per_step'] / 1e9:.1f} GFLOP in {1e3 * step_s:.0f} ms, traced); the "
+            f"machine's float32 matmul: {best:.0f} GFLOP/s (JAX).", ""]
+    out += _meta(date=rates["date"], machine=rates["processor"], versions=_versions(rates),
+                 command=_command(rates["argv"]))
+    out += _table(["matmul", "n", "GFLOP/s"],
+                  [[r["framework"], r["n"], r["gflops"]] for r in rates["rows"]])
+    lines = [json.loads(line) for line in flags.read_text().splitlines() if line.strip()]
+    out += _table(["XLA_FLAGS", "order", "compile (s)", "step ms (median / min)"],
+                  [[_code(r["xla_flags"]) if r["xla_flags"] else "none",
+                    "first" if r["first_order"] else "second", r["compile_s"],
+                    f"{r['step_ms']} / {r['min_ms']}"] for r in lines])
+    return [*out, "Kinds of ops in the profile, largest first:", "", *_profile_kinds(d)]
 
 
 # --- the registry -----------------------------------------------------------------------------
@@ -684,7 +715,20 @@ SECTIONS: tuple[Section, ...] = (
                   "of scaling every learned rate at test time.",
             where=f"{CPU_XEON}, jax 0.10.2."),
     # Benchmarks
-    Section("Outer step, maml_jax vs PyTorch (CPU, current defaults)", "benchmark",
+    Section("Outer step, maml_jax vs every PyTorch formulation (CPU)", "benchmark",
+            (_BENCH + "cpu_torch_peers.json",), _bench, part="Benchmarks",
+            about="The MAML++ Omniglot outer step (meta-batch 8, 5 inner steps, 64 filters, "
+                  "MSL, learned per-layer per-step rates, per-step BN, Adam), second and "
+                  "first order, 5-way and 20-way 1-shot, in maml_jax (its CPU defaults) and "
+                  "in the three PyTorch formulations of the same work "
+                  "(`benchmarks/torch_maml.py`: tasks in sequence as the reference code, "
+                  "`torch.vmap` over tasks with `torch.func.grad` inner steps, and that under "
+                  "`torch.compile`, whose compile column is its first step), 2 torch "
+                  "threads, timed round-robin in one process on random data of the real "
+                  "shapes. Memory is the host RSS increase: indicative only.",
+            where=CPU_EPYC_ALONE),
+    Section("Outer step, maml_jax vs PyTorch tasks in sequence (CPU, before 2026-12-06)",
+            "benchmark",
             tuple(_BENCH + f"cpu_fixed_{n}.json" for n in ("5w1s", "20w1s", "5w1s_first")),
             _bench, part="Benchmarks",
             about="The MAML++ Omniglot outer step (meta-batch 8, 5 inner steps, 64 filters, "
@@ -737,6 +781,16 @@ SECTIONS: tuple[Section, ...] = (
             about="The default step under the JAX profiler: the traced wall time includes "
                   "the tracer's overhead; device time, kernel count and XLA's FLOP count "
                   "per step do not."),
+    Section("Where the CPU time goes, and the machine's ceiling", "benchmark",
+            (_BENCH + "profile_cpu_5w1s.json", _BENCH + "cpu_peak.json",
+             _BENCH + "cpu_xla_flags_20261206.jsonl"), _cpu_profile, part="Benchmarks",
+            about="The default 5-way 1-shot second-order step under the JAX profiler "
+                  "(`benchmarks/profile_step.py`; on the CPU the \"device\" ops are XLA's "
+                  "thunks on the host threads, nested ones counted twice), the float32 "
+                  "matmul rate of the same machine (`benchmarks/cpu_peak.py`), and XLA:CPU "
+                  "flags tried on the step, one process each (`XLA_FLAGS=... python "
+                  "benchmarks/explore_cpu.py --setting omniglot_5w1s --repeats 5 "
+                  "[--first-order]`).", where=f"{CPU_EPYC_ALONE}, 2026-12-06."),
     Section("Scale-out: devices and populations of seeds (CPU)", "benchmark",
             (_BENCH + "scale_out_cpu.json",), _scale_out, part="Benchmarks",
             about="MAML++ Omniglot 5-way 1-shot, 16 filters, meta-batch 8. Fake CPU devices "
@@ -895,6 +949,13 @@ def _rate_learning_accuracy(budget: int) -> dict[str, str]:
     return {v: _pct(statistics.mean(a), statistics.stdev(a)) for v, a in by_variant.items()}
 
 
+def _fastest_torch(path: str, setting: str) -> dict:
+    """The PyTorch row of ``setting`` with the shortest median step (failed ones aside)."""
+    rows = [r for r in _load(ROOT / path)["rows"] if r["setting"] == setting
+            and r["framework"].startswith("torch") and "error" not in r]
+    return min(rows, key=lambda r: r["step_ms_median"])
+
+
 def render_headline() -> str:
     """The README's headline table (between the markers), from the result files.
 
@@ -905,9 +966,16 @@ def render_headline() -> str:
     cfg, res = _load(ROOT / gpu_run / "config.json"), _load(ROOT / gpu_run / "test_results.json")
     paper_epochs = importlib.import_module(
         "experiments.configs.omniglot_5w1s_mamlpp").get_config().num_epochs
-    cpu = _BENCH + "cpu_fixed_5w1s.json"
-    jax_cpu = _row(cpu, framework="jax auto:auto:auto")
-    torch_cpu = _row(cpu, framework="torch sequential (2 threads)")
+    cpu = _BENCH + "cpu_torch_peers.json"
+    jax_cpu = _row(cpu, setting="omniglot_5w1s second-order", framework="jax auto:auto:auto")
+    torch_cpu = _fastest_torch(cpu, "omniglot_5w1s second-order")
+    seq_cpu = _row(cpu, setting="omniglot_5w1s second-order",
+                   framework="torch sequential (2 threads)")
+    jax_cpu20 = _row(cpu, setting="omniglot_20w1s second-order", framework="jax auto:auto:auto")
+    jax_cpu20_first = _row(cpu, setting="omniglot_20w1s first-order",
+                           framework="jax auto:auto:auto")
+    torch_cpu20 = _fastest_torch(cpu, "omniglot_20w1s second-order")
+    torch_cpu20_first = _fastest_torch(cpu, "omniglot_20w1s first-order")
     gpu = _GPU + "bench_defaults_vs_torch.json"
     jax_gpu = _row(gpu, setting="omniglot_20w1s second-order",
                    framework="jax auto:auto:auto x10/call")
@@ -927,10 +995,23 @@ def render_headline() -> str:
          f"the paper's full run: {_pct(*cfg['paper_test_accuracy'])}"],
         ["Omniglot 5w1s second-order outer step, 2-core CPU (median)",
          f"{jax_cpu['step_ms_median']:.0f} ms",
-         f"PyTorch, same step, 2 threads: {torch_cpu['step_ms_median']:.0f} ms"],
+         f"the fastest PyTorch formulation measured there, {torch_cpu['framework']}: "
+         f"{torch_cpu['step_ms_median']:.0f} ms (tasks in sequence, the reference code's "
+         f"way: {seq_cpu['step_ms_median']:.0f} ms)"],
+        ["Omniglot 20w1s outer step, 2-core CPU (median): second order / first order",
+         f"{jax_cpu20['step_ms_median']:.0f} / {jax_cpu20_first['step_ms_median']:.0f} ms",
+         f"the fastest PyTorch formulation for each: {torch_cpu20['framework']} "
+         f"{torch_cpu20['step_ms_median']:.0f} ms / {torch_cpu20_first['framework']} "
+         f"{torch_cpu20_first['step_ms_median']:.0f} ms"
+         + "".join(f" (**PyTorch is faster at {order} order** on this CPU)"
+                   for order, ours, theirs in (("second", jax_cpu20, torch_cpu20),
+                                               ("first", jax_cpu20_first, torch_cpu20_first))
+                   if theirs["step_ms_median"] < ours["step_ms_median"])],
         ["Omniglot 20w1s second-order outer steps per second, NVIDIA H200",
          f"{jax_gpu['meta_steps_per_s']:.1f}",
-         f"PyTorch, tasks in sequence: {torch_gpu['meta_steps_per_s']:.2f}"],
+         f"PyTorch tasks in sequence (the reference code's way; the only PyTorch "
+         f"formulation measured on a GPU so far, vmapped PyTorch is queued): "
+         f"{torch_gpu['meta_steps_per_s']:.2f}"],
         ["Full-size meta-gradient vs PyTorch float64, worst tensor over all formulations",
          f"{_err(worst['float32'])} (float32), {_err(worst['float64'])} (float64)",
          "tolerance 1e-3 / 1e-6"],

@@ -35,9 +35,12 @@ def tiny():
     return torch, jax_setup, torch_maml, s, state, kw, tasks
 
 
+@pytest.mark.parametrize("formulation", ["sequential", "vmap"])
 @pytest.mark.parametrize("first_order,msl", [(False, True), (True, False)],
                          ids=["second_order-msl", "first_order-final_step"])
-def test_torch_step_matches_jax_meta_gradient(tiny, first_order, msl):
+def test_torch_step_matches_jax_meta_gradient(tiny, first_order, msl, formulation):
+    """Tasks in sequence (the reference's way) and all tasks at once (torch.vmap of
+    torch.func.grad, the PyTorch documentation's MAML example) against maml_jax."""
     torch, jax_setup, torch_maml, s, state, kw, tasks = tiny
     from maml_jax import core
 
@@ -54,7 +57,8 @@ def test_torch_step_matches_jax_meta_gradient(tiny, first_order, msl):
                                rtol=1e-6)
     t_loss, t_grads = torch_maml.meta_grads(
         params, alphas, torch_maml.tasks_to_torch(tasks, dtype=torch.float64),
-        num_steps=s.inner_steps, step_weights=weights, first_order=first_order, msl=msl)
+        num_steps=s.inner_steps, step_weights=weights, first_order=first_order, msl=msl,
+        formulation=formulation)
     np.testing.assert_allclose(float(t_loss.detach()), float(j_loss), rtol=1e-5)
 
     t_params = torch_maml.grads_to_jax_layout({k: v for k, v in t_grads.items()
@@ -76,3 +80,40 @@ def test_torch_step_matches_jax_meta_gradient(tiny, first_order, msl):
                                    err_msg="alpha " + name)
     # The BN weights do receive a meta-gradient.
     assert np.abs(j_params["norm0/scale"]).max() > 0
+
+
+@pytest.mark.parametrize("first_order", [False, True], ids=["second_order", "first_order"])
+def test_vmapped_torch_step_is_the_sequential_one_in_float64(tiny, first_order):
+    """The vmapped formulation computes the sequential step's meta-gradient to rounding in
+    float64 (the two differ only in how the tasks are batched)."""
+    torch, _, torch_maml, s, state, _, tasks = tiny
+    params, alphas = torch_maml.params_from_jax(state.meta_params["params"],
+                                                state.meta_params["inner_lrs"],
+                                                dtype=torch.float64)
+    kw = dict(num_steps=s.inner_steps, step_weights=torch_maml.msl_weights(0, s.inner_steps, 10),
+              first_order=first_order, msl=True)
+    t_tasks = torch_maml.tasks_to_torch(tasks, dtype=torch.float64)
+    seq_loss, seq = torch_maml.meta_grads(params, alphas, t_tasks, formulation="sequential", **kw)
+    vm_loss, vm = torch_maml.meta_grads(params, alphas, t_tasks, formulation="vmap", **kw)
+    assert abs(float(seq_loss.detach()) - float(vm_loss.detach())) < 1e-12
+    # Conv biases feed batch norm with batch statistics: their exact meta-gradient is zero
+    # and both values are rounding (1e-10), hence the absolute floor.
+    scale = max(float(g.abs().max()) for g in seq.values())
+    for name in seq:
+        np.testing.assert_allclose(vm[name].numpy(), seq[name].numpy(), rtol=1e-9,
+                                   atol=1e-9 * scale, err_msg=name)
+    # An outer step of each (Adam on the same gradient) leaves the same parameters, but for
+    # the conv biases, where Adam turns rounding into a step of about its learning rate.
+    steps = {}
+    for formulation in ("sequential", "vmap"):
+        p, a = torch_maml.params_from_jax(state.meta_params["params"],
+                                          state.meta_params["inner_lrs"], dtype=torch.float64)
+        model = torch_maml.TorchMAMLpp(p, a, num_steps=s.inner_steps, first_order=first_order,
+                                       formulation=formulation)
+        model.step(t_tasks)
+        steps[formulation] = {k: v.detach().numpy() for k, v in p.items()}
+    for name in steps["sequential"]:
+        if name.startswith("conv") and name.endswith("/bias"):
+            continue
+        np.testing.assert_allclose(steps["vmap"][name], steps["sequential"][name], rtol=1e-9,
+                                   atol=1e-12, err_msg=name)
