@@ -159,8 +159,11 @@ def restore_run(src: str | pathlib.Path, workdir: str | pathlib.Path) -> str:
     saved_step = None if info is None else info["step"]
     here_step = _checkpoint_step(workdir)
     saved_finished = _finished(src)
-    if _finished(workdir) or (here_step is not None and saved_step is not None
-                              and here_step >= saved_step):
+    # Keep the run here where it is as far or further: finished, at a later (or the same)
+    # checkpoint, or checkpointed where the saved copy is neither finished nor checkpointed.
+    if _finished(workdir) or (here_step is not None and (
+            (saved_step is None and not saved_finished)
+            or (saved_step is not None and here_step >= saved_step))):
         return f"kept the run here (step {here_step})"
     if info is not None:
         with np.load(src / CHECKPOINT_FILE) as z:

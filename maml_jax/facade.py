@@ -71,8 +71,10 @@ class ModelAgnosticMetaLearning:
       state: the ``MetaState`` (``step``, ``meta_params = {"params", "inner_lrs"}``,
         ``opt_state``, ``model_state``, ``rng``), None before the first step (or ``init``).
         Its arrays stay valid after later steps (the facade never donates them), so a
-        snapshot ``s = maml.state`` can go to the functional API (``evaluate_tasks``,
-        ``jit_outer_step``, orbax); ``params`` and ``inner_lrs`` are views of it.
+        snapshot ``s = maml.state`` can be read by the functional API (``evaluate_tasks``,
+        orbax); ``params`` and ``inner_lrs`` are views of it. ``jit_outer_step`` donates
+        what it is given: train a copy there (``jax.tree.map(jnp.copy, s)``), never the
+        facade's own state.
       config: the static ``MetaConfig`` of the steps.
       optimizer: the meta-optimizer (``make_meta_optimizer``).
       rate_update: the ``RATE_UPDATE_PRESETS`` name the rates are learned with.
