@@ -35,6 +35,7 @@ import json
 import pathlib
 import platform
 import shlex
+import statistics
 import sys
 import time
 import traceback
@@ -56,7 +57,8 @@ from experiments import (
 from experiments.config_lib import ConfigError, schedule_differences, validate_config
 from maml_jax import meta, models
 
-__all__ = ["PaperTable", "CELLS", "METHODS", "runs", "run_table", "format_table", "main"]
+__all__ = ["PaperTable", "CELLS", "METHODS", "LAYOUTS", "runs", "run_programs", "run_table",
+           "format_table", "main"]
 
 CONFIG_DIR = pathlib.Path(__file__).resolve().parent / "configs"
 LAYOUTS = ("auto", "population", "per_seed")
@@ -258,8 +260,7 @@ def _row(name: str, workdir: pathlib.Path, cfg: dict, has_data: bool,
            "paper_test_accuracy_pct": (list(cfg["paper_test_accuracy"])
                                        if cfg.get("paper_test_accuracy") else None),
            "workdir": str(workdir)}
-    dirs = ([workdir] if layout == "population" else
-            [workdir / f"seed{k}" for k in range(cfg["num_seeds"])])
+    dirs = [d for _, _, d in run_programs(name, cfg, layout, workdir.parent)]
     programs = [_program_status(d) for d in dirs]
     statuses = [p[0] for p in programs]
     failed = [st for st in statuses if st.startswith("failed")]
@@ -274,16 +275,16 @@ def _row(name: str, workdir: pathlib.Path, cfg: dict, has_data: bool,
         row["status"] = "trained, not evaluated"
     else:
         row["status"] = "not started" if has_data else "not run: no data"
+    seeds_finished = sum(st == "finished" for st in statuses)
     if layout == "per_seed" and row["status"] in ("partial", "finished"):
-        done = sum(st == "finished" for st in statuses)
-        row["seeds_finished"] = done
+        row["seeds_finished"] = seeds_finished
     summaries = [p[1] for p in programs if p[1] is not None]
     if summaries:
         epochs = min(s["epochs_done"] for s in summaries) if len(summaries) == len(dirs) else 0
         row["schedule"] = schedule_label(cfg, paper, epochs)
         if layout == "per_seed":
-            row["schedule"] = (f"{sum(st == 'finished' for st in statuses)} of "
-                               f"{len(dirs)} seeds finished; " + row["schedule"])
+            row["schedule"] = (f"{seeds_finished} of {len(dirs)} seeds finished; "
+                               + row["schedule"])
         row["epochs_done"], row["num_epochs"] = epochs, cfg["num_epochs"]
     if evaluated:
         for kind in ("best", "ensemble"):
@@ -306,9 +307,8 @@ def _pool_seeds(results: list[dict], kind: str) -> dict[str, Any]:
     if len(results) == 1:
         return _over_seeds(results[0], kind)
     per_seed = [r[kind]["test_accuracy_pct"] for r in results]
-    mean = sum(per_seed) / len(per_seed)
-    std = (sum((v - mean) ** 2 for v in per_seed) / (len(per_seed) - 1)) ** 0.5
-    return {"mean_pct": mean, "std_pct": std, "per_seed_pct": per_seed}
+    return {"mean_pct": statistics.mean(per_seed), "std_pct": statistics.stdev(per_seed),
+            "per_seed_pct": per_seed}
 
 
 def _over_seeds(results: dict, kind: str) -> dict[str, Any]:
@@ -394,7 +394,7 @@ def run_table(table: PaperTable, root: str | pathlib.Path, *, cells=None, method
         if not present:
             log(f"{name}: not run: no data (no {cfg['data']}/ folder in --data-dir)")
             continue
-        for program, program_cfg, workdir in _programs(name, cfg, layouts[name], root):
+        for program, program_cfg, workdir in run_programs(name, cfg, layouts[name], root):
             budget_s = None
             if max_minutes is not None:
                 budget_s = 60 * max_minutes - (time.perf_counter() - start)
@@ -442,7 +442,7 @@ def _layout(name: str, cfg: dict, root: pathlib.Path, requested: str, log) -> st
     return chosen
 
 
-def _programs(name: str, cfg: dict, layout: str, root: pathlib.Path
+def run_programs(name: str, cfg: dict, layout: str, root: pathlib.Path
               ) -> list[tuple[str, dict, pathlib.Path]]:
     """``(name, config, workdir)`` of the run's programs: the population, or one per seed
     (``<run>/seed<k>``, seed ``cfg["seed"] + k``, trained one after another)."""
@@ -462,7 +462,7 @@ def _log_plan(todo, layouts: dict, root: pathlib.Path, max_minutes: float | None
         if not present:
             continue
         phases = table_plan.program_phases(cfg)
-        for program, program_cfg, workdir in _programs(name, cfg, layouts[name], root):
+        for program, program_cfg, workdir in run_programs(name, cfg, layouts[name], root):
             summary = _read(workdir / checkpoints.SUMMARY_FILE) or {}
             pending.append(table_plan.Pending(
                 program, _split(name)[0], program_cfg["num_seeds"], _conv_on_device(cfg),

@@ -203,22 +203,21 @@ def _pending_from_state(state_dir: pathlib.Path | None, names: list[str], seeds:
     out = []
     for name in names:
         cell, _ = reproduce._split(name)
-        cfg = reproduce.run_config(name, seeds=1, smoke=False, smoke_updates={}, overrides=[])
-        total = cfg["num_epochs"] * cfg["iterations_per_epoch"]
+        cfg = reproduce.run_config(name, seeds=seeds, smoke=False, smoke_updates={},
+                                   overrides=[])
         # What "auto" resolves to on a GPU (maml_jax.resolve_conv_impl), this being run on
         # the CPU to plan a GPU call.
         conv = "patches" if cfg["conv_impl"] == "auto" else cfg["conv_impl"]
         layout = existing_layout(state_dir / name) if state_dir is not None else None
         if layout is None:
             layout, _ = choose_seeds_per_program(rates, device, cell, seeds, conv)
-        programs = ([(name, seeds, state_dir / name if state_dir else None)]
-                    if layout == "population" else
-                    [(f"{name}/seed{k}", 1, state_dir / name / f"seed{k}" if state_dir else None)
-                     for k in range(seeds)])
-        for pname, n, saved in programs:
-            done = _saved_step(saved)
-            out.append(Pending(pname, cell, n, conv, done, total, cfg["iterations_per_epoch"],
-                               program_phases(cfg)))
+        # The programs, named and placed as reproduce trains them (under the saved state).
+        root = state_dir if state_dir is not None else pathlib.Path("no/saved/state")
+        for program, program_cfg, saved in reproduce.run_programs(name, cfg, layout, root):
+            out.append(Pending(program, cell, program_cfg["num_seeds"], conv,
+                               _saved_step(saved),
+                               cfg["num_epochs"] * cfg["iterations_per_epoch"],
+                               cfg["iterations_per_epoch"], program_phases(cfg)))
     return out
 
 
@@ -251,9 +250,7 @@ def existing_layout(run_dir: pathlib.Path) -> str | None:
     return None
 
 
-def _saved_step(saved: pathlib.Path | None) -> int:
-    if saved is None:
-        return 0
+def _saved_step(saved: pathlib.Path) -> int:
     summary = saved / "train_summary.json"
     if summary.is_file() and json.loads(summary.read_text()).get("finished"):
         return json.loads(summary.read_text())["step"]
