@@ -92,14 +92,15 @@ class JaxRunner:
             {"true": True, "false": False}[unroll.lower()] if unroll.lower() in ("true", "false")
             else int(unroll))
         self.s, self.variant, self.k = s, variant, train_steps
-        # "rows3": an experimental patches layout (3 matmuls over dy of a dx-im2col), swapped
-        # in for models.conv3x3_patches while tracing; benchmark-only.
-        self.conv_override = _ROWS3 if conv == "rows3" else None
+        # "rows3", "shift9", "outshift": experimental patches layouts (_CONV_OVERRIDES),
+        # swapped in for models.conv3x3_patches while tracing; benchmark-only.
+        self.conv_override = _CONV_OVERRIDES.get(conv)
         # "max_wrong": the earlier reshape + jnp.max pool, whose derivatives XLA:CPU gets
         # wrong (benchmarks/repro); timed only to show what the correct pool costs.
         self.pool_override = _max_wrong if pool == "max_wrong" else None
         _, self.state, _step_fn, kw = jax_setup.build(
-            s, conv_impl=None if conv == "auto" else ("patches" if conv == "rows3" else conv),
+            s, conv_impl=None if conv == "auto" else (
+                "patches" if conv in _CONV_OVERRIDES else conv),
             task_batching=batching, remat=self.remat, unroll=unroll,
             pool_impl="reduce_window" if pool == "reduce_window" else None)
         self.name = f"jax {variant}" + (f" x{train_steps}/call" if train_steps else "")
@@ -165,7 +166,34 @@ def _rows3(x, kernel):
     return y.reshape(n, h, w, cout)
 
 
-_ROWS3 = _rows3
+def _shift9(x, kernel):
+    """3x3 'SAME' conv as nine matmuls of shifted views of the padded input, summed (no
+    patches tensor)."""
+    _, _, cin, cout = kernel.shape
+    n, h, w, _ = x.shape
+    xp = jnp.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)))
+    y = 0
+    for dy in range(3):
+        for dx in range(3):
+            y = y + jnp.dot(xp[:, dy:dy + h, dx:dx + w, :].reshape(-1, cin), kernel[dy, dx])
+    return y.reshape(n, h, w, cout)
+
+
+def _outshift(x, kernel):
+    """3x3 'SAME' conv as one matmul of the padded input with all nine taps side by side
+    (``cin x 9 cout``), then a sum of nine shifted views of its output: the im2col's
+    gather moved from the input to the output side."""
+    _, _, cin, cout = kernel.shape
+    n, h, w, _ = x.shape
+    xp = jnp.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)))
+    taps = kernel.transpose(2, 0, 1, 3).reshape(cin, 9 * cout)
+    z = jnp.dot(xp.reshape(-1, cin), taps).reshape(n, h + 2, w + 2, 9, cout)
+    return sum(z[:, dy:dy + h, dx:dx + w, 3 * dy + dx] for dy in range(3) for dx in range(3))
+
+
+# Benchmark-only conv layouts, each computing models.conv3x3_patches's convolution; swapped
+# in while tracing by a variant whose first part names one ("rows3:vmap:auto").
+_CONV_OVERRIDES = {"rows3": _rows3, "shift9": _shift9, "outshift": _outshift}
 
 
 def _max_wrong(x):

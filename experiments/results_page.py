@@ -727,6 +727,19 @@ SECTIONS: tuple[Section, ...] = (
                   "threads, timed round-robin in one process on random data of the real "
                   "shapes. Memory is the host RSS increase: indicative only.",
             where=CPU_EPYC_ALONE),
+    Section("Convolution layouts of the CPU step", "benchmark",
+            (_BENCH + "cpu_conv_layouts.json",), _bench, part="Benchmarks",
+            about="The default 5-way 1-shot second-order step (64 filters, meta-batch 8) with "
+                  "its 3x3 convolutions written four ways, each the same convolution "
+                  "(`tests/benchmarks/test_bench_conv_layouts.py`): the library's im2col "
+                  "(nine shifted views concatenated, one matmul; `auto`), `rows3` (a 3-wide "
+                  "im2col and three matmuls), `shift9` (nine matmuls of shifted views, no "
+                  "patches tensor) and `outshift` (one matmul with the nine taps side by "
+                  "side, then nine shifted views of its output summed), timed round-robin "
+                  "with the vmapped PyTorch step as the reference. The profile's slice, pad "
+                  "and concatenate fusions suggested fewer data movements per convolution; "
+                  "every alternative is slower: the library's layout stays.",
+            where=f"{CPU_EPYC_ALONE}, jax 0.10.2, torch 2.13.0+cpu, 2026-12-06."),
     Section("Outer step, maml_jax vs PyTorch tasks in sequence (CPU, before 2026-12-06)",
             "benchmark",
             tuple(_BENCH + f"cpu_fixed_{n}.json" for n in ("5w1s", "20w1s", "5w1s_first")),
