@@ -205,7 +205,7 @@ def _max_wrong(x):
 
 def _static(kw, s):
     return dict(loss_fn=kw["loss_fn"], optimizer=kw["optimizer"], config=kw["config"],
-                first_order=s.first_order, msl=s.msl)
+                phase=(s.first_order, s.msl))
 
 
 class TorchRunner:

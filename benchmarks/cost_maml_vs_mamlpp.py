@@ -120,15 +120,15 @@ def main(argv=None) -> int:
             ys = jnp.tile(jnp.repeat(jnp.arange(n), shots), (b, 1))
             yq = jnp.tile(jnp.repeat(jnp.arange(n), q), (b, 1))
             tasks = ((xs, ys), (xq, yq))
-            first_order, msl = meta.phase(setup.meta_config, args.epoch)
-            step = jax.jit(lambda st, t, s=setup, fo=first_order, m=msl: meta.outer_step(
+            phase = meta.phase(setup.meta_config, args.epoch)
+            step = jax.jit(lambda st, t, s=setup, ph=phase: meta.outer_step(
                 st, t, loss_fn=s.train_loss_fn, optimizer=s.optimizer, config=s.meta_config,
-                first_order=fo, msl=m))
+                phase=ph))
             compiled, compile_s = timing.compile_timed(step, state, tasks)
             mem = compiled.memory_analysis()
             timing.timed(compiled, state, tasks)   # warm-up
             runners[row] = dict(compiled=compiled, state=state, tasks=tasks, times=[],
-                                msl_active=msl, compile_s=compile_s, mem=mem, cfg=cfg)
+                                msl_active=phase.msl, compile_s=compile_s, mem=mem, cfg=cfg)
             print(f"{setting} {row}: compiled in {compile_s:.1f} s", flush=True)
         for _ in timing.rounds(args.repeats):
             for r in runners.values():

@@ -35,7 +35,7 @@ def main(argv=None) -> int:
     s = jax_setup.SETTINGS[args.setting]
     _, state, _, kw = jax_setup.build(s)
     tasks = jax.device_put(jax_setup.make_tasks(s))
-    static = dict(kw, first_order=s.first_order, msl=s.msl)
+    static = dict(kw, phase=(s.first_order, s.msl))
     steps = {"donating (jit_outer_step)": meta.jit_outer_step,
              "keeping its input (the facade's)": jax.jit(
                  meta.outer_step, static_argnames=meta.OUTER_STEP_STATIC)}

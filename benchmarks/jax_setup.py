@@ -82,7 +82,7 @@ def build(s: Setting, *, conv_impl: str | None = None, task_batching: str = "aut
                                  model_state=variables.get("batch_stats", {}))
     loss_fn = model_adapters.make_loss_fn(model, "cross_entropy", collect_bn_stats=True)
     step_fn = functools.partial(meta.jit_outer_step, loss_fn=loss_fn, optimizer=optimizer,
-                                config=config, first_order=s.first_order, msl=s.msl)
+                                config=config, phase=(s.first_order, s.msl))
     return model, state, step_fn, dict(loss_fn=loss_fn, optimizer=optimizer, config=config)
 
 
@@ -95,8 +95,7 @@ def meta_grad_fn(s: Setting, loss_fn, config, epoch: int = 0):
     def f(meta_params, model_state, tasks):
         del model_state  # batch statistics: the running statistics do not enter the loss
         loss, grads, _ = meta.meta_gradient(meta_params, tasks, step=step, loss_fn=loss_fn,
-                                            config=config, first_order=s.first_order,
-                                            msl=s.msl)
+                                            config=config, phase=(s.first_order, s.msl))
         return loss, grads
 
     return jax.jit(f)

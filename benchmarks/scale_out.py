@@ -52,11 +52,10 @@ def worker(args) -> dict:
     data = datasets.select_classes(images, splits["train"])
     data = jax.device_put(data) if mesh is None else parallel.replicate(data, mesh)
     state = wiring.place_state(wiring.init_population(cfg, setup), cfg, mesh)
-    first_order, msl = meta.phase(setup.meta_config, 0)
     kw = dict(mesh=mesh, population=cfg["num_seeds"] > 1, sample_tasks=setup.sample_fn,
               num_steps=args.steps_per_call, loss_fn=setup.train_loss_fn,
-              optimizer=setup.optimizer, config=setup.meta_config, first_order=first_order,
-              msl=msl)
+              optimizer=setup.optimizer, config=setup.meta_config,
+              phase=meta.phase(setup.meta_config, 0))
     compiled, compile_s = timing.compile_timed(parallel.jit_train_steps, state, data, **kw)
     state, _, times = timing.time_steps(compiled, state, data, repeats=args.repeats)
     med = statistics.median(times)

@@ -22,7 +22,7 @@ from typing import Any
 
 from ml_collections import config_dict
 
-from maml_jax import core, meta
+from maml_jax import algorithms, core, meta
 
 __all__ = ["ConfigError", "DATA_SOURCES", "MINIIMAGENET_INNER_LR_PRESETS", "OMNIGLOT_SMOKE",
            "MINIIMAGENET_SMOKE", "base_config", "mamlpp_config", "maml_config",
@@ -118,7 +118,12 @@ def base_config() -> config_dict.ConfigDict:
         # reference) | a number > 0
         "inner_grad_clip": config_dict.FieldReference("auto", field_type=object),
         "inner_loop": "all",         # what the inner loop adapts: "all" (all but BN
-                                     # weights) | "head" (ANIL: the classifier only)
+                                     # weights) | "head" (ANIL: the classifier only) |
+                                     # "body" (BOIL: all but the classifier)
+        # the meta-learning algorithm: its registered name (maml_jax.ALGORITHMS) and its
+        # own settings, e.g. {"name": "imaml", "lam": 2.0}; "maml" is MAML and MAML++ (their
+        # switches are the keys above and below)
+        "algorithm": {"name": "maml"},
         # outer loop
         "meta_batch_size": 8,
         "meta_lr": 1e-3,
@@ -470,8 +475,9 @@ def validate_config(config: Mapping[str, Any]) -> dict[str, Any]:
                                                           cfg["lr_granularity"])
     except ValueError as err:
         raise ConfigError(str(err)) from None
-    need(cfg["inner_loop"] in ("all", "head"),
-         f"inner_loop must be all|head, got {cfg['inner_loop']!r}")
+    need(cfg["inner_loop"] in INNER_LOOPS,
+         f"inner_loop must be {'|'.join(INNER_LOOPS)}, got {cfg['inner_loop']!r}")
+    cfg["algorithm"] = _checked_algorithm(cfg["algorithm"])
     need(cfg["lr_schedule"] in ("cosine", "constant"),
          f"lr_schedule must be cosine|constant, got {cfg['lr_schedule']!r}")
     need(cfg["task_batching"] in ("auto", "vmap", "map"),
@@ -509,6 +515,28 @@ def validate_config(config: Mapping[str, Any]) -> dict[str, Any]:
          f"num_seeds ({cfg['num_seeds']}) must be a multiple of seed_shards "
          f"({cfg['seed_shards']}): each device on the 'seeds' axis holds the same number of seeds")
     return cfg
+
+
+#: ``inner_loop`` values: what the inner loop adapts (``wiring`` maps them to
+#: ``inner_loop_mask``).
+INNER_LOOPS = ("all", "head", "body")
+
+
+def _checked_algorithm(value: Any) -> dict[str, Any]:
+    """``algorithm`` as a plain dict, after building it once (its settings checked by the
+    algorithm itself)."""
+    if isinstance(value, config_dict.ConfigDict):
+        value = value.to_dict()
+    if not isinstance(value, Mapping) or "name" not in value:
+        raise ConfigError("algorithm must be a dict with a 'name' (one of "
+                          f"{sorted(algorithms.ALGORITHMS)}) and that algorithm's settings, "
+                          f"got {value!r}")
+    settings = dict(value)
+    try:
+        algorithms.make_algorithm(**settings)
+    except (TypeError, ValueError) as err:
+        raise ConfigError(f"algorithm {settings}: {err}") from None
+    return settings
 
 
 def config_to_json(cfg: Mapping[str, Any]) -> str:

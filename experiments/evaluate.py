@@ -26,8 +26,9 @@ import numpy as np
 from absl import flags
 
 from experiments import checkpoints, datasets, flag_parsing, plots, task_metrics, wiring
+from experiments.study_statistics import mean_ci95
 from experiments.trained_workdir import TrainedWorkdir, open_trained_workdir
-from maml_jax import meta, parallel
+from maml_jax import parallel
 
 __all__ = ["run_evaluation", "format_table", "define_flags", "main"]
 
@@ -36,7 +37,7 @@ def _ci(values) -> tuple[float, float]:
     values = np.asarray(values, np.float64)
     if values.shape[0] < 2:
         return float(values.mean()), 0.0
-    m, c = meta.mean_ci95(values)
+    m, c = mean_ci95(values)
     return float(m), float(c)
 
 
@@ -67,7 +68,7 @@ def _evaluate_seed(run: TrainedWorkdir, ens: int, tasks, seed_index: int) -> dic
         logits_sum = logits if logits_sum is None else logits_sum + logits
         if rank == 0:
             per = task_metrics.evaluate_params(setup, cfg, mp, tasks, mesh)["accuracy"]
-            ps_mean, ps_ci = meta.mean_ci95(per) if per.shape[0] > 1 else (per.mean(0), 0 * per[0])
+            ps_mean, ps_ci = mean_ci95(per) if per.shape[0] > 1 else (per.mean(0), 0 * per[0])
             best = {**members[0], "per_step_accuracy_pct": [100 * float(v) for v in ps_mean],
                     "per_step_ci95_pct": [100 * float(v) for v in ps_ci],
                     "per_task_accuracy_pct": _per_task(task_acc)}

@@ -206,7 +206,7 @@ def _paper_table(paths: list[Path]) -> Lines:
                 label = f"partial, {summary['epochs_done']} of " + _schedule(ran)
             made.append(f"{_rel(run)} ({label})")
         cell, method = name.rsplit("_", 1)
-        rows.append([cell, {"maml": "MAML", "mamlpp": "MAML++"}[method],
+        rows.append([cell, {"maml": "MAML", "mamlpp": "MAML++"}.get(method, method),
                      _pct(*cfg["paper_test_accuracy"]), _schedule(cfg),
                      "; ".join(made) or "not run yet"])
     return _table(["cell", "method", "paper (test accuracy)", "paper schedule (the config)",
@@ -226,6 +226,7 @@ def _study(paths: list[Path]) -> Lines:
         out += _meta(date=study["date"], command=_code(study["command"]))
         groups = study["groups"].values()
         accuracy = all("accuracy_mean" in g["pooled"] for g in groups)
+        timed = all("train_seconds_mean" in g for g in groups)
         rows = []
         for g in groups:
             pooled, seeds = g["pooled"], len(g["seeds"])
@@ -243,6 +244,8 @@ def _study(paths: list[Path]) -> Lines:
                     mean += f" ± {100 * g['seed_std_final_accuracy']:.2f}"
                 row += [" / ".join(acc), mean,
                         ", ".join(f"{100 * a:.1f}" for a in pooled["accuracy_mean"])]
+            if timed:
+                row.append(f"{g['train_seconds_mean']:.0f}")
             rows.append(row)
         header = ["setting", "method", "seeds finished", "N", "loss after N (mean ± seed std)",
                   "task std", "p99", "overshoot, steps < N", "loss after step 1",
@@ -250,6 +253,8 @@ def _study(paths: list[Path]) -> Lines:
         if accuracy:
             header += ["accuracy after N %, per seed", "mean ± seed std",
                        "accuracy after steps 0..2N %"]
+        if timed:
+            header.append("training s per seed (wall clock)")
         out += _table(header, rows)
         failed: dict[str, list[str]] = {}
         for f in study["failed"]:

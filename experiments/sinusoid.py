@@ -37,6 +37,7 @@ from absl import flags
 import maml_jax as mj
 from experiments import flag_parsing, training_loop, wiring
 from experiments.config_lib import ConfigError, compared_methods, config_to_json
+from experiments.study_statistics import mean_ci95
 
 __all__ = ["RUN_FILE", "META_PARAMS_FILE", "SNAPSHOTS_FILE", "SinusoidRun", "train_sinusoid",
            "evaluate_sinusoid", "results_table", "make_plots", "run_comparison",
@@ -145,7 +146,8 @@ def evaluate_sinusoid(cfg: Mapping[str, Any], meta_params: Any) -> dict[int, np.
         losses, _ = mj.jit_evaluate_tasks(setup.eval_loss_fn, meta_params["params"],
                                           mj.extend_inner_lrs(meta_params["inner_lrs"], n),
                                           tasks, num_steps=n,
-                                          inner_grad_clip=setup.meta_config.inner_grad_clip)
+                                          inner_grad_clip=setup.meta_config.inner_grad_clip,
+                                          algorithm=setup.meta_config.algorithm)
         out[k] = np.asarray(losses)
     return out
 
@@ -167,7 +169,7 @@ def results_table(steps: tuple[int, ...], evals: Mapping[str, Mapping[int, np.nd
         for k, losses in ev.items():
             cells = []
             for s in steps:
-                mean, ci = mj.mean_ci95(losses[:, s])
+                mean, ci = mean_ci95(losses[:, s])
                 cells.append(f"{mean:.3f} ± {ci:.3f}")
             lines.append(f"| {name} | {k} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
@@ -187,7 +189,7 @@ def make_plots(evals: Mapping[str, Mapping[int, np.ndarray]], learned_lrs: Mappi
     axes = np.atleast_1d(axes)
     for ax, k in zip(axes, shots, strict=True):
         for name, ev in evals.items():
-            mean, ci = mj.mean_ci95(ev[k], axis=0)
+            mean, ci = mean_ci95(ev[k], axis=0)
             x = np.arange(len(mean))
             ax.plot(x, mean, marker="o", label=name)
             ax.fill_between(x, mean - ci, mean + ci, alpha=0.2)
@@ -288,7 +290,7 @@ def run_comparison(configs: Mapping[str, Mapping[str, Any]], workdir: str | path
         "date": stamp, "command": command, "machine": machine,
         "configs": {name: _config_record(cfg) for name, cfg in configs.items()},
         "train_seconds": timings, "train_log": logs,
-        "test_mse": {name: {str(k): {str(s): list(mj.mean_ci95(v[:, s])) for s in steps}
+        "test_mse": {name: {str(k): {str(s): list(mean_ci95(v[:, s])) for s in steps}
                             for k, v in ev.items()}
                      for name, ev in evals.items()},
         "plots": plots,

@@ -37,6 +37,7 @@ from absl import flags
 import maml_jax as mj
 from experiments import flag_parsing, sinusoid, wiring
 from experiments.config_lib import ConfigError, compared_methods
+from experiments.study_statistics import mean_ci95
 
 __all__ = ["fit_sine", "support_coverage", "analyse", "to_markdown", "define_flags", "main"]
 
@@ -111,7 +112,7 @@ def analyse(configs: Mapping[str, Mapping[str, Any]], params_by_method: dict, *,
     fits = [fit_sine(xq[i, :, 0], yq[i, :, 0]) for i in range(len(final))]
     amp = np.array([f[0] for f in fits])
     cover = np.array([support_coverage(xs[i, :, 0]) for i in range(len(final))])
-    mean, ci = mj.mean_ci95(final)
+    mean, ci = mean_ci95(final)
     rows = []
     for i in order[:top]:
         rows.append({
@@ -123,7 +124,7 @@ def analyse(configs: Mapping[str, Mapping[str, Any]], params_by_method: dict, *,
             "support_loss_steps": support_loss[focus][i].tolist(),
         })
     without = np.delete(final, order[:top])
-    wm, wci = mj.mean_ci95(without)
+    wm, wci = mean_ci95(without)
     # How much of the spread the task itself explains: rank correlations over all tasks.
     def rank_corr(a, b):
         ra, rb = np.argsort(np.argsort(a)), np.argsort(np.argsort(b))
@@ -149,7 +150,7 @@ def analyse(configs: Mapping[str, Mapping[str, Any]], params_by_method: dict, *,
         "amplitude_of_top_vs_all": [float(amp[order[:top]].mean()), float(amp.mean())],
         "widest_gap_of_top_vs_all": [float(cover[order[:top], 0].mean()),
                                      float(cover[:, 0].mean())],
-        "per_method_mean_ci95": {n: [float(v) for v in mj.mean_ci95(q[:, num_steps])]
+        "per_method_mean_ci95": {n: [float(v) for v in mean_ci95(q[:, num_steps])]
                                  for n, q in query_loss.items()},
         "top": rows,
         "alpha_scaled": _alpha_scaled(focus_setup.eval_loss_fn, params_by_method[focus],
@@ -172,7 +173,7 @@ def _alpha_scaled(loss_fn, meta_params, support, query, num_steps, scales, inner
                                              (support, query), num_steps=num_steps,
                                              inner_grad_clip=inner_grad_clip)[0])
         final = q[:, num_steps]
-        m, c = mj.mean_ci95(final)
+        m, c = mean_ci95(final)
         out[str(scale)] = {"mean": float(m), "ci95": float(c), "median": float(np.median(final)),
                            "max": float(final.max()), "p99": float(np.percentile(final, 99))}
     return out

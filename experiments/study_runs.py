@@ -59,6 +59,7 @@ class RunEval:
     msl: bool
     msl_epochs: int
     num_epochs: int
+    train_seconds: float | None = None   # meta-training's wall clock, where recorded
 
 
 class RunFailed(RuntimeError):
@@ -83,7 +84,8 @@ def _sinusoid_run(workdir: pathlib.Path, info: dict) -> RunEval:
                                       inner_grad_clip=info.get("inner_grad_clip"))
     return RunEval(str(workdir), "sinusoid", info["method"], f"K={k}", int(info["seed"]), n,
                    np.asarray(losses), None, {int(i): v for i, v in snaps_raw.items()},
-                   bool(info["msl"]), int(info["msl_epochs"]), int(info["num_epochs"]))
+                   bool(info["msl"]), int(info["msl_epochs"]), int(info["num_epochs"]),
+                   info.get("train_seconds"))
 
 
 def _omniglot_run(workdir: pathlib.Path, images=None, data_dir=None) -> RunEval:
@@ -116,12 +118,26 @@ def _omniglot_run(workdir: pathlib.Path, images=None, data_dir=None) -> RunEval:
                 run.setup.eval_loss_fn, mp["params"], mj.extend_inner_lrs(mp["inner_lrs"], 2 * n),
                 tasks, num_steps=2 * n,
                 batch_size=wiring.eval_batch_size(cfg),
-                inner_grad_clip=run.setup.meta_config.inner_grad_clip)
+                inner_grad_clip=run.setup.meta_config.inner_grad_clip,
+                algorithm=run.setup.meta_config.algorithm)
             losses, accuracy = np.asarray(losses), np.asarray(aux["accuracy"])
             np.savez(cache, losses=losses, accuracy=accuracy, key=json.dumps(key))
     return RunEval(str(workdir), "omniglot", cfg["name"], f"{cfg['num_ways']}w{cfg['k_shot']}s",
                    int(cfg["seed"]), n, losses, accuracy, snaps,
-                   bool(cfg["msl"]), int(cfg["msl_epochs"]), int(cfg["num_epochs"]))
+                   bool(cfg["msl"]), int(cfg["msl_epochs"]), int(cfg["num_epochs"]),
+                   _train_seconds(pathlib.Path(workdir)))
+
+
+def _train_seconds(workdir: pathlib.Path) -> float | None:
+    """The training wall clock of a run trained in one go (None after a resume: its summary
+    times the last part only)."""
+    path = workdir / "train_summary.json"
+    if not path.is_file():
+        return None
+    summary = json.loads(path.read_text())
+    if summary.get("resumed_from_step") is not None:
+        return None
+    return summary.get("wall_seconds_this_run")
 
 
 def evaluate_run(workdir: str | pathlib.Path, *, images=None, data_dir=None) -> RunEval:

@@ -13,6 +13,7 @@ Example:
 
 from __future__ import annotations
 
+import math
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -137,7 +138,24 @@ def summarize(runs: list[RunEval], margin: float = OVERSHOOT_MARGIN) -> dict[str
                  "workdirs": [r.workdir for r in members], "per_seed": per_run,
                  "pooled": pooled,
                  "seed_std_final_mean": seed_spread([s["final_mean"] for s in per_run])}
+        seconds = [r.train_seconds for r in members if r.train_seconds is not None]
+        if seconds:
+            group["train_seconds_mean"] = float(np.mean(seconds))
         if members[0].accuracy is not None:
             group["seed_std_final_accuracy"] = seed_spread([s["final_accuracy"] for s in per_run])
         out[f"{setting}/{method}"] = group
     return out
+
+
+def mean_ci95(values: Any, axis: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and half-width of the normal 95% confidence interval (1.96 * std / sqrt(n)).
+
+    Example:
+        >>> [round(float(v), 4) for v in mean_ci95([1.0, 2.0, 3.0, 4.0])]
+        [2.5, 1.2652]
+    """
+    v = np.asarray(values, dtype=np.float64)
+    n = v.shape[axis]
+    if n < 2:
+        raise ValueError(f"need at least 2 values for a confidence interval, got {n}")
+    return v.mean(axis=axis), 1.96 * v.std(axis=axis, ddof=1) / math.sqrt(n)

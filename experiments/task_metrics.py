@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from experiments.study_statistics import mean_ci95
 from experiments.wiring import Setup, eval_batch_size, seed_state
 from maml_jax import core, meta, parallel
 
@@ -34,12 +35,14 @@ def evaluate_params(setup: Setup, cfg: dict, meta_params: dict, tasks, mesh=None
     if mesh is None:
         task_losses, aux = meta.jit_evaluate_tasks(
             setup.eval_loss_fn, meta_params["params"], lrs, tasks, num_steps=n,
-            batch_size=eval_batch_size(cfg), inner_grad_clip=setup.meta_config.inner_grad_clip)
+            batch_size=eval_batch_size(cfg), inner_grad_clip=setup.meta_config.inner_grad_clip,
+            algorithm=setup.meta_config.algorithm)
     else:
         params, lrs, tasks = parallel.replicate((meta_params["params"], lrs, tasks), mesh)
         task_losses, aux = parallel.evaluate_tasks_sharded(
             setup.eval_loss_fn, params, lrs, tasks, num_steps=n, mesh=mesh,
-            batch_size=eval_batch_size(cfg), inner_grad_clip=setup.meta_config.inner_grad_clip)
+            batch_size=eval_batch_size(cfg), inner_grad_clip=setup.meta_config.inner_grad_clip,
+            algorithm=setup.meta_config.algorithm)
     return {"loss": parallel.host_array(task_losses),
             "accuracy": parallel.host_array(aux["accuracy"])}
 
@@ -48,7 +51,7 @@ def validate(setup: Setup, cfg: dict, meta_params: dict, tasks, mesh=None) -> di
     """Validation metrics of one set of meta-parameters: loss, accuracy (mean, 95% CI)
     after the last inner step, and the accuracy after every step."""
     res = evaluate_params(setup, cfg, meta_params, tasks, mesh)
-    acc, ci = meta.mean_ci95(res["accuracy"][:, -1]) if res["accuracy"].shape[0] > 1 else (
+    acc, ci = mean_ci95(res["accuracy"][:, -1]) if res["accuracy"].shape[0] > 1 else (
         res["accuracy"][:, -1].mean(), 0.0)
     return {"val_loss": float(res["loss"][:, -1].mean()), "val_accuracy": float(acc),
             "val_accuracy_ci95": float(ci),

@@ -31,6 +31,7 @@ import math
 import pathlib
 import sys
 import time
+from collections.abc import Hashable
 from typing import Any
 
 import jax
@@ -97,12 +98,11 @@ def _step_bytes_per_seed(setup, cfg, train_images) -> int | None:
     if parallel.device_memory_limit() is None:
         return None
     one = wiring.place_state(wiring.init_state(cfg, setup), {**cfg, "num_seeds": 1}, None)
-    first_order, msl = meta.phase(setup.meta_config, 0)
     compiled = parallel.jit_train_steps.lower(
         one, jax.device_put(jax.tree.map(parallel.host_array, train_images)),
         sample_tasks=setup.sample_fn,
         num_steps=setup.steps_per_call, loss_fn=setup.train_loss_fn, optimizer=setup.optimizer,
-        config=setup.meta_config, first_order=first_order, msl=msl).compile()
+        config=setup.meta_config, phase=meta.phase(setup.meta_config, 0)).compile()
     m = compiled.memory_analysis()
     return int(m.temp_size_in_bytes + m.argument_size_in_bytes + m.output_size_in_bytes)
 
@@ -134,15 +134,19 @@ def _mean(x) -> float:
 
 
 def _train_record(metrics: dict, step: int, epoch: int, setup: wiring.Setup,
-                  first_order: bool, msl: bool, population: bool) -> dict[str, Any]:
-    """The logged record of one host call (``metrics`` on the host)."""
+                  phase: Hashable, population: bool) -> dict[str, Any]:
+    """The logged record of one host call (``metrics`` on the host); a phase with named
+    fields (MAML's ``first_order`` and ``msl``) is logged field by field."""
     per_step = metrics["per_step_loss"].reshape(-1, metrics["per_step_loss"].shape[-1])
     rec = {"step": step, "epoch": epoch, "kind": "train", "loss": _mean(metrics["loss"]),
            "accuracy": _mean(metrics["accuracy"]),
            "grad_norm": _mean(metrics["grad_norm"]),
            "meta_lr": float(setup.lr_schedule(step - 1)),
-           "per_step_loss": [float(v) for v in per_step.mean(0)],
-           "first_order": first_order, "msl": msl}
+           "per_step_loss": [float(v) for v in per_step.mean(0)]}
+    if hasattr(phase, "_asdict"):
+        rec.update(phase._asdict())
+    elif phase is not None:
+        rec["phase"] = repr(phase)
     if population:
         rec["loss_per_seed"] = [float(v) for v in metrics["loss"].mean(axis=1)]
     return rec
@@ -284,8 +288,7 @@ def train_and_evaluate(cfg, workdir: str | pathlib.Path, *, data_dir: str | None
     try:
         for chunk in chunks:
             state, step, epoch = chunk.state, chunk.step, chunk.epoch
-            rec = _train_record(chunk.metrics, step, epoch, setup, chunk.first_order, chunk.msl,
-                                population)
+            rec = _train_record(chunk.metrics, step, epoch, setup, chunk.phase, population)
             if logger is not None:
                 logger.log(rec)
             if bar is not None:

@@ -24,7 +24,7 @@ Example:
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Hashable, Iterator
 from typing import Any
 
 import jax
@@ -45,8 +45,7 @@ class Chunk:
     step: int                     # outer steps done after the chunk
     epoch: int                    # the epoch the chunk trained in
     num_steps: int                # outer steps in the chunk
-    first_order: bool             # the chunk's phase (maml_jax.phase of its epoch)
-    msl: bool
+    phase: Hashable               # the algorithm's phase of its epoch (maml_jax.phase)
 
 
 def steps_done(state: meta.MetaState) -> int:
@@ -90,12 +89,12 @@ def train_chunks(state: meta.MetaState, data: Any, setup: Setup, *, total_steps:
         # Never past the end nor across an epoch edge (the phase is the epoch's); a full
         # call everywhere but after a resume with another steps_per_call.
         n = min(setup.steps_per_call, total_steps - step, ipe - step % ipe)
-        first_order, msl = meta.phase(setup.meta_config, epoch)
+        phase = meta.phase(setup.meta_config, epoch)
         state, metrics = parallel.jit_train_steps(
             state, data, mesh=mesh, population=population, sample_tasks=setup.sample_fn,
             num_steps=n, loss_fn=setup.train_loss_fn, optimizer=setup.optimizer,
-            config=setup.meta_config, first_order=first_order, msl=msl)
+            config=setup.meta_config, phase=phase)
         metrics = jax.tree.map(parallel.host_array, metrics)
         check_finite(metrics, step)
         step += n
-        yield Chunk(state, metrics, step, epoch, n, first_order, msl)
+        yield Chunk(state, metrics, step, epoch, n, phase)

@@ -28,7 +28,7 @@ import jax.numpy as jnp
 import optax
 
 from experiments.config_lib import ConfigError
-from maml_jax import core, meta, model_adapters, models, parallel, task_batching
+from maml_jax import algorithms, core, meta, model_adapters, models, parallel, task_batching
 from maml_jax.data import episodes
 from maml_jax.data.sinusoid import sample_sinusoid_tasks
 
@@ -54,20 +54,22 @@ class Setup:
     init_variables: Callable  # jitted model.init: one compile per Setup, not per init_state
 
 
-_SETUP_KEYS = ("num_ways", "k_shot", "q_query", "num_filters", "activation", "conv_impl",
-               "per_step_bn", "num_inner_steps", "num_inner_steps_eval", "msl", "msl_epochs",
-               "first_order", "first_order_epochs", "learn_inner_lrs", "iterations_per_epoch",
-               "task_batching", "remat", "meta_batch_size", "meta_lr", "min_meta_lr",
-               "lr_schedule", "clip_value", "num_epochs", "rotate_train", "steps_per_call",
-               "eval_batch_size", "rate_update", "lr_granularity", "inner_grad_clip")
 # The config keys that are make_outer_loop's arguments of the same name.
 OUTER_LOOP_KEYS = ("lr_granularity", "num_inner_steps", "msl", "msl_epochs", "first_order",
                    "first_order_epochs", "learn_inner_lrs", "meta_lr", "lr_schedule",
                    "min_meta_lr", "num_epochs", "iterations_per_epoch", "clip_value",
                    "rate_update", "inner_grad_clip", "task_batching", "remat")
+# What an outer loop depends on: its keys and the algorithm (one key holding the name and
+# all of that algorithm's settings, so a new algorithm or setting needs no key here).
+_LOOP_SETUP_KEYS = (*OUTER_LOOP_KEYS, "algorithm")
+# What an image Setup depends on: the loop's keys (derived, so that a new one cannot be
+# forgotten here and give a stale cached setup) and the model's and data's.
+_SETUP_KEYS = ("num_ways", "k_shot", "q_query", "num_filters", "activation", "conv_impl",
+               "per_step_bn", "num_inner_steps_eval", "meta_batch_size", "rotate_train",
+               "steps_per_call", "eval_batch_size", *_LOOP_SETUP_KEYS)
 # What a sinusoid Setup depends on (the image keys do not apply to it).
 _SINUSOID_SETUP_KEYS = ("data", "sinusoid_hidden", "k_shot", "q_query", "meta_batch_size",
-                        "steps_per_call", *OUTER_LOOP_KEYS)
+                        "steps_per_call", *_LOOP_SETUP_KEYS)
 _SETUP_CACHE: dict[tuple, Setup] = {}
 
 
@@ -94,7 +96,8 @@ def get_setup(cfg: dict) -> Setup:
 
 
 def _outer_loop(cfg: dict) -> meta.OuterLoop:
-    return meta.make_outer_loop(**{key: cfg[key] for key in OUTER_LOOP_KEYS})
+    return meta.make_outer_loop(**{key: cfg[key] for key in OUTER_LOOP_KEYS},
+                                algorithm=algorithms.make_algorithm(**cfg["algorithm"]))
 
 
 def _sinusoid_setup(cfg: dict) -> Setup:
@@ -138,7 +141,9 @@ def _image_setup(cfg: dict) -> Setup:
     @functools.partial(jax.jit, static_argnames=("sharding",))
     def final_logits(params, inner_lrs, support, xq, sharding=None):
         lrs = core.extend_inner_lrs(inner_lrs, n_eval)
-        support_loss = lambda p, batch, t: eval_loss_fn(p, batch, t)[0]
+        # The inner steps of the algorithm trained with (iMAML's proximal objective).
+        support_loss = mc.algorithm.support_objective(
+            lambda p, batch, t: eval_loss_fn(p, batch, t)[0], params)
 
         def one(args):
             s, x = args
@@ -154,8 +159,9 @@ def _image_setup(cfg: dict) -> Setup:
                  steps_per_call(cfg), final_logits, jax.jit(model.init))
 
 
-# config "inner_loop" -> inner_loop_mask(only=...): ANIL adapts the classifier alone.
-_ADAPTED = {"all": None, "head": "head"}
+# config "inner_loop" -> inner_loop_mask's arguments: ANIL adapts the classifier alone,
+# BOIL everything but the classifier.
+_ADAPTED = {"all": {}, "head": {"only": "head"}, "body": {"freeze": "head"}}
 
 
 def init_state(cfg: dict, setup: Setup) -> meta.MetaState:
@@ -168,7 +174,7 @@ def init_state(cfg: dict, setup: Setup) -> meta.MetaState:
     lrs = core.init_inner_lrs(params, cfg["num_inner_steps"], float(cfg["inner_lr"]),
                               cfg["lr_granularity"],
                               mask=model_adapters.inner_loop_mask(params,
-                                                          only=_ADAPTED[cfg["inner_loop"]]))
+                                                                  **_ADAPTED[cfg["inner_loop"]]))
     return meta.init_meta_state(params, lrs, setup.optimizer, run_key,
                                 model_state=variables.get("batch_stats", {}))
 

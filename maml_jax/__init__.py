@@ -4,7 +4,8 @@ The public API is flat: ``from maml_jax import adapt, task_loss, outer_step, Con
 Importing it never imports torch or tensorflow.
 """
 
-from maml_jax import parallel, task_batching
+from maml_jax import algorithms, parallel, task_batching
+from maml_jax.algorithms import ALGORITHMS, Algorithm, make_algorithm
 from maml_jax.core import (
     GRANULARITIES,
     adapt,
@@ -52,7 +53,6 @@ from maml_jax.meta import (
     jit_outer_step,
     make_meta_optimizer,
     make_outer_loop,
-    mean_ci95,
     meta_gradient,
     meta_lr_schedule,
     outer_step,
@@ -97,9 +97,12 @@ __all__ = [
     "default_rate_update", "PER_WEIGHT_INNER_GRAD_CLIP", "default_inner_grad_clip",
     "inner_grad_clip_for", "LR_SCHEDULES", "OuterLoop", "make_outer_loop", "phase",
     "meta_gradient", "outer_step", "OUTER_STEP_STATIC", "jit_outer_step", "train_steps",
-    "jit_train_steps", "evaluate_tasks", "jit_evaluate_tasks", "mean_ci95", "validate_tasks",
+    "jit_train_steps", "evaluate_tasks", "jit_evaluate_tasks", "validate_tasks",
     "check_finite", "tree_all_finite", "NonFiniteLossError", "InvalidLabelsError",
     "SUPPORT_LABEL_ERRORS", "QUERY_LABEL_ERRORS",
+    # algorithms: one module each under maml_jax.algorithms (mj.algorithms.Reptile(), ...),
+    # registered in ALGORITHMS; MetaConfig(algorithm=...) selects one
+    "ALGORITHMS", "Algorithm", "make_algorithm",
     # models and losses
     "CONV_IMPLS", "POOL_IMPLS", "Conv3x3", "StepBatchNorm", "Conv4", "MLP",
     "conv3x3_patches", "max_pool_2x2", "resolve_conv_impl", "LOSSES", "accuracy",
@@ -111,5 +114,5 @@ __all__ = [
     # facade
     "ModelAgnosticMetaLearning",
     # modules: scale-out (meshes, sharded steps, populations of seeds); task batching
-    "parallel", "task_batching",
+    "algorithms", "parallel", "task_batching",
 ]

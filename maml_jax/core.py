@@ -432,6 +432,7 @@ def task_loss(
     has_aux: bool = False,
     remat: bool = False,
     unroll: int | bool = 1,
+    support_loss_fn: LossFn | None = None,
 ):
     """Adapts on ``support`` and returns the (multi-step) query loss of one task.
 
@@ -454,6 +455,8 @@ def task_loss(
         only: either kind of ``loss_fn`` works with either value.
       remat: rematerialise each inner step (saves memory in second-order MAML).
       unroll: ``lax.scan`` unroll factor.
+      support_loss_fn: the objective of the inner steps, if not ``loss_fn`` (iMAML's
+        proximal one: ``Algorithm.support_objective``); the query losses stay ``loss_fn``'s.
 
     Returns:
       ``(loss, per_step_query_losses)``, or with ``has_aux``
@@ -474,9 +477,11 @@ def task_loss(
             f"got {step_weights.shape}"
         )
 
+    inner_loss_fn = loss_fn if support_loss_fn is None else support_loss_fn
+
     def body(p, xs):
         t, lrs_t = xs
-        p, _ = inner_step(loss_fn, p, lrs_t, support, t, first_order=first_order,
+        p, _ = inner_step(inner_loss_fn, p, lrs_t, support, t, first_order=first_order,
                           grad_clip=grad_clip)
         q_loss, aux = split_loss_output(loss_fn(p, query, t))
         return p, (q_loss, aux if has_aux else None)

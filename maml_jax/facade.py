@@ -17,6 +17,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from maml_jax import core, losses, meta, model_adapters
+from maml_jax.algorithms import MAML, Algorithm
 
 __all__ = ["ModelAgnosticMetaLearning"]
 
@@ -27,6 +28,8 @@ _outer_step = jax.jit(meta.outer_step, static_argnames=meta.OUTER_STEP_STATIC)
 _STATE_DIR = "state"        # save(path): the MetaState (orbax) ...
 _SETTINGS_FILE = "facade.json"   # ... and what restore checks and needs to rebuild it
 _FORMAT = 1
+# Settings that saves from before they were recorded had, at their only value then.
+_SAVED_BEFORE = {"algorithm": "MAML()"}
 
 
 def _orbax():
@@ -64,6 +67,11 @@ class ModelAgnosticMetaLearning:
     the ``repr`` does. ``inner_grad_clip`` bounds each inner gradient's global norm: a
     number, None (no clip, the reference) or "auto" (``default_inner_grad_clip``: 100 for
     per-weight rates, no clip otherwise).
+
+    ``algorithm`` selects another meta-learning algorithm (``maml_jax.algorithms``), e.g.
+    ``algorithm=mj.algorithms.Reptile()``: the same model, data and calls, the outer step that
+    algorithm's (the MAML++ switches above then set the rates and the meta learning rate
+    only). None (the default) is MAML / MAML++.
 
     A Conv4 classifier is the same with ``Conv4(num_classes=5)``, images and integer labels.
 
@@ -117,6 +125,7 @@ class ModelAgnosticMetaLearning:
         rate_update: str = "auto",
         inner_grad_clip: float | str | None = "auto",
         task_batching: str = "auto",
+        algorithm: Algorithm | None = None,
         seed: int = 0,
     ):
         if not isinstance(model, nn.Module):
@@ -139,7 +148,8 @@ class ModelAgnosticMetaLearning:
             meta_lr=outer_lr, lr_schedule="cosine" if plus_plus else "constant",
             min_meta_lr=min_outer_lr, num_epochs=total_epochs,
             iterations_per_epoch=iterations_per_epoch, rate_update=rate_update,
-            inner_grad_clip=inner_grad_clip, task_batching=task_batching)
+            inner_grad_clip=inner_grad_clip, task_batching=task_batching,
+            algorithm=algorithm)
         if hasattr(model, "num_steps") and hasattr(model, "per_step_bn"):
             model = model.clone(num_steps=inner_steps, per_step_bn=plus_plus)
         self.model = model
@@ -158,7 +168,8 @@ class ModelAgnosticMetaLearning:
             "msl_epochs": msl_epochs, "iterations_per_epoch": iterations_per_epoch,
             "total_epochs": total_epochs, "min_outer_lr": min_outer_lr,
             "lr_granularity": granularity, "rate_update": loop.rate_update,
-            "inner_grad_clip": loop.config.inner_grad_clip, "task_batching": task_batching}
+            "inner_grad_clip": loop.config.inner_grad_clip, "task_batching": task_batching,
+            "algorithm": repr(loop.config.algorithm)}
         # Built once so the jitted step sees the same static function every call.
         self.loss_fn = model_adapters.make_loss_fn(model, loss, collect_bn_stats=True)
         self._rng = jax.random.PRNGKey(seed)
@@ -174,7 +185,9 @@ class ModelAgnosticMetaLearning:
                 f"inner_lr={s['inner_lr']}, outer_lr={s['outer_lr']}, "
                 f"lr_granularity={s['lr_granularity']!r}, rate_update={s['rate_update']!r}, "
                 f"inner_grad_clip={s['inner_grad_clip']}, loss={s['loss']!r}, "
-                f"step={self.step})")
+                + ("" if isinstance(self.config.algorithm, MAML)
+                   else f"algorithm={s['algorithm']}, ")
+                + f"step={self.step})")
 
     def __getstate__(self):
         raise TypeError(f"{type(self).__name__} cannot be pickled (its optimizer and loss are "
@@ -273,8 +286,9 @@ class ModelAgnosticMetaLearning:
         saved = json.loads((path / _SETTINGS_FILE).read_text())
         # Through JSON so that a tuple compares with the list it was saved as.
         mine = json.loads(json.dumps(self._settings))
-        diffs = [f"{k}: saved {saved['settings'].get(k)!r}, here {v!r}"
-                 for k, v in mine.items() if saved["settings"].get(k) != v]
+        theirs = {**_SAVED_BEFORE, **saved["settings"]}
+        diffs = [f"{k}: saved {theirs.get(k)!r}, here {v!r}"
+                 for k, v in mine.items() if theirs.get(k) != v]
         if diffs:
             raise ValueError(f"the facade saved at {path} was built with other settings; "
                              "build this one with the same arguments. Differences: "
@@ -312,11 +326,11 @@ class ModelAgnosticMetaLearning:
         if self.state is None:
             self.init(tasks[0][0][0])
         self._check_labels(support_labels, query_labels)
-        first_order, msl = meta.phase(self.config, self.epoch)
+        phase = meta.phase(self.config, self.epoch)
         step = self.step
         self.state, metrics = _outer_step(
             self.state, tasks, loss_fn=self.loss_fn, optimizer=self.optimizer,
-            config=self.config, first_order=first_order, msl=msl)
+            config=self.config, phase=phase)
         self.last_metrics = jax.device_get(metrics)
         meta.check_finite(self.last_metrics, step)
         return float(self.last_metrics["loss"])
@@ -343,7 +357,9 @@ class ModelAgnosticMetaLearning:
         n, lrs = self._rates_for(num_steps)
         support = (jnp.asarray(support_data), jnp.asarray(support_labels))
         self._check_labels(support_labels)
-        one_task = lambda s: core.adapt(self.loss_fn, self.params, lrs, s, num_steps=n,
+        # The inner steps of the algorithm trained with (iMAML's are proximal).
+        inner_loss = self.config.algorithm.support_objective(self.loss_fn, self.params)
+        one_task = lambda s: core.adapt(inner_loss, self.params, lrs, s, num_steps=n,
                                         first_order=True, grad_clip=self.config.inner_grad_clip)
         rank = support[0].ndim
         example_rank = None if self._example is None else len(self._example[0])
@@ -371,7 +387,7 @@ class ModelAgnosticMetaLearning:
         n, lrs = self._rates_for(num_steps)
         losses_, aux = meta.jit_evaluate_tasks(
             self.loss_fn, self.params, lrs, tasks, num_steps=n,
-            inner_grad_clip=self.config.inner_grad_clip)
+            inner_grad_clip=self.config.inner_grad_clip, algorithm=self.config.algorithm)
         out = {"loss": np.asarray(losses_)}
         out.update({k: np.asarray(v) for k, v in aux.items()})
         return out

@@ -10,8 +10,7 @@ the state donated. ``train_steps`` runs several outer steps per host call
 from __future__ import annotations
 
 import dataclasses
-import math
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Hashable, Mapping
 from typing import Any, NamedTuple
 
 import chex
@@ -20,8 +19,23 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from maml_jax import core, losses
-from maml_jax.task_batching import TASK_BATCHING, map_over_tasks, resolve_task_batching
+from maml_jax import core
+from maml_jax.algorithms import MAML, Algorithm
+from maml_jax.algorithms.base import validate_tasks
+
+# The meta-optimizer lives in its own module; its public names stay importable from here.
+from maml_jax.meta_optimizer import (
+    INNER_LR_UPDATES,
+    PER_WEIGHT_INNER_GRAD_CLIP,
+    RATE_UPDATE_PRESETS,
+    default_inner_grad_clip,
+    default_rate_update,
+    inner_grad_clip_for,
+    make_meta_optimizer,
+    meta_lr_schedule,
+    rate_update_preset,
+)
+from maml_jax.task_batching import TASK_BATCHING
 
 PyTree = chex.ArrayTree
 
@@ -49,7 +63,6 @@ __all__ = [
     "train_steps",
     "evaluate_tasks",
     "jit_evaluate_tasks",
-    "mean_ci95",
     "validate_tasks",
     "check_finite",
     "tree_all_finite",
@@ -96,6 +109,11 @@ class MetaConfig:
       inner_grad_clip: clip every inner gradient of a task to this global norm
         (``core.clip_inner_grads``); None (the reference code) does not clip. Evaluation
         must adapt the same way: pass it to ``evaluate_tasks``.
+      algorithm: the meta-learning algorithm (``maml_jax.algorithms``): ``MAML()`` (the
+        default: MAML and MAML++, whose options are the fields above) or another
+        ``Algorithm``, e.g. ``Reptile()``. ``msl``, ``msl_epochs``, ``first_order``,
+        ``first_order_epochs`` and ``learn_inner_lrs`` are MAML's; the other fields are
+        the loop's, shared by every algorithm.
     """
 
     num_inner_steps: int = 5
@@ -111,8 +129,12 @@ class MetaConfig:
     bn_momentum: float = 0.1
     skip_nonfinite: bool = True
     inner_grad_clip: float | None = None
+    algorithm: Algorithm = dataclasses.field(default_factory=MAML)
 
     def __post_init__(self):
+        if not isinstance(self.algorithm, Algorithm):
+            raise ValueError("algorithm must be a maml_jax.algorithms Algorithm (with name, "
+                             f"phase and meta_gradient), got {self.algorithm!r}")
         if isinstance(self.num_inner_steps, bool) or not isinstance(self.num_inner_steps, int) \
                 or self.num_inner_steps < 1:
             raise ValueError(f"num_inner_steps must be an int >= 1, got {self.num_inner_steps!r}")
@@ -206,198 +228,6 @@ def _own_copy(x: Any) -> jax.Array:
     return jnp.array(x, copy=True)
 
 
-def meta_lr_schedule(
-    init_lr: float,
-    min_lr: float,
-    total_epochs: int,
-    iterations_per_epoch: int,
-    *,
-    per_epoch: bool = True,
-) -> optax.Schedule:
-    """Cosine annealing of the meta learning rate (MAML++ CA).
-
-    ``per_epoch=True`` follows the reference code, whose ``CosineAnnealingLR(T_max=epochs)``
-    is stepped with the epoch number, so the rate is constant within an epoch; False
-    anneals smoothly over iterations.
-    """
-    if total_epochs < 1 or iterations_per_epoch < 1:
-        raise ValueError("total_epochs and iterations_per_epoch must be >= 1")
-    core.check_positive(init_lr, "the meta learning rate")
-    if not min_lr == 0:
-        core.check_positive(min_lr, "the final meta learning rate (min_lr; or 0)")
-
-    def schedule(count):
-        t = count // iterations_per_epoch if per_epoch else count / iterations_per_epoch
-        t = jnp.minimum(jnp.asarray(t, jnp.float32), total_epochs)
-        return min_lr + 0.5 * (init_lr - min_lr) * (1 + jnp.cos(jnp.pi * t / total_epochs))
-
-    return schedule
-
-
-#: How the outer step moves the learned inner rates: "additive" (the reference code: Adam
-#: on the rates themselves) or "log" (Adam on log(rate): every rate stays positive and
-#: moves by a bounded factor per step, whatever its scale).
-INNER_LR_UPDATES = ("additive", "log")
-
-
-def make_meta_optimizer(
-    learning_rate: float | optax.Schedule = 1e-3,
-    *,
-    clip_value: float | None = None,
-    inner_lr_scale: float | None = None,
-    inner_lr_update: str = "additive",
-) -> optax.GradientTransformation:
-    """Adam on the meta-parameters ``{"params", "inner_lrs"}``.
-
-    Args:
-      learning_rate: the meta learning rate or an optax schedule (``meta_lr_schedule``).
-      clip_value: clip meta-gradients element-wise to ``[-clip_value, clip_value]`` (the
-        reference does so, with 10, for mini-ImageNet only).
-      inner_lr_scale: multiply the Adam updates of the inner learning rates by this factor.
-        Adam moves every parameter by about the learning rate per step whatever its scale,
-        so rates initialised far below the weights' scale (the sinusoid's 0.01) can grow
-        fast enough to make the inner loop diverge. None (the reference) = same rate.
-      inner_lr_update: one of ``INNER_LR_UPDATES``. "log" is Adam on ``rho = log(rate)``
-        with the rates kept as they are in the meta-parameters (so every consumer of
-        ``inner_lrs`` sees rates): the gradient becomes ``rate * dL/drate`` and Adam's
-        update ``u`` becomes ``rate <- rate * exp(u)``, a change of at most a factor
-        ``exp(~lr)`` per step. The initial rates must then be positive.
-
-    Example:
-      >>> opt = make_meta_optimizer(meta_lr_schedule(1e-3, 1e-5, 100, 500))
-      >>> opt = make_meta_optimizer(1e-3, inner_lr_update="log")
-    """
-    if inner_lr_update not in INNER_LR_UPDATES:
-        raise ValueError(f"unknown inner_lr_update {inner_lr_update!r}; expected one of "
-                         f"{INNER_LR_UPDATES}")
-    if not callable(learning_rate):   # a schedule is checked by whoever built it
-        core.check_positive(learning_rate, "the meta learning rate")
-    if clip_value is not None:
-        core.check_positive(clip_value, "clip_value")
-    if inner_lr_scale is not None:
-        core.check_positive(inner_lr_scale, "inner_lr_scale")
-    parts = []
-    if clip_value is not None:
-        parts.append(optax.clip(clip_value))
-    if inner_lr_update == "log":
-        parts.append(_log_rate_gradients())
-    parts.append(optax.adam(learning_rate))
-    if inner_lr_scale is not None:
-        parts.append(_scale_inner_lrs(inner_lr_scale))
-    if inner_lr_update == "log":
-        parts.append(_multiplicative_rate_updates())
-    return parts[0] if len(parts) == 1 else optax.chain(*parts)
-
-
-#: Named settings of how the outer step moves the inner rates (``make_meta_optimizer``
-#: arguments):
-#:
-#: * "reference": the MAML++ code's, Adam on the rates at the weights' meta learning rate
-#:   (every rate moves by about the meta learning rate per step, whatever its value; it may
-#:   turn negative). The paper's numbers were made with it; "auto" for per-tensor rates.
-#: * "log_10x": Adam on log(rate) at 10x the meta learning rate: every rate stays positive
-#:   and moves by at most about 1 % of its value per step at a meta learning rate of 1e-3
-#:   (a factor of 20 in 300 steps, when the meta-gradient keeps its sign). "auto" for
-#:   per-weight rates ("parameter", "meta_sgd"), chosen by measurement
-#:   (``benchmarks/rate_learning.py``, ``benchmarks/rate_divergence.py`` and the learned-rates
-#:   grid on the results page): at the seed's settings (rates 0.01, meta learning rate
-#:   1e-3, 5 steps) per-weight rates then learn as fast as per-tensor ones, and no run of
-#:   the 20,000-step grid diverged.
-#: * "log": Adam on log(rate) at a tenth of the meta learning rate (at 1e-3 a rate moves by
-#:   about 1e-4 of its value per step: nearly frozen, which kept it stable). The per-weight
-#:   default until 2026-12-06; with "reference", per-weight runs of 5 inner steps diverged.
-#: * "reference_0.1x": the reference update at a tenth of the meta learning rate, this
-#:   repository's sinusoid MAML++ recipe (its rates start at 0.01, far below the weights'
-#:   scale).
-RATE_UPDATE_PRESETS = {
-    "reference": {"inner_lr_update": "additive", "inner_lr_scale": None},
-    "log_10x": {"inner_lr_update": "log", "inner_lr_scale": 10.0},
-    "log": {"inner_lr_update": "log", "inner_lr_scale": 0.1},
-    "reference_0.1x": {"inner_lr_update": "additive", "inner_lr_scale": 0.1},
-}
-
-
-_PER_WEIGHT = ("parameter", "meta_sgd")   # the granularities with one rate per weight
-
-
-def _check_granularity(granularity: str) -> None:
-    if granularity not in core.GRANULARITIES:
-        raise ValueError(f"unknown granularity {granularity!r}; expected one of "
-                         f"{core.GRANULARITIES}")
-
-
-def default_rate_update(granularity: str) -> str:
-    """The ``RATE_UPDATE_PRESETS`` name that ``"auto"`` means for ``granularity``: "log_10x"
-    for per-weight rates ("parameter", "meta_sgd"), "reference" for per-tensor ones
-    ("scalar", "layer_step": MAML++'s LSLR as the paper trained it).
-
-    Example:
-      >>> default_rate_update("meta_sgd"), default_rate_update("layer_step")
-      ('log_10x', 'reference')
-    """
-    _check_granularity(granularity)
-    return "log_10x" if granularity in _PER_WEIGHT else "reference"
-
-
-def rate_update_preset(preset: str, granularity: str | None = None) -> dict[str, Any]:
-    """The ``make_meta_optimizer`` keyword arguments of a ``RATE_UPDATE_PRESETS`` name, or
-    of ``"auto"`` (``default_rate_update(granularity)``).
-
-    Example:
-      >>> rate_update_preset("log")
-      {'inner_lr_update': 'log', 'inner_lr_scale': 0.1}
-      >>> rate_update_preset("auto", "layer_step")["inner_lr_update"]
-      'additive'
-      >>> opt = make_meta_optimizer(1e-3, **rate_update_preset("auto", "parameter"))
-    """
-    if preset == "auto":
-        if granularity is None:
-            raise ValueError("rate_update_preset('auto') needs the granularity")
-        preset = default_rate_update(granularity)
-    if preset not in RATE_UPDATE_PRESETS:
-        raise ValueError(f"unknown rate update preset {preset!r}; expected 'auto' or one of "
-                         f"{sorted(RATE_UPDATE_PRESETS)}")
-    return dict(RATE_UPDATE_PRESETS[preset])
-
-
-#: The inner-gradient clip (``MetaConfig.inner_grad_clip``) that "auto" means for per-weight
-#: rates. Measured on the 5-shot sinusoid (``benchmarks/rate_divergence.py``): without it a
-#: per-weight, per-step run in log space still let the inner loop blow up on some tasks
-#: (meta losses of 1e12 and more) and one of three seeds stopped non-finite at outer step
-#: 13,609; with it no run did. Fixed-rate MAML with 5 steps shows the same blow-ups.
-PER_WEIGHT_INNER_GRAD_CLIP = 100.0
-
-
-def default_inner_grad_clip(granularity: str) -> float | None:
-    """The inner-gradient clip that ``"auto"`` means for ``granularity``:
-    ``PER_WEIGHT_INNER_GRAD_CLIP`` for per-weight rates ("parameter", "meta_sgd"), None (no
-    clip, as the reference code) for per-tensor ones.
-
-    Example:
-      >>> default_inner_grad_clip("parameter"), default_inner_grad_clip("layer_step")
-      (100.0, None)
-    """
-    _check_granularity(granularity)
-    return PER_WEIGHT_INNER_GRAD_CLIP if granularity in _PER_WEIGHT else None
-
-
-def inner_grad_clip_for(value: float | str | None, granularity: str) -> float | None:
-    """``MetaConfig.inner_grad_clip`` from a setting: a number > 0, None (no clip) or
-    ``"auto"`` (``default_inner_grad_clip(granularity)``).
-
-    Example:
-      >>> inner_grad_clip_for("auto", "meta_sgd"), inner_grad_clip_for(None, "meta_sgd")
-      (100.0, None)
-    """
-    if isinstance(value, str):
-        if value != "auto":
-            raise ValueError(f"inner_grad_clip must be a number > 0, None or 'auto', got "
-                             f"{value!r}")
-        return default_inner_grad_clip(granularity)
-    core._check_grad_clip(value, "inner_grad_clip")
-    return None if value is None else float(value)
-
-
 #: ``make_outer_loop``'s meta learning rate schedules.
 LR_SCHEDULES = ("constant", "cosine")
 
@@ -441,6 +271,7 @@ def make_outer_loop(
     task_batching: str = "auto",
     remat: bool = False,
     unroll: int | bool | str = "auto",
+    algorithm: Algorithm | None = None,
 ) -> OuterLoop:
     """The ``MetaConfig``, optimizer and meta learning rate of one meta-learner, from the
     settings every entry point shares (the experiment configs' keys, the facade's arguments).
@@ -462,6 +293,7 @@ def make_outer_loop(
       task_batching: ``MetaConfig.task_batching``.
       remat: ``MetaConfig.remat``.
       unroll: ``MetaConfig.unroll``.
+      algorithm: ``MetaConfig.algorithm`` (None: ``MAML()``).
       meta_lr: the meta learning rate (the initial one under ``"cosine"``).
       lr_schedule: ``"constant"`` or ``"cosine"`` (MAML++ CA: ``meta_lr_schedule`` from
         ``meta_lr`` to ``min_meta_lr`` over ``num_epochs``, per epoch as the reference).
@@ -491,7 +323,8 @@ def make_outer_loop(
         first_order=first_order, first_order_epochs=first_order_epochs,
         learn_inner_lrs=learn_inner_lrs, iterations_per_epoch=iterations_per_epoch,
         task_batching=task_batching, remat=remat, unroll=unroll,
-        inner_grad_clip=inner_grad_clip_for(inner_grad_clip, lr_granularity))
+        inner_grad_clip=inner_grad_clip_for(inner_grad_clip, lr_granularity),
+        algorithm=MAML() if algorithm is None else algorithm)
     if lr_schedule not in LR_SCHEDULES:
         raise ValueError(f"unknown lr_schedule {lr_schedule!r}; expected one of {LR_SCHEDULES}")
     if lr_schedule == "cosine":
@@ -506,148 +339,16 @@ def make_outer_loop(
     return OuterLoop(config, optimizer, schedule, rate_update)
 
 
-def _rates_of(params, what: str):
-    if params is None or "inner_lrs" not in params:
-        raise ValueError(f"inner_lr_update='log' needs the meta-parameters in {what} "
-                         "(optimizer.update(grads, state, meta_params))")
-    return params["inner_lrs"]
-
-
-def _check_positive_rates(rates) -> None:
-    """A log-space rate must start positive; checked where the values are concrete."""
-    for path, r in jax.tree_util.tree_flatten_with_path(rates)[0]:
-        try:
-            low = float(np.min(np.asarray(r)))
-        except jax.errors.TracerArrayConversionError:   # under jit: checked when concrete
-            return
-        if not low > 0:
-            raise ValueError(f"inner_lr_update='log' keeps the inner rates positive, so every "
-                             f"initial rate must be > 0; inner_lrs{jax.tree_util.keystr(path)} "
-                             f"has {low:g}")
-
-
-def _log_rate_gradients() -> optax.GradientTransformation:
-    """d/d log(rate) = rate * d/d rate, for the ``"inner_lrs"`` part."""
-
-    def init(params):
-        _check_positive_rates(_rates_of(params, "optimizer.init"))
-        return optax.EmptyState()
-
-    def update(updates, state, params=None):
-        updates = dict(updates)
-        updates["inner_lrs"] = jax.tree.map(lambda g, r: g * r, updates["inner_lrs"],
-                                            _rates_of(params, "optimizer.update"))
-        return updates, state
-
-    return optax.GradientTransformation(init, update)
-
-
-def _multiplicative_rate_updates() -> optax.GradientTransformation:
-    """A step ``u`` on log(rate) as an additive update of the rate: ``rate * expm1(u)``."""
-
-    def init(params):
-        del params
-        return optax.EmptyState()
-
-    def update(updates, state, params=None):
-        updates = dict(updates)
-        updates["inner_lrs"] = jax.tree.map(lambda u, r: r * jnp.expm1(u), updates["inner_lrs"],
-                                            _rates_of(params, "optimizer.update"))
-        return updates, state
-
-    return optax.GradientTransformation(init, update)
-
-
-def _scale_inner_lrs(factor: float) -> optax.GradientTransformation:
-    """Scales the ``"inner_lrs"`` part of ``{"params", "inner_lrs"}`` updates."""
-
-    def init(params):
-        del params
-        return optax.EmptyState()
-
-    def update(updates, state, params=None):
-        del params
-        updates = dict(updates)
-        updates["inner_lrs"] = jax.tree.map(lambda u: u * factor, updates["inner_lrs"])
-        return updates, state
-
-    return optax.GradientTransformation(init, update)
-
-
-def phase(config: MetaConfig, epoch: int) -> tuple[bool, bool]:
-    """The static ``(first_order, msl)`` pair for an epoch (DA and MSL schedule).
-
-    After ``msl_epochs`` the multi-step loss is a one-hot on the last step, so the step is
-    compiled without the intermediate query passes, as the reference skips them.
-    """
-    first_order = config.first_order or epoch < config.first_order_epochs
-    msl = config.msl and epoch < config.msl_epochs
-    return bool(first_order), bool(msl)
-
-
-def _unroll(config: MetaConfig) -> int | bool:
-    if config.unroll != "auto":
-        return config.unroll
-    # remat saves memory per scan iteration: unrolling would put several inner steps into
-    # one rematerialised region and give the memory back (docs/performance.md).
-    if config.remat:
-        return 1
-    return min(config.num_inner_steps, 5) if jax.default_backend() == "cpu" else 1
-
-
-def validate_tasks(tasks: Any) -> int:
-    """Checks a ``(support, query)`` task batch's shapes; returns the number of tasks.
-
-    Every leaf needs the same leading task axis, of at least one task; support and query
-    must have the same structure and the same per-example shapes (all axes after the
-    example axis); within the support (and within the query) every leaf has the same
-    number of examples, at least one.
-
-    Raises:
-      ValueError: naming the mismatch (before anything is traced deep inside JAX).
+def phase(config: MetaConfig, epoch: int) -> Hashable:
+    """The static phase of ``config.algorithm`` for an epoch: what ``outer_step`` and
+    ``train_steps`` take as ``phase``. MAML's is the pair ``(first_order, msl)`` (the DA
+    and MSL schedule, ``MAML.phase``).
 
     Example:
-      >>> tasks = ((jnp.zeros((2, 5, 3)), jnp.zeros((2, 5))), (jnp.zeros((2, 0, 3)),
-      ...                                                    jnp.zeros((2, 0))))
-      >>> validate_tasks(tasks)
-      Traceback (most recent call last):
-      ...
-      ValueError: the query set of every task is empty (example axis 0): [(2, 0, 3), (2, 0)]
+      >>> phase(MetaConfig(first_order_epochs=2), 1)
+      MAMLPhase(first_order=True, msl=True)
     """
-    if not (isinstance(tasks, (tuple, list)) and len(tasks) == 2):
-        raise ValueError("tasks must be a (support, query) pair of batches with a task axis")
-    support, query = tasks
-    s_leaves, s_def = jax.tree.flatten(support)
-    q_leaves, q_def = jax.tree.flatten(query)
-    if s_def != q_def:
-        raise ValueError(f"support and query batches differ in structure: {s_def} vs {q_def}")
-    if not s_leaves:
-        raise ValueError("empty task batch")
-    shapes = [tuple(np.shape(x)) for x in s_leaves + q_leaves]
-    if any(len(s) < 2 for s in shapes):
-        raise ValueError("every task array needs a task axis and an example axis, "
-                         f"got shapes {shapes}")
-    try:
-        chex.assert_equal_shape_prefix(s_leaves + q_leaves, 1)
-    except AssertionError:
-        raise ValueError("support and query disagree on the number of tasks (leading "
-                         f"axis): {shapes}") from None
-    if shapes[0][0] == 0:
-        raise ValueError(f"the task batch holds no tasks (leading axis 0): {shapes}")
-    for name, leaves in (("support", s_leaves), ("query", q_leaves)):
-        if len({np.shape(x)[1] for x in leaves}) != 1:
-            raise ValueError(f"{name} arrays disagree on the number of examples: "
-                             f"{[np.shape(x) for x in leaves]}")
-        if np.shape(leaves[0])[1] == 0:
-            # A mean over no examples: a NaN loss, or a finite one where a model's batch
-            # norm guards its division.
-            raise ValueError(f"the {name} set of every task is empty (example axis 0): "
-                             f"{[np.shape(x) for x in leaves]}")
-    for i, (a, b) in enumerate(zip(s_leaves, q_leaves, strict=True)):
-        if np.shape(a)[2:] != np.shape(b)[2:]:
-            raise ValueError(f"support and query example shapes differ for array {i}: "
-                             f"support {np.shape(a)} vs query {np.shape(b)}")
-    return shapes[0][0]
+    return config.algorithm.phase(config, epoch)
 
 
 def tree_all_finite(tree: PyTree) -> jax.Array:
@@ -668,11 +369,11 @@ def meta_gradient(
     step: Any,
     loss_fn: Callable,
     config: MetaConfig,
-    first_order: bool,
-    msl: bool,
+    phase: Hashable,
     task_sharding: Any = None,
 ) -> tuple[jax.Array, PyTree, dict[str, Any]]:
-    """The meta loss of a batch of tasks and its gradient: what ``outer_step`` optimises.
+    """The meta loss of a batch of tasks and its gradient: what ``outer_step`` optimises,
+    computed by ``config.algorithm``.
 
     Args:
       meta_params: ``{"params": ..., "inner_lrs": ...}`` (``MetaState.meta_params``).
@@ -682,8 +383,8 @@ def meta_gradient(
       loss_fn: ``loss_fn(params, batch, step) -> loss`` or ``(loss, aux dict)`` (see
         ``outer_step``).
       config: static ``MetaConfig``.
-      first_order: static; first-order meta-gradient (see ``phase``).
-      msl: static; multi-step loss with annealed weights, else final-step loss only.
+      phase: static; the algorithm's phase for this step's epoch (``phase(config,
+        epoch)``; MAML's is the pair ``(first_order, msl)``).
       task_sharding: static; a ``NamedSharding`` of the task axis over several devices
         (``maml_jax.parallel.task_sharding``), or None (one device).
 
@@ -691,7 +392,8 @@ def meta_gradient(
       ``(loss, grads, extras)``: the mean task loss, its gradient mirroring
       ``meta_params``, and per-task ``extras``: ``per_step_loss`` ``(tasks, steps)`` (only
       the last entry is non-zero without MSL), ``aux`` (the final step's aux entries),
-      ``bn_stats`` (the query passes' batch statistics, or None) and ``label_errors``
+      ``bn_stats`` (the query passes' batch statistics, or None), ``bn_stats_every_step``
+      (a Python bool: one entry per inner step in ``bn_stats``) and ``label_errors``
       (``(tasks, 2)``: support and query labels outside the model's classes, from the
       loss's ``LABEL_ERRORS`` aux entry; None for a loss that does not report them).
 
@@ -703,65 +405,13 @@ def meta_gradient(
       >>> tasks = mj.sample_sinusoid_tasks(jax.random.PRNGKey(1), 4, 5, 5)
       >>> loss, grads, extras = meta_gradient(
       ...     meta_params, tasks, step=0, loss_fn=mj.make_loss_fn(model, "mse"),
-      ...     config=MetaConfig(num_inner_steps=2), first_order=False, msl=True)
+      ...     config=MetaConfig(num_inner_steps=2), phase=(False, True))
       >>> extras["per_step_loss"].shape, grads["inner_lrs"]["head"]["kernel"].shape
       ((4, 2), (2,))
     """
-    validate_tasks(tasks)
-    n = config.num_inner_steps
-    support, query = tasks
-    epoch = step // config.iterations_per_epoch
-    weights = core.msl_weights(epoch, n, config.msl_epochs) if msl else core.final_step_weights(n)
-
-    def per_task(meta_params, s, q):
-        params, lrs = meta_params["params"], meta_params["inner_lrs"]
-        if not config.learn_inner_lrs:
-            lrs = jax.lax.stop_gradient(lrs)
-        if msl:
-            loss, (per_step, aux) = core.task_loss(
-                loss_fn, params, lrs, s, q, num_steps=n, step_weights=weights,
-                first_order=first_order, grad_clip=config.inner_grad_clip, has_aux=True,
-                remat=config.remat, unroll=_unroll(config))
-            bn = aux.pop("bn_stats", None)  # leaves (n, C): every step's query statistics
-            aux = jax.tree.map(lambda a: a[-1], aux)  # report the final step's metrics
-        else:
-            adapted = core.adapt(
-                loss_fn, params, lrs, s, num_steps=n,
-                first_order=first_order, grad_clip=config.inner_grad_clip,
-                remat=config.remat, unroll=_unroll(config))
-            loss, aux = core.split_loss_output(loss_fn(adapted, q, jnp.int32(n - 1)))
-            per_step = jnp.zeros((n,), loss.dtype).at[-1].set(loss)
-            bn = aux.pop("bn_stats", None)
-        query_errors = aux.pop(losses.LABEL_ERRORS, None)
-        errors = None if query_errors is None else jnp.stack(
-            [_label_errors(loss_fn, params, s), query_errors])
-        return loss, (per_step, aux, bn, errors)
-
-    one_task_support = jax.tree.map(lambda a: a[0], support)
-    batching = resolve_task_batching(config.task_batching, loss_fn,
-                                     meta_params["params"], one_task_support)
-
-    def batch_loss(meta_params):
-        task_losses, outputs = map_over_tasks(
-            lambda s, q: per_task(meta_params, s, q), batching, task_sharding,
-            support, query)
-        return jnp.mean(task_losses), outputs
-
-    (loss, (per_step, aux, bn, errors)), grads = jax.value_and_grad(
-        batch_loss, has_aux=True)(meta_params)
-    return loss, grads, {"per_step_loss": per_step, "aux": aux, "bn_stats": bn,
-                         "label_errors": errors}
-
-
-def _label_errors(loss_fn: Callable, params: PyTree, batch: Any) -> jax.Array:
-    """The ``LABEL_ERRORS`` a loss reports for ``batch``: the support set's, whose losses the
-    inner loop differentiates without their aux. Only the labels feed the count, so XLA
-    drops the forward pass traced here: it costs nothing in the compiled step."""
-    _, aux = core.split_loss_output(loss_fn(params, batch, jnp.int32(0)))
-    if losses.LABEL_ERRORS not in aux:
-        raise ValueError(f"loss_fn reports {losses.LABEL_ERRORS!r} for the query batch but "
-                         "not for the support batch: it must report it for every batch")
-    return aux[losses.LABEL_ERRORS]
+    return config.algorithm.meta_gradient(meta_params, tasks, step=step, loss_fn=loss_fn,
+                                          config=config, phase=phase,
+                                          task_sharding=task_sharding)
 
 
 def outer_step(
@@ -771,8 +421,7 @@ def outer_step(
     loss_fn: Callable,
     optimizer: optax.GradientTransformation,
     config: MetaConfig,
-    first_order: bool,
-    msl: bool,
+    phase: Hashable,
     task_sharding: Any = None,
 ) -> tuple[MetaState, dict[str, jax.Array]]:
     """One meta-update on a batch of tasks: ``meta_gradient``, then the optimizer.
@@ -786,14 +435,14 @@ def outer_step(
         ``state.model_state`` minus the step axis) updates those running statistics.
       optimizer: an optax transformation of ``state.meta_params``.
       config: static ``MetaConfig``.
-      first_order: static; first-order meta-gradient (see ``phase``).
-      msl: static; multi-step loss with annealed weights, else final-step loss only.
+      phase: static; the algorithm's phase for the step's epoch (``phase(config, epoch)``;
+        MAML's is ``(first_order, msl)``).
       task_sharding: static; see ``meta_gradient``.
 
     Returns:
       ``(new_state, metrics)``; metrics hold ``loss``, ``per_step_loss`` (query loss after
-      each inner step, averaged over tasks; only the last entry is non-zero when ``msl`` is
-      False), ``finite``, ``grad_norm`` and the mean of every scalar aux entry (e.g.
+      each inner step, averaged over tasks; only the last entry is non-zero without the
+      multi-step loss), ``finite``, ``grad_norm`` and the mean of every scalar aux entry (e.g.
       ``accuracy``, the final step's). A loss that reports ``LABEL_ERRORS`` (the library's
       classification losses do) adds ``support_label_errors`` and ``query_label_errors``:
       the labels of the batch outside the model's classes.
@@ -812,21 +461,20 @@ def outer_step(
       >>> tasks = mj.sample_sinusoid_tasks(jax.random.PRNGKey(2), 4, 5, 5)
       >>> state, metrics = outer_step(state, tasks, loss_fn=mj.make_loss_fn(model, "mse"),
       ...                             optimizer=loop.optimizer, config=loop.config,
-      ...                             first_order=False, msl=True)
+      ...                             phase=(False, True))
       >>> int(state.step), bool(metrics["finite"]), metrics["per_step_loss"].shape
       (1, True, (2,))
     """
     loss, grads, extras = meta_gradient(state.meta_params, tasks, step=state.step,
                                         loss_fn=loss_fn, config=config,
-                                        first_order=first_order, msl=msl,
-                                        task_sharding=task_sharding)
+                                        phase=phase, task_sharding=task_sharding)
     updates, opt_state = optimizer.update(grads, state.opt_state, state.meta_params)
     meta_params = optax.apply_updates(state.meta_params, updates)
     # Running statistics come from the query passes: under MSL every step's, otherwise only
     # the final step's (then only the last per-step slot moves). The reference also feeds
     # the support passes' statistics; see _update_running_stats.
-    model_state = _update_running_stats(state.model_state, extras["bn_stats"], msl,
-                                        config.bn_momentum)
+    model_state = _update_running_stats(state.model_state, extras["bn_stats"],
+                                        extras["bn_stats_every_step"], config.bn_momentum)
 
     finite = jnp.isfinite(loss) & tree_all_finite(grads)
     metrics = {"loss": loss, "per_step_loss": jnp.mean(extras["per_step_loss"], axis=0),
@@ -845,7 +493,7 @@ def outer_step(
     return new_state, metrics
 
 
-def _update_running_stats(model_state, bn, msl: bool, momentum: float):
+def _update_running_stats(model_state, bn, every_step: bool, momentum: float):
     """EMA of the per-step running statistics with the task-averaged batch statistics.
 
     Once per outer step, from the query passes' statistics averaged over tasks (under MSL
@@ -881,7 +529,7 @@ def _update_running_stats(model_state, bn, msl: bool, momentum: float):
         obs = jnp.mean(obs, axis=0)
         if running.ndim == obs.ndim:  # per-step stats and observations, or shared and one
             return (1 - momentum) * running + momentum * obs
-        if msl:  # shared statistics, per-step observations: average over steps
+        if every_step:  # shared statistics, per-step observations: average over steps
             return (1 - momentum) * running + momentum * jnp.mean(obs, axis=0)
         # per-step statistics, final-step observation only
         return running.at[-1].set((1 - momentum) * running[-1] + momentum * obs)
@@ -890,7 +538,7 @@ def _update_running_stats(model_state, bn, msl: bool, momentum: float):
 
 
 #: ``outer_step``'s static arguments (``jax.jit(outer_step, static_argnames=...)``).
-OUTER_STEP_STATIC = ("loss_fn", "optimizer", "config", "first_order", "msl", "task_sharding")
+OUTER_STEP_STATIC = ("loss_fn", "optimizer", "config", "phase", "task_sharding")
 
 jit_outer_step = jax.jit(outer_step, static_argnames=OUTER_STEP_STATIC,
                          donate_argnames=("state",))
@@ -914,8 +562,7 @@ def train_steps(
     loss_fn: Callable,
     optimizer: optax.GradientTransformation,
     config: MetaConfig,
-    first_order: bool,
-    msl: bool,
+    phase: Hashable,
     task_sharding: Any = None,
 ) -> tuple[MetaState, dict[str, jax.Array]]:
     """``num_steps`` outer steps in one ``lax.scan``, tasks drawn on the device.
@@ -931,7 +578,7 @@ def train_steps(
         key = jax.random.fold_in(st.rng, st.step)
         tasks = sample_tasks(key, data)
         return outer_step(st, tasks, loss_fn=loss_fn, optimizer=optimizer, config=config,
-                          first_order=first_order, msl=msl, task_sharding=task_sharding)
+                          phase=phase, task_sharding=task_sharding)
 
     return jax.lax.scan(body, state, None, length=num_steps)
 
@@ -945,6 +592,7 @@ def evaluate_tasks(
     num_steps: int,
     batch_size: int | None = None,
     inner_grad_clip: float | None = None,
+    algorithm: Algorithm | None = None,
 ) -> tuple[jax.Array, dict[str, jax.Array]]:
     """Adapts to every task and reports the query loss after 0..num_steps inner steps.
 
@@ -959,6 +607,9 @@ def evaluate_tasks(
       batch_size: tasks processed together (``lax.map`` with ``batch_size``); None = all.
       inner_grad_clip: the inner-gradient clip the model was meta-trained with
         (``MetaConfig.inner_grad_clip``); None = no clip.
+      algorithm: the algorithm the model was meta-trained with (``MetaConfig.algorithm``):
+        the inner steps descend its ``support_objective`` (iMAML's proximal objective; the
+        plain loss for MAML and Reptile). None = the plain loss.
 
     Returns:
       ``(losses, aux)``: ``losses`` has shape ``(tasks, num_steps + 1)`` (index 0 is before
@@ -973,7 +624,9 @@ def evaluate_tasks(
         _, (per_step, aux) = core.task_loss(
             loss_fn, params, inner_lrs, s, q, num_steps=n_steps,
             step_weights=core.final_step_weights(n_steps), first_order=True,
-            grad_clip=inner_grad_clip, has_aux=True)
+            grad_clip=inner_grad_clip, has_aux=True,
+            support_loss_fn=None if algorithm is None else algorithm.support_objective(
+                loss_fn, params))
         aux = {k: v for k, v in aux.items() if k != "bn_stats"}
         losses = jnp.concatenate([l0[None], per_step])
         aux = jax.tree.map(lambda x0, xs: jnp.concatenate([x0[None], xs]), a0, aux)
@@ -986,16 +639,7 @@ def evaluate_tasks(
 
 
 jit_evaluate_tasks = jax.jit(evaluate_tasks, static_argnames=("loss_fn", "num_steps", "batch_size",
-                                                             "inner_grad_clip"))
-
-
-def mean_ci95(values: Any, axis: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """Mean and half-width of the normal 95% confidence interval (1.96 * std / sqrt(n))."""
-    v = np.asarray(values, dtype=np.float64)
-    n = v.shape[axis]
-    if n < 2:
-        raise ValueError(f"need at least 2 values for a confidence interval, got {n}")
-    return v.mean(axis=axis), 1.96 * v.std(axis=axis, ddof=1) / math.sqrt(n)
+                                                             "inner_grad_clip", "algorithm"))
 
 
 def check_finite(metrics: dict[str, Any], step: int) -> None:

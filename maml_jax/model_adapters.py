@@ -265,7 +265,8 @@ def _looks_like_norm(path: tuple, params: Any) -> bool:
     return isinstance(node, Mapping) and set(node) == {"scale", "bias"}
 
 
-def inner_loop_mask(params: Any, batch_stats: Any = None, *, only: str | None = None) -> Any:
+def inner_loop_mask(params: Any, batch_stats: Any = None, *, only: str | None = None,
+                    freeze: str | None = None) -> Any:
     """True for parameters the inner loop adapts: everything but batch-norm weights.
 
     The MAML++ reference meta-learns BN weights but leaves them out of the inner loop
@@ -286,12 +287,16 @@ def inner_loop_mask(params: Any, batch_stats: Any = None, *, only: str | None = 
         excluded). ``only="head"`` is ANIL (Raghu et al. 2020: the inner loop adapts the
         classifier alone; the body is meta-learned only); Conv4's and MLP's output layer
         is named ``head``.
+      freeze: adapt everything but the top-level module of this name (and batch-norm
+        weights). ``freeze="head"`` is BOIL (Oh et al. 2021: the inner loop adapts the body
+        alone; the classifier is meta-learned only).
 
     Returns:
       A pytree of bools mirroring the params (for ``init_inner_lrs(mask=...)``).
 
     Raises:
-      ValueError: names only, and an unrecognised ``scale``/``bias`` module.
+      ValueError: a module ``only`` or ``freeze`` names that the params do not have, both
+        given, and an unrecognised ``scale``/``bias`` module.
 
     Example:
       >>> from maml_jax import Conv4
@@ -302,18 +307,25 @@ def inner_loop_mask(params: Any, batch_stats: Any = None, *, only: str | None = 
       >>> anil = inner_loop_mask(variables, only="head")
       >>> bool(anil["conv0"]["kernel"]), bool(anil["head"]["kernel"])
       (False, True)
+      >>> boil = inner_loop_mask(variables, freeze="head")
+      >>> bool(boil["conv0"]["kernel"]), bool(boil["head"]["kernel"])
+      (True, False)
     """
     if batch_stats is None and isinstance(params, Mapping) and "params" in params:
         params, batch_stats = params["params"], params.get("batch_stats", {})
+    if only is not None and freeze is not None:
+        raise ValueError("inner_loop_mask takes only= (ANIL) or freeze= (BOIL), not both")
     mask = _mask_without_batch_norm(params, batch_stats)
-    if only is None:
+    name, keep = (only, True) if only is not None else (freeze, False)
+    if name is None:
         return mask
-    if not isinstance(params, Mapping) or only not in params:
+    if not isinstance(params, Mapping) or name not in params:
         names = sorted(params) if isinstance(params, Mapping) else []
-        raise ValueError(f"inner_loop_mask(only={only!r}): the params have no top-level "
-                         f"module {only!r}; they have {names}")
-    return {name: (sub if name == only else jax.tree.map(lambda _: False, sub))
-            for name, sub in mask.items()}
+        which = "only" if only is not None else "freeze"
+        raise ValueError(f"inner_loop_mask({which}={name!r}): the params have no top-level "
+                         f"module {name!r}; they have {names}")
+    off = lambda sub: jax.tree.map(lambda _: False, sub)
+    return {m: (sub if (m == name) == keep else off(sub)) for m, sub in mask.items()}
 
 
 def _mask_without_batch_norm(params: Any, batch_stats: Any) -> Any:

@@ -177,8 +177,9 @@ def population_train_steps(
     """``meta.train_steps`` for a population: ``vmap`` over the state's leading seed axis.
 
     Every seed has its own initial parameters and root key (``state.rng[s]``), so its own
-    task stream; ``data`` is shared. The phase (first order, MSL) is static, so all seeds
-    are in the same epoch. Non-finite steps are skipped per seed (``skip_nonfinite``).
+    task stream; ``data`` is shared. The algorithm's phase (MAML's first order and MSL) is
+    static, so all seeds are in the same epoch. Non-finite steps are skipped per seed
+    (``skip_nonfinite``).
 
     Args:
       state: a ``MetaState`` whose every leaf has a leading axis of S seeds.
@@ -214,7 +215,7 @@ def _train_steps(state, data, *, mesh=None, population=False, **kwargs):
 jit_train_steps = jax.jit(
     _train_steps,
     static_argnames=("mesh", "population", "sample_tasks", "num_steps", "loss_fn", "optimizer",
-                     "config", "first_order", "msl"),
+                     "config", "phase"),
     donate_argnames=("state",))
 jit_train_steps.__doc__ = """``meta.train_steps`` under ``jax.jit`` (the state donated), on one
 device or a mesh, for one learner or a population of seeds: the library's one compiled
@@ -224,7 +225,7 @@ Args (keyword, static): ``mesh``: None (the default device) or ``make_mesh()``, 
 ``tasks`` axis splits the meta-batch; ``population``: the state has a leading seed axis
 (``stack_states``), trained as ``population_train_steps``; and every keyword argument of
 ``meta.train_steps`` (``sample_tasks``, ``num_steps``, ``loss_fn``, ``optimizer``,
-``config``, ``first_order``, ``msl``).
+``config``, ``phase``).
 
 Returns:
   ``(state, metrics)`` as ``meta.train_steps`` (with a leading seed axis for a population).
@@ -240,7 +241,7 @@ Example:
   >>> state, metrics = jit_train_steps(
   ...     state, None, sample_tasks=sample, num_steps=3,
   ...     loss_fn=mj.make_loss_fn(model, "mse"), optimizer=opt,
-  ...     config=mj.MetaConfig(num_inner_steps=1), first_order=False, msl=False)
+  ...     config=mj.MetaConfig(num_inner_steps=1), phase=(False, False))
   >>> int(state.step), metrics["loss"].shape
   (3, (3,))
 """
@@ -256,6 +257,7 @@ def evaluate_tasks_sharded(
     mesh: Mesh | None,
     batch_size: int | None = None,
     inner_grad_clip: float | None = None,
+    algorithm: Any = None,
 ) -> tuple[jax.Array, dict[str, jax.Array]]:
     """``meta.evaluate_tasks`` with the tasks split over the mesh's ``tasks`` axis.
 
@@ -264,21 +266,23 @@ def evaluate_tasks_sharded(
     """
     return _jit_evaluate_sharded(loss_fn, params, inner_lrs, tasks, num_steps=num_steps,
                                  sharding=task_sharding(mesh), batch_size=batch_size,
-                                 inner_grad_clip=inner_grad_clip)
+                                 inner_grad_clip=inner_grad_clip, algorithm=algorithm)
 
 
 @functools.partial(jax.jit, static_argnames=("loss_fn", "num_steps", "sharding", "batch_size",
-                                             "inner_grad_clip"))
+                                             "inner_grad_clip", "algorithm"))
 def _jit_evaluate_sharded(loss_fn, params, inner_lrs, tasks, *, num_steps, sharding, batch_size,
-                          inner_grad_clip):
+                          inner_grad_clip, algorithm):
     if sharding is None:
         return meta.evaluate_tasks(loss_fn, params, inner_lrs, tasks, num_steps=num_steps,
-                                   batch_size=batch_size, inner_grad_clip=inner_grad_clip)
+                                   batch_size=batch_size, inner_grad_clip=inner_grad_clip,
+                                   algorithm=algorithm)
     # Each task alone (batch of one) through evaluate_tasks: the same per-task program.
     def one(task):
         losses, aux = meta.evaluate_tasks(loss_fn, params, inner_lrs,
                                           jax.tree.map(lambda x: x[None], task),
-                                          num_steps=num_steps, inner_grad_clip=inner_grad_clip)
+                                          num_steps=num_steps, inner_grad_clip=inner_grad_clip,
+                                          algorithm=algorithm)
         return jax.tree.map(lambda x: x[0], (losses, aux))
 
     return map_tasks(one, tasks, sharding=sharding, batch_size=batch_size)

@@ -46,7 +46,7 @@ def _static(setup):
     # unroll="auto" is 1 on accelerators (5 on the CPU this test runs on).
     config = dataclasses.replace(setup.meta_config, unroll=1)
     return dict(loss_fn=setup.train_loss_fn, optimizer=setup.optimizer, config=config,
-                first_order=False, msl=True)
+                phase=(False, True))
 
 
 @pytest.mark.parametrize("conv_impl", models.CONV_IMPLS)

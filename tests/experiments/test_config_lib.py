@@ -50,7 +50,11 @@ def test_sinusoid_config_is_the_maml_papers_setting():
                                      "integers >= 0"),
     ({"num_seeds": 2}, "data='sinusoid' trains one seed per run: num_seeds must be 1"),
     ({"lr_granularity": "per_weight"}, "lr_granularity must be"),
-    ({"inner_loop": "body"}, "inner_loop must be all|head"),
+    ({"inner_loop": "trunk"}, "inner_loop must be all|head|body"),
+    ({"algorithm": "reptile"}, "algorithm: Could not override field 'algorithm'"),
+    ({"algorithm": {"name": "reptyle"}}, "unknown algorithm 'reptyle'"),
+    ({"algorithm": {"name": "reptile", "adam_b1": 1.0}}, "adam_b1 must be in [0, 1)"),
+    ({"algorithm": {"name": "reptile", "lam": 1.0}}, "unexpected keyword argument 'lam'"),
     ({"rate_update": "log", "inner_lr": 0.0}, "inner_lr must be > 0"),
     ({"k_shot": 0}, "k_shot must be an integer >= 1"),
     ({"q_query_eval": 0}, "q_query and q_query_eval must be >= 1"),
@@ -58,6 +62,14 @@ def test_sinusoid_config_is_the_maml_papers_setting():
 def test_sinusoid_config_errors(updates, message):
     with pytest.raises(ConfigError, match=re.escape(message)):
         validate_config(sinusoid_config(**updates))
+
+
+def test_an_algorithm_without_a_name_is_refused():
+    """Study grids and tests hand validate_config plain dicts (no ConfigDict typing)."""
+    with pytest.raises(ConfigError, match="algorithm must be a dict with a 'name'"):
+        validate_config({**sinusoid_config().to_dict(), "algorithm": "reptile"})
+    assert validate_config({**sinusoid_config().to_dict(),
+                            "algorithm": {"name": "reptile"}})["algorithm"] == {"name": "reptile"}
 
 
 def test_sinusoid_keys_are_ignored_by_image_configs():

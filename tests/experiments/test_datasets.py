@@ -37,7 +37,7 @@ def test_miniimagenet_trains_in_the_experiments(mini_csv):
     state, metrics = parallel.jit_train_steps(
         state, train_images, sample_tasks=setup.sample_fn, num_steps=2,
         loss_fn=setup.train_loss_fn, optimizer=setup.optimizer, config=setup.meta_config,
-        first_order=True, msl=False)
+        phase=(True, False))
     assert int(state.step) == 2 and np.isfinite(np.asarray(metrics["loss"])).all()
     (xs, _ys), (xq, _yq) = datasets.fixed_eval_tasks(
         jax.device_put(datasets.select_classes(images, splits["val"])), cfg, "val")

@@ -65,3 +65,11 @@ def test_trajectory_statistics_against_hand_computed_values():
 def test_seed_spread():
     assert study_statistics.seed_spread([0.1]) is None
     assert study_statistics.seed_spread([1.0, 2.0, 3.0]) == pytest.approx(1.0)   # ddof=1
+
+
+def test_mean_ci95():
+    m, ci = study_statistics.mean_ci95([1.0, 2.0, 3.0, 4.0])
+    assert m == 2.5
+    np.testing.assert_allclose(ci, 1.96 * np.std([1, 2, 3, 4], ddof=1) / 2)
+    with pytest.raises(ValueError, match="at least 2"):
+        study_statistics.mean_ci95([1.0])

@@ -327,7 +327,7 @@ def _write_tiny_config(tmp_path):
     (["q_query_eval=20"], "21"),
     (["rate_update=softplus"],
      "rate_update must be auto|reference|log_10x|log|reference_0.1x, got 'softplus'"),
-    (["inner_loop=body"], "inner_loop must be all|head, got 'body'"),
+    (["inner_loop=trunk"], "inner_loop must be all|head|body, got 'trunk'"),
     (["lr_granularity=per_weight"], "got 'per_weight'"),
     (["rate_update=log", "inner_lr=0.0"], "inner_lr must be > 0 when the rates are learned"),
     (["lr_granularity=meta_sgd", "inner_lr=-0.1"], "lr_granularity='meta_sgd'), got -0.1"),

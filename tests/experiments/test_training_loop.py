@@ -33,7 +33,7 @@ def test_chunks_follow_the_epochs_and_their_phases():
                                    (step, m["loss"].shape))))
     assert [(c.step, c.epoch, c.num_steps) for c in chunks] == \
         [(2, 0, 2), (4, 0, 2), (6, 1, 2), (8, 1, 2), (10, 2, 2), (12, 2, 2)]
-    assert [(c.first_order, c.msl) for c in chunks] == \
+    assert [c.phase for c in chunks] == \
         [(True, True)] * 2 + [(True, False)] * 2 + [(False, False)] * 2
     # every chunk's host metrics were checked, with the step it started at
     assert checked == [(step, (2,)) for step in (0, 2, 4, 6, 8, 10)]

@@ -11,6 +11,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+import maml_jax as mj
 from experiments import config_lib, wiring
 from maml_jax import meta
 from tests.support.tiny_runs import tiny_config, wiring_config
@@ -29,25 +30,28 @@ LIBRARY_DEFAULTS = ("unroll", "bn_momentum", "skip_nonfinite")
 @pytest.mark.parametrize("value_of", [
     dict(num_inner_steps=3, msl=False, msl_epochs=7, first_order=True, first_order_epochs=4,
          learn_inner_lrs=False, iterations_per_epoch=6, task_batching="map", remat=True,
-         inner_grad_clip=5.0),
+         inner_grad_clip=5.0, algorithm={"name": "reptile", "inner_optimizer": "adam"}),
     dict(num_inner_steps=1, msl=True, msl_epochs=1, first_order=False, first_order_epochs=0,
          learn_inner_lrs=True, iterations_per_epoch=3, task_batching="vmap", remat=False,
-         inner_grad_clip=None),
+         inner_grad_clip=None, algorithm={"name": "maml"}),
 ])
 def test_config_to_meta_config_table(value_of):
     """Each MetaConfig field takes its config key's value (two rows: every field set away
     from its default, and every field back at another value)."""
     fields = {f.name for f in dataclasses.fields(meta.MetaConfig)}
-    assert fields == set(META_CONFIG_KEYS) | set(LIBRARY_DEFAULTS)
+    assert fields == set(META_CONFIG_KEYS) | set(LIBRARY_DEFAULTS) | {"algorithm"}
     mc = wiring.get_setup(wiring_config(value_of)).meta_config
     for field, key in META_CONFIG_KEYS.items():
         assert getattr(mc, field) == value_of[key], field
+    # the algorithm key holds the name and the settings of the algorithm the config builds
+    assert mc.algorithm == mj.make_algorithm(**value_of["algorithm"])
     for field in LIBRARY_DEFAULTS:
         assert getattr(mc, field) == getattr(meta.MetaConfig(), field), field
     # DA: first order while epoch < first_order_epochs, then second order.
+    maml_config = dataclasses.replace(mc, algorithm=mj.algorithms.MAML())
     for epoch in range(6):
         want = value_of["first_order"] or epoch < value_of["first_order_epochs"]
-        assert meta.phase(mc, epoch)[0] == want, epoch
+        assert meta.phase(maml_config, epoch)[0] == want, epoch
 
 
 def test_seed_shards_on_one_device_is_an_error():

@@ -55,7 +55,7 @@ def kwargs(method: str, batching: str) -> dict:
     import dataclasses
     config = dataclasses.replace(config, task_batching=batching)
     return dict(sample_tasks=sample, num_steps=STEPS, loss_fn=LOSS_FN, optimizer=OPTIMIZER,
-                config=config, first_order=False, msl=config.msl)
+                config=config, phase=(False, config.msl))
 
 
 def _floats(tree):

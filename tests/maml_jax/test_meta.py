@@ -14,6 +14,7 @@ from jax.test_util import check_grads
 
 import maml_jax as mj
 from maml_jax import core, meta
+from maml_jax.algorithms.base import inner_unroll
 from tests.support.problems import (
     MLP_LOSS,
     assert_trees_close,
@@ -52,7 +53,7 @@ def test_jit_and_no_jit_agree_and_no_recompile():
     assert_trees_close(j_grads, grads)
     assert max(float(jnp.max(jnp.abs(g))) for g in jax.tree.leaves(grads)) > 1e-3
 
-    kw = dict(loss_fn=MLP_LOSS, optimizer=opt, config=config, first_order=False, msl=True)
+    kw = dict(loss_fn=MLP_LOSS, optimizer=opt, config=config, phase=(False, True))
     ref_state, ref_m = mj.outer_step(state, tasks, **kw)
     state_copy = jax.tree.map(jnp.copy, state)
     before = mj.jit_outer_step._cache_size()
@@ -96,8 +97,7 @@ def test_outer_step_weights_losses_by_the_epoch_of_its_step(step, epoch):
     state = state._replace(step=jnp.int32(step))
     # One compile for every case: the step is traced, the static arguments are shared.
     _, metrics = mj.jit_outer_step(state, sin_tasks(jax.random.PRNGKey(11)), loss_fn=MLP_LOSS,
-                                   optimizer=_SHARED_ADAM, config=config, first_order=False,
-                                   msl=True)
+                                   optimizer=_SHARED_ADAM, config=config, phase=(False, True))
     w = np.asarray(mj.msl_weights(epoch, 3, 10))
     np.testing.assert_allclose(metrics["loss"], np.sum(w * metrics["per_step_loss"]), rtol=1e-5)
     per_step = np.asarray(metrics["per_step_loss"])
@@ -110,7 +110,7 @@ def test_train_steps_anneal_msl_weights_across_epochs():
     state, opt = sinusoid_state(num_steps=3)
     sample = lambda key, data: mj.sample_sinusoid_tasks(key, 4, 5, 5)
     _, metrics = mj.train_steps(state, None, sample_tasks=sample, num_steps=6, loss_fn=MLP_LOSS,
-                                optimizer=opt, config=config, first_order=False, msl=True)
+                                optimizer=opt, config=config, phase=(False, True))
     for t in range(6):
         w = np.asarray(mj.msl_weights(t // 2, 3, 2))
         np.testing.assert_allclose(metrics["loss"][t], np.sum(w * metrics["per_step_loss"][t]),
@@ -122,7 +122,7 @@ def test_sinusoid_loss_decreases_with_train_steps():
     state, opt = sinusoid_state(num_steps=1, lr=3e-3)
     sample = lambda key, data: mj.sample_sinusoid_tasks(key, 8, 10, 10)
     kw = dict(sample_tasks=sample, num_steps=100, loss_fn=MLP_LOSS, optimizer=opt,
-              config=config, first_order=False, msl=False)
+              config=config, phase=(False, False))
     eval_tasks = mj.sinusoid_eval_tasks(seed=0, num_tasks=100, k_support=10, k_query=50)
 
     def post_adaptation_mse(st):
@@ -144,7 +144,7 @@ def test_train_steps_draw_tasks_from_step_number():
     state, opt = sinusoid_state(num_steps=1)
     sample = lambda key, data: mj.sample_sinusoid_tasks(key, 4, 5, 5)
     kw = dict(sample_tasks=sample, loss_fn=MLP_LOSS, optimizer=opt, config=config,
-              first_order=False, msl=False)
+              phase=(False, False))
     run = jax.jit(lambda st, k: mj.train_steps(st, None, num_steps=k, **kw), static_argnums=1)
     one_call, _ = run(state, 4)
     two_calls, _ = run(state, 2)
@@ -158,8 +158,7 @@ def test_learn_inner_lrs_false_keeps_rates_fixed():
     for learn in (False, True):
         config = mj.MetaConfig(num_inner_steps=2, learn_inner_lrs=learn)
         new, _ = mj.jit_outer_step(jax.tree.map(jnp.copy, state), tasks, loss_fn=MLP_LOSS,
-                                   optimizer=_SHARED_ADAM, config=config, first_order=False,
-                                   msl=True)
+                                   optimizer=_SHARED_ADAM, config=config, phase=(False, True))
         changed = [not np.allclose(a, b) for a, b in zip(
             jax.tree.leaves(state.meta_params["inner_lrs"]),
             jax.tree.leaves(new.meta_params["inner_lrs"]), strict=True)]
@@ -193,7 +192,7 @@ def test_non_finite_loss_keeps_state_and_raises_clear_error():
     config = mj.MetaConfig(num_inner_steps=2)  # the step learn_inner_lrs=True compiles
     new, metrics = mj.jit_outer_step(jax.tree.map(jnp.copy, state), ((xs, ys), (xq, yq)),
                                      loss_fn=MLP_LOSS, optimizer=_SHARED_ADAM, config=config,
-                                     first_order=False, msl=True)
+                                     phase=(False, True))
     assert not bool(metrics["finite"])
     chex.assert_trees_all_equal(state.meta_params, new.meta_params)
     assert all(np.all(np.isfinite(x)) for x in jax.tree.leaves(new.meta_params))
@@ -205,7 +204,7 @@ def test_mismatched_task_shapes_error_messages():
     state, opt = sinusoid_state()
     (xs, ys), (xq, yq) = sin_tasks(jax.random.PRNGKey(9))
     kw = dict(loss_fn=MLP_LOSS, optimizer=opt, config=mj.MetaConfig(num_inner_steps=2),
-              first_order=False, msl=True)
+              phase=(False, True))
     with pytest.raises(ValueError, match="disagree on the number of tasks"):
         mj.outer_step(state, ((xs, ys), (xq[:3], yq[:3])), **kw)
     with pytest.raises(ValueError, match="example shapes differ"):
@@ -223,14 +222,6 @@ def test_config_errors():
         mj.MetaConfig(task_batching="pmap")
     with pytest.raises(ValueError, match="unknown loss 'hinge'"):
         mj.make_loss_fn(mj.MLP(), "hinge")
-
-
-def test_mean_ci95():
-    m, ci = mj.mean_ci95([1.0, 2.0, 3.0, 4.0])
-    assert m == 2.5
-    np.testing.assert_allclose(ci, 1.96 * np.std([1, 2, 3, 4], ddof=1) / 2)
-    with pytest.raises(ValueError, match="at least 2"):
-        mj.mean_ci95([1.0])
 
 
 # -- per-step indexing with per-step-distinct values ---------------------------------------
@@ -272,7 +263,7 @@ def test_meta_gradient_matches_loop_with_per_step_distinct_values():
     weights = mj.msl_weights(2, 3, 5)
     assert len(set(np.round(np.asarray(weights), 6))) == 2
     loss, grads, extras = jax.jit(functools.partial(
-        mj.meta_gradient, loss_fn=loss_fn, config=config, first_order=first_order, msl=True))(
+        mj.meta_gradient, loss_fn=loss_fn, config=config, phase=(first_order, True)))(
             meta_params, tasks, step=step)
     ref_loss, ref_grads = jax.jit(jax.value_and_grad(
         lambda mp: _loop_meta_loss(model, mp, tasks, weights, first_order)))(meta_params)
@@ -297,7 +288,7 @@ def test_running_statistics_follow_the_query_batch_statistics(msl):
                                jax.random.PRNGKey(0), model_state=start_stats)
     config = mj.MetaConfig(num_inner_steps=3, bn_momentum=0.5, msl=msl)
     new, _ = mj.jit_outer_step(jax.tree.map(jnp.copy, state), tasks, loss_fn=loss_fn,
-                               optimizer=opt, config=config, first_order=False, msl=msl)
+                               optimizer=opt, config=config, phase=(False, msl))
 
     @jax.jit
     def query_stats(meta_params, tasks):
@@ -330,11 +321,10 @@ def test_running_statistics_follow_the_query_batch_statistics(msl):
 
 
 def test_unroll_auto_falls_back_to_one_with_remat():
-    from maml_jax import meta
-    assert meta._unroll(mj.MetaConfig(num_inner_steps=5, remat=True)) == 1
-    assert meta._unroll(mj.MetaConfig(num_inner_steps=3, unroll=2, remat=True)) == 2
+    assert inner_unroll(mj.MetaConfig(num_inner_steps=5, remat=True)) == 1
+    assert inner_unroll(mj.MetaConfig(num_inner_steps=3, unroll=2, remat=True)) == 2
     expected = 3 if jax.default_backend() == "cpu" else 1
-    assert meta._unroll(mj.MetaConfig(num_inner_steps=3)) == expected
+    assert inner_unroll(mj.MetaConfig(num_inner_steps=3)) == expected
     with pytest.raises(ValueError, match="unroll must be an int, a bool or 'auto'"):
         mj.MetaConfig(unroll="full")
 
@@ -372,8 +362,8 @@ def test_meta_sgd_meta_gradient_matches_a_python_loop_and_finite_differences():
         tasks = jax.tree.map(lambda a: a[None], (support, query))
         # Everything under jit: op by op, each primitive would compile on its own.
         _, grads, _ = jax.jit(functools.partial(
-            meta.meta_gradient, loss_fn=tanh_mlp_loss, config=config, first_order=False,
-            msl=False))({"params": params, "inner_lrs": rates}, tasks, step=0)
+            meta.meta_gradient, loss_fn=tanh_mlp_loss, config=config, phase=(False, False)))(
+            {"params": params, "inner_lrs": rates}, tasks, step=0)
         loop = jax.jit(lambda r, p: _python_loop_meta_loss(p, r, support, query, 3))
         want = jax.jit(jax.grad(loop, argnums=(1, 0)))(rates, params)
         for got, ref in ((grads["params"], want[0]), (grads["inner_lrs"], want[1])):
@@ -503,8 +493,8 @@ def test_clipped_inner_loop_meta_gradient_matches_a_python_loop_and_finite_diffe
         tasks = jax.tree.map(lambda a: a[None], (support, query))
         # Everything under jit: op by op, each primitive would compile on its own.
         loss, grads, _ = jax.jit(functools.partial(
-            meta.meta_gradient, loss_fn=tanh_mlp_loss, config=config, first_order=False,
-            msl=False))({"params": params, "inner_lrs": rates}, tasks, step=0)
+            meta.meta_gradient, loss_fn=tanh_mlp_loss, config=config, phase=(False, False)))(
+            {"params": params, "inner_lrs": rates}, tasks, step=0)
         loop = jax.jit(lambda r, p: _clipped_python_loop_meta_loss(p, r, support, query, 3,
                                                                    clip))
         np.testing.assert_allclose(loss, loop(rates, params), rtol=1e-12)
@@ -567,7 +557,7 @@ def test_training_steps_never_delete_the_callers_arrays():
     out_before = np.asarray(model.apply(variables, x, mutable=["batch_stats"])[0])
     loss_fn = mj.make_loss_fn(model, collect_bn_stats=True)
     kw = dict(loss_fn=loss_fn, optimizer=_SHARED_ADAM, config=mj.MetaConfig(num_inner_steps=1),
-              first_order=False, msl=False)
+              phase=(False, False))
     state, _ = mj.jit_outer_step(state, _three_way_tasks(), **kw)
     state, _ = mj.jit_train_steps(state, None, num_steps=2,
                                   sample_tasks=lambda k, d: _three_way_tasks(), **kw)
@@ -596,7 +586,7 @@ def test_init_meta_state_gives_every_leaf_its_own_buffer():
                                  loss_fn=lambda p, b, s: jnp.mean((b[0] * p["a"][0] +
                                                                    p["b"][1] - b[1]) ** 2),
                                  optimizer=opt, config=mj.MetaConfig(num_inner_steps=1),
-                                 first_order=False, msl=False)
+                                 phase=(False, False))
     assert not w.is_deleted()
 
 
@@ -613,7 +603,7 @@ def test_labels_outside_the_classes_skip_the_step_and_are_named(where, label, co
     else:
         yq = yq.at[0, :count].set(label)
     kw = dict(loss_fn=mj.make_loss_fn(model, collect_bn_stats=True), optimizer=_SHARED_ADAM,
-              config=mj.MetaConfig(num_inner_steps=1), first_order=False, msl=True)
+              config=mj.MetaConfig(num_inner_steps=1), phase=(False, True))
     new, metrics = mj.outer_step(state, ((xs, ys), (xq, yq)), **kw)
     assert int(metrics[f"{where}_label_errors"]) == count
     other = "query" if where == "support" else "support"
@@ -644,7 +634,7 @@ def test_labels_drawn_on_the_device_are_checked_in_the_training_loop():
         return (xs, ys), (xq, jnp.where(step == 0, yq + 3, yq))
 
     kw = dict(loss_fn=mj.make_loss_fn(model, collect_bn_stats=True), optimizer=_SHARED_ADAM,
-              config=mj.MetaConfig(num_inner_steps=1), first_order=False, msl=False)
+              config=mj.MetaConfig(num_inner_steps=1), phase=(False, False))
     _, metrics = mj.jit_train_steps(state, jnp.int32(0), sample_tasks=sample, num_steps=2, **kw)
     np.testing.assert_array_equal(metrics["query_label_errors"], [6, 6])
     with pytest.raises(mj.InvalidLabelsError, match=r"outer step 40: query labels .*\(6 of"):
@@ -664,7 +654,7 @@ def test_the_label_check_costs_no_forward_pass():
     def flops(fn):
         compiled = jax.jit(mj.outer_step, static_argnames=mj.OUTER_STEP_STATIC).lower(
             state, _three_way_tasks(), loss_fn=fn, optimizer=_SHARED_ADAM,
-            config=mj.MetaConfig(num_inner_steps=1), first_order=False, msl=True).compile()
+            config=mj.MetaConfig(num_inner_steps=1), phase=(False, True)).compile()
         cost = compiled.cost_analysis()
         return (cost[0] if isinstance(cost, list) else cost)["flops"]
 
@@ -677,7 +667,7 @@ def test_empty_task_batches_are_named():
     state, opt = sinusoid_state()
     (xs, ys), (xq, yq) = sin_tasks(jax.random.PRNGKey(9))
     kw = dict(loss_fn=MLP_LOSS, optimizer=opt, config=mj.MetaConfig(num_inner_steps=2),
-              first_order=False, msl=True)
+              phase=(False, True))
     with pytest.raises(ValueError, match="holds no tasks"):
         mj.outer_step(state, ((xs[:0], ys[:0]), (xq[:0], yq[:0])), **kw)
     with pytest.raises(ValueError, match="the support set of every task is empty"):

@@ -47,7 +47,7 @@ def _distinct_lrs(params, mask):
 def _meta_gradient(loss_fn, params, lrs, tasks):
     config = mj.MetaConfig(num_inner_steps=STEPS, iterations_per_epoch=10)
     fn = jax.jit(functools.partial(mj.meta_gradient, loss_fn=loss_fn, config=config,
-                                   first_order=False, msl=True))
+                                   phase=(False, True)))
     return fn({"params": params, "inner_lrs": lrs}, tasks, step=jnp.int32(0))
 
 
@@ -87,7 +87,7 @@ def test_nnx_batch_norm_model_trains_through_jit_outer_step(nnx_parts):
     tasks = classification_tasks(seed=2)
     new, metrics = mj.jit_outer_step(state, tasks, loss_fn=nnx_parts.loss_fn, optimizer=opt,
                                      config=mj.MetaConfig(num_inner_steps=1, bn_momentum=1.0),
-                                     first_order=False, msl=False)
+                                     phase=(False, False))
     assert bool(metrics["finite"]) and 0 <= float(metrics["accuracy"]) <= 1
     # Momentum 1: the running mean is the task-averaged query batch mean after the step.
     (xs, ys), (xq, _) = tasks
@@ -117,7 +117,7 @@ def test_the_users_nnx_module_survives_meta_training():
         state, metrics = mj.jit_outer_step(state, classification_tasks(seed=2),
                                            loss_fn=parts.loss_fn, optimizer=opt,
                                            config=mj.MetaConfig(num_inner_steps=1),
-                                           first_order=False, msl=False)
+                                           phase=(False, False))
     assert bool(metrics["finite"])
     np.testing.assert_array_equal(module(x), before)
     assert all(not a.is_deleted() for a in jax.tree.leaves((parts.params, parts.model_state)))
@@ -176,6 +176,10 @@ def test_anil_adapts_the_head_alone():
 @pytest.mark.parametrize("call, message", [
     (lambda: mj.inner_loop_mask({"body": {"w": 1}, "out": {"w": 1}}, only="head"),
      r"no top-level module 'head'; they have \['body', 'out'\]"),
+    (lambda: mj.inner_loop_mask({"body": {"w": 1}, "out": {"w": 1}}, freeze="head"),
+     r"freeze='head'\): the params have no top-level module 'head'"),
+    (lambda: mj.inner_loop_mask({"head": {"w": 1}}, only="head", freeze="head"),
+     r"only= \(ANIL\) or freeze= \(BOIL\), not both"),
 ])
 def test_bad_requests_name_the_value(call, message):
     with pytest.raises(ValueError, match=message):

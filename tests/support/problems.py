@@ -28,7 +28,7 @@ def sin_tasks(key, data=None, num_tasks=4):
 
 
 def grad_kwargs(config, first_order=False, msl=True, loss_fn=MLP_LOSS):
-    return dict(loss_fn=loss_fn, config=config, first_order=first_order, msl=msl)
+    return dict(loss_fn=loss_fn, config=config, phase=(first_order, msl))
 
 
 def assert_trees_close(a, b, rtol=1e-5, atol=1e-7):
