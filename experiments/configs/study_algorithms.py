@@ -43,6 +43,7 @@ def methods():
         "ANIL": dict(inner_loop="head", **FIXED),
         "BOIL": dict(inner_loop="body", **FIXED),
         "Reptile": dict(algorithm={"name": "reptile"}, **FIXED),
+        "iMAML": dict(algorithm={"name": "imaml", "lam": 2.0, "cg_iterations": 5}, **FIXED),
     }
 
 

@@ -41,6 +41,7 @@ def methods() -> dict[str, dict | None]:
         "ANIL": dict(inner_loop="head"),
         "BOIL": dict(inner_loop="body"),
         "Reptile": dict(algorithm={"name": "reptile"}),
+        "iMAML": dict(algorithm={"name": "imaml", "lam": 2.0, "cg_iterations": 5}),
     }
 
 

@@ -5,6 +5,7 @@ one line a new algorithm adds besides its module, its test file and its config).
 """
 
 from maml_jax.algorithms.base import Algorithm
+from maml_jax.algorithms.imaml import IMAML
 from maml_jax.algorithms.maml import MAML, MAMLPhase
 from maml_jax.algorithms.reptile import Reptile
 
@@ -12,9 +13,10 @@ from maml_jax.algorithms.reptile import Reptile
 ALGORITHMS = {
     "maml": MAML,
     "reptile": Reptile,
+    "imaml": IMAML,
 }
 
-__all__ = ["ALGORITHMS", "Algorithm", "MAML", "MAMLPhase", "Reptile", "make_algorithm"]
+__all__ = ["ALGORITHMS", "Algorithm", "IMAML", "MAML", "MAMLPhase", "Reptile", "make_algorithm"]
 
 
 def make_algorithm(name: str, **settings) -> Algorithm:
