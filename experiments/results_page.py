@@ -719,6 +719,18 @@ SECTIONS: tuple[Section, ...] = (
                   "loss rose (8 to 28 in 2,700 steps at lambda 20).",
             where=f"{CPU_EPYC_ALONE}, jax 0.10.2, the date in study.json; one run at a time, "
                   "but tests ran beside some of them (the wall clock is indicative)."),
+    Section("The MAML family on one protocol: Omniglot 5-way 1-shot", "reduced scale",
+            (_EXP + "study_algorithms_omniglot/study.json",), _study,
+            about="`experiments/configs/study_algorithms_omniglot.py`: the same eight methods "
+                  "at a 2-core CPU's scale: Conv4 with 16 filters, 600 meta-iterations, "
+                  "meta-batch 8, 5 inner steps for every method, shared batch norm, the best "
+                  "of the checkpoints on 100 validation tasks tested on 600 tasks "
+                  "(transductive batch norm), 3 seeds; each method MAML's settings changed "
+                  "only where it differs. Far from converged by design and untuned: not "
+                  "comparable with any published number (the papers report 97.7-99.5 % at "
+                  "full scale). Wall clock: training with its validations and checkpoints.",
+            where=f"{CPU_EPYC_ALONE}, jax 0.10.2, the date in study.json; one run at a time "
+                  "(a test ran beside the first two)."),
     Section("Omniglot ablation (the paper's Table 1 rows)", "reduced scale",
             (_EXP + "study_omniglot_ablation_cpu/study.json",), _study,
             about="`experiments/configs/study_omniglot_ablation_cpu.py`: 5-way 1-shot instead "
