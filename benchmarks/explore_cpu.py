@@ -15,6 +15,7 @@ import sys
 _HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path[:0] = [_HERE, os.path.dirname(_HERE)]
 
+import bench  # noqa: E402
 import jax  # noqa: E402
 import jax_setup  # noqa: E402
 import numpy as np  # noqa: E402
@@ -65,30 +66,6 @@ def main():
                       "first_loss": first_loss, "xla_flags": os.environ.get("XLA_FLAGS", "")}))
 
 
-def _shift9(x, kernel):
-    import jax.numpy as jnp
-    _kh, _kw, cin, cout = kernel.shape
-    n, h, w, _ = x.shape
-    xp = jnp.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)))
-    y = 0
-    for dy in range(3):
-        for dx in range(3):
-            y = y + jnp.dot(xp[:, dy:dy + h, dx:dx + w, :].reshape(-1, cin), kernel[dy, dx])
-    return y.reshape(n, h, w, cout)
-
-
-def _rows3(x, kernel):
-    import jax.numpy as jnp
-    _kh, _kw, cin, cout = kernel.shape
-    n, h, w, _ = x.shape
-    xp = jnp.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)))
-    cols = jnp.concatenate([xp[:, :, dx:dx + w, :] for dx in range(3)], axis=-1)  # n,h+2,w,3cin
-    y = 0
-    for dy in range(3):
-        y = y + jnp.dot(cols[:, dy:dy + h].reshape(-1, 3 * cin), kernel[dy].reshape(3 * cin, cout))
-    return y.reshape(n, h, w, cout)
-
-
 def _reshape_pool(x, window_shape, strides=None, padding="VALID"):
     n, h, w, c = x.shape
     h2, w2 = h // 2, w // 2
@@ -96,7 +73,8 @@ def _reshape_pool(x, window_shape, strides=None, padding="VALID"):
     return x.max(axis=(2, 4))
 
 
-VARIANTS = {"im2col": None, "shift9": _shift9, "rows3": _rows3}
+# The library's im2col, and the benchmark-only layouts of bench.py (one definition each).
+VARIANTS = {"im2col": None, **bench._CONV_OVERRIDES}
 
 
 def jax_setup_lower(step_fn, state, tasks):

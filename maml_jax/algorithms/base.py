@@ -22,7 +22,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from maml_jax import core, losses
-from maml_jax.task_batching import resolve_task_batching
+from maml_jax.task_batching import map_over_tasks, resolve_task_batching
 
 PyTree = chex.ArrayTree
 # A ``maml_jax.meta.MetaConfig``: its class holds an algorithm, so the algorithms do not
@@ -30,7 +30,7 @@ PyTree = chex.ArrayTree
 LoopConfig = Any
 
 __all__ = ["Algorithm", "LoopConfig", "validate_tasks", "support_label_errors", "inner_unroll",
-           "task_batching_for"]
+           "task_batching_for", "direction_meta_gradient"]
 
 
 @runtime_checkable
@@ -141,6 +141,51 @@ def inner_unroll(config: LoopConfig) -> int | bool:
     if config.remat:
         return 1
     return min(config.num_inner_steps, 5) if jax.default_backend() == "cpu" else 1
+
+
+def direction_meta_gradient(
+    direction: Callable[[PyTree, PyTree, Any, Any], tuple[jax.Array, dict, PyTree]],
+    meta_params: PyTree,
+    tasks: tuple[Any, Any],
+    *,
+    loss_fn: Callable,
+    config: LoopConfig,
+    task_sharding: Any = None,
+) -> tuple[jax.Array, PyTree, dict[str, Any]]:
+    """The frame of algorithms whose meta-gradient is a per-task direction found after
+    adaptation, with no derivative through the inner loop (Reptile, iMAML).
+
+    ``direction(params, inner_lrs, support, query) -> (query loss, query aux, direction)``
+    for one task, the meta-parameters and rates held constant; the meta-gradient is the
+    directions' mean over tasks, the rates' is zero (not learned). As with MAML's
+    final-step loss, only the last entry of ``per_step_loss`` is non-zero.
+
+    Returns:
+      ``(loss, grads, extras)`` as ``Algorithm.meta_gradient``.
+    """
+    validate_tasks(tasks)
+    support, query = tasks
+    n = config.num_inner_steps
+    params = jax.lax.stop_gradient(meta_params["params"])
+    lrs = jax.lax.stop_gradient(meta_params["inner_lrs"])
+
+    def per_task(s, q):
+        loss, aux, d = direction(params, lrs, s, q)
+        per_step = jnp.zeros((n,), loss.dtype).at[-1].set(loss)
+        bn = aux.pop("bn_stats", None)
+        query_errors = aux.pop(losses.LABEL_ERRORS, None)
+        errors = None if query_errors is None else jnp.stack(
+            [support_label_errors(loss_fn, params, s), query_errors])
+        return loss, (d, per_step, aux, bn, errors)
+
+    batching = task_batching_for(config, loss_fn, params, support)
+    task_losses, (directions, per_step, aux, bn, errors) = map_over_tasks(
+        per_task, batching, task_sharding, support, query)
+    grads = {"params": jax.tree.map(lambda d: jnp.mean(d, axis=0), directions),
+             "inner_lrs": jax.tree.map(jnp.zeros_like, meta_params["inner_lrs"])}
+    return jnp.mean(task_losses), grads, {
+        "per_step_loss": per_step, "aux": aux, "bn_stats": bn,
+        "bn_stats_every_step": False, "label_errors": errors}
 
 
 def task_batching_for(config: LoopConfig, loss_fn: Callable, params: PyTree,

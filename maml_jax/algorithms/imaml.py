@@ -35,15 +35,8 @@ import chex
 import jax
 import jax.numpy as jnp
 
-from maml_jax import core, losses
-from maml_jax.algorithms.base import (
-    LoopConfig,
-    inner_unroll,
-    support_label_errors,
-    task_batching_for,
-    validate_tasks,
-)
-from maml_jax.task_batching import map_over_tasks
+from maml_jax import core
+from maml_jax.algorithms.base import LoopConfig, direction_meta_gradient, inner_unroll
 
 PyTree = chex.ArrayTree
 
@@ -201,37 +194,17 @@ class IMAML:
         phase: None = None,
         task_sharding: Any = None,
     ) -> tuple[jax.Array, PyTree, dict[str, Any]]:
-        """The mean query loss after the proximal inner loop and its implicit gradient.
-
-        Only the last entry of ``per_step_loss`` is non-zero (the query loss after
-        adaptation, what ``loss`` is).
-        """
+        """The mean query loss after the proximal inner loop and its implicit gradient (the
+        frame: ``direction_meta_gradient``)."""
         del step, phase
-        validate_tasks(tasks)
-        support, query = tasks
-        n = config.num_inner_steps
-        params = jax.lax.stop_gradient(meta_params["params"])
-        lrs = meta_params["inner_lrs"]
-        mask = _adapted_mask(params, lrs)
-        last = jnp.int32(n - 1)
+        mask = _adapted_mask(meta_params["params"], meta_params["inner_lrs"])
+        last = jnp.int32(config.num_inner_steps - 1)
 
-        def per_task(s, q):
+        def direction(params, lrs, s, q):
             adapted = self.adapt(loss_fn, params, lrs, s, config=config)
             (loss, aux), query_grad = jax.value_and_grad(
                 lambda p: core.split_loss_output(loss_fn(p, q, last)), has_aux=True)(adapted)
-            grad = self.implicit_gradient(loss_fn, adapted, mask, s, query_grad, last)
-            per_step = jnp.zeros((n,), loss.dtype).at[-1].set(loss)
-            bn = aux.pop("bn_stats", None)
-            query_errors = aux.pop(losses.LABEL_ERRORS, None)
-            errors = None if query_errors is None else jnp.stack(
-                [support_label_errors(loss_fn, params, s), query_errors])
-            return loss, (grad, per_step, aux, bn, errors)
+            return loss, aux, self.implicit_gradient(loss_fn, adapted, mask, s, query_grad, last)
 
-        batching = task_batching_for(config, loss_fn, params, support)
-        task_losses, (grads, per_step, aux, bn, errors) = map_over_tasks(
-            per_task, batching, task_sharding, support, query)
-        grads = {"params": jax.tree.map(lambda g: jnp.mean(g, axis=0), grads),
-                 "inner_lrs": jax.tree.map(jnp.zeros_like, lrs)}
-        return jnp.mean(task_losses), grads, {
-            "per_step_loss": per_step, "aux": aux, "bn_stats": bn,
-            "bn_stats_every_step": False, "label_errors": errors}
+        return direction_meta_gradient(direction, meta_params, tasks, loss_fn=loss_fn,
+                                       config=config, task_sharding=task_sharding)

@@ -21,15 +21,8 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from maml_jax import core, losses
-from maml_jax.algorithms.base import (
-    LoopConfig,
-    inner_unroll,
-    support_label_errors,
-    task_batching_for,
-    validate_tasks,
-)
-from maml_jax.task_batching import map_over_tasks
+from maml_jax import core
+from maml_jax.algorithms.base import LoopConfig, direction_meta_gradient, inner_unroll
 
 PyTree = chex.ArrayTree
 
@@ -125,36 +118,15 @@ class Reptile:
         phase: None = None,
         task_sharding: Any = None,
     ) -> tuple[jax.Array, PyTree, dict[str, Any]]:
-        """``theta - mean over tasks of phi``, and the query loss after adaptation.
-
-        As with MAML's final-step loss, only the last entry of ``per_step_loss`` is
-        non-zero: the query loss after adaptation (what ``loss`` is).
-        """
+        """``theta - mean over tasks of phi``, and the query loss after adaptation (the
+        frame: ``direction_meta_gradient``)."""
         del step, phase
-        validate_tasks(tasks)
-        support, query = tasks
-        n = config.num_inner_steps
-        # No derivative passes through the inner loop: the meta-parameters enter it as
-        # constants, and the rates are fixed.
-        params = jax.lax.stop_gradient(meta_params["params"])
-        lrs = jax.lax.stop_gradient(meta_params["inner_lrs"])
+        last = jnp.int32(config.num_inner_steps - 1)
 
-        def per_task(s, q):
+        def direction(params, lrs, s, q):
             adapted, _ = self.adapt(loss_fn, params, lrs, s, config=config)
-            loss, aux = core.split_loss_output(loss_fn(adapted, q, jnp.int32(n - 1)))
-            per_step = jnp.zeros((n,), loss.dtype).at[-1].set(loss)
-            bn = aux.pop("bn_stats", None)
-            query_errors = aux.pop(losses.LABEL_ERRORS, None)
-            errors = None if query_errors is None else jnp.stack(
-                [support_label_errors(loss_fn, params, s), query_errors])
-            delta = jax.tree.map(jnp.subtract, params, adapted)
-            return loss, (delta, per_step, aux, bn, errors)
+            loss, aux = core.split_loss_output(loss_fn(adapted, q, last))
+            return loss, aux, jax.tree.map(jnp.subtract, params, adapted)
 
-        batching = task_batching_for(config, loss_fn, params, support)
-        task_losses, (deltas, per_step, aux, bn, errors) = map_over_tasks(
-            per_task, batching, task_sharding, support, query)
-        grads = {"params": jax.tree.map(lambda d: jnp.mean(d, axis=0), deltas),
-                 "inner_lrs": jax.tree.map(jnp.zeros_like, meta_params["inner_lrs"])}
-        return jnp.mean(task_losses), grads, {
-            "per_step_loss": per_step, "aux": aux, "bn_stats": bn,
-            "bn_stats_every_step": False, "label_errors": errors}
+        return direction_meta_gradient(direction, meta_params, tasks, loss_fn=loss_fn,
+                                       config=config, task_sharding=task_sharding)
