@@ -615,6 +615,25 @@ def _cpu_profile(paths: list[Path]) -> Lines:
     return [*out, "Kinds of ops in the profile, largest first:", "", *_profile_kinds(d)]
 
 
+def _first_order_forms(paths: list[Path]) -> Lines:
+    """``benchmarks/first_order_forms.py``, then ``bench.py``'s first-order rows."""
+    forms, step = paths
+    d = _load(forms)
+    out = _meta(date=d["date"], machine=d["processor"], versions=_versions(d),
+                command=_command(d["argv"]))
+    rows = []
+    for r in d["rows"]:
+        closed, stopped = r["median_ms"]["closed form"], r["median_ms"]["stopped loop"]
+        rows.append([r["setting"], f"{closed:.1f} / {r['min_ms']['closed form']:.1f}",
+                     f"{stopped:.1f} / {r['min_ms']['stopped loop']:.1f}",
+                     f"{100 * (1 - closed / stopped):.0f} %",
+                     f"{r['max_diff_over_largest_entry']:.1e}"])
+    out += _table(["setting", "closed form ms (median / min)", "stopped loop ms (median / min)",
+                   "closed form faster by", "largest difference / largest entry"], rows)
+    return [*out, "The whole first-order step with the closed form, against PyTorch (same "
+            "process, round-robin):", "", *_bench([step])]
+
+
 # --- the registry -----------------------------------------------------------------------------
 
 _EXP = "experiments/results/"
@@ -766,6 +785,18 @@ SECTIONS: tuple[Section, ...] = (
                   "threads, timed round-robin in one process on random data of the real "
                   "shapes. Memory is the host RSS increase: indicative only.",
             where=CPU_EPYC_ALONE),
+    Section("First order: the closed form against reverse mode (CPU)", "benchmark",
+            (_BENCH + "cpu_first_order_forms.json", _BENCH + "cpu_first_order_closed_form.json"),
+            _first_order_forms, part="Benchmarks",
+            about="First-order MAML++ (64 filters, meta-batch 8, 5 inner steps, MSL, "
+                  "per-layer per-step rates, per-step BN): its meta-gradient in closed form "
+                  "(one forward scan of support and query gradients, the library's since "
+                  "2026-12-06) against reverse mode through the inner loop with its "
+                  "gradients stopped (the earlier form), timed in one process; then the "
+                  "whole step against PyTorch's first-order formulations. The closed form is "
+                  "a few per cent faster; PyTorch with tasks in sequence stays ahead at "
+                  "first order.",
+            where=f"{CPU_EPYC_ALONE}, jax 0.10.2, torch 2.13.0+cpu, 2026-12-06."),
     Section("Convolution layouts of the CPU step", "benchmark",
             (_BENCH + "cpu_conv_layouts.json",), _bench, part="Benchmarks",
             about="The default 5-way 1-shot second-order step (64 filters, meta-batch 8) with "

@@ -32,7 +32,7 @@ from maml_jax.task_batching import map_over_tasks
 
 PyTree = chex.ArrayTree
 
-__all__ = ["MAML", "MAMLPhase"]
+__all__ = ["MAML", "MAMLPhase", "first_order_meta_gradient"]
 
 
 class MAMLPhase(NamedTuple):
@@ -101,6 +101,10 @@ class MAML:
         """
         validate_tasks(tasks)
         first_order, msl = phase
+        if first_order:   # the same values without a reverse pass through the inner loop
+            return first_order_meta_gradient(meta_params, tasks, step=step, loss_fn=loss_fn,
+                                             config=config, msl=msl,
+                                             task_sharding=task_sharding)
         n = config.num_inner_steps
         support, query = tasks
         epoch = step // config.iterations_per_epoch
@@ -143,3 +147,104 @@ class MAML:
             batch_loss, has_aux=True)(meta_params)
         return loss, grads, {"per_step_loss": per_step, "aux": aux, "bn_stats": bn,
                              "bn_stats_every_step": msl, "label_errors": errors}
+
+
+def first_order_meta_gradient(
+    meta_params: PyTree,
+    tasks: tuple[Any, Any],
+    *,
+    step: Any,
+    loss_fn: Callable,
+    config: LoopConfig,
+    msl: bool,
+    task_sharding: Any = None,
+) -> tuple[jax.Array, PyTree, dict[str, Any]]:
+    """First-order MAML's meta-gradient in closed form: no reverse pass through the inner
+    loop.
+
+    With the inner gradients held constant, every adapted parameter moves by a constant
+    from the meta-parameter (``d phi_k / d theta = I``) and the rates enter linearly
+    (``d phi_{k+1} / d lr_t = -g_t`` for ``t <= k``, ``g_t`` the step's clipped support
+    gradient). So the gradient of ``sum_k w_k L_query(phi_{k+1})`` is
+    ``sum_k w_k grad_k`` for the parameters and ``-reduce(g_t * sum_{k >= t} w_k grad_k)``
+    for the rate of step ``t`` (summed over a rate's weights), ``grad_k`` the query loss's
+    gradient after step ``k``: one forward scan of support and query gradients, as PyTorch
+    computes first-order MAML task by task. The same values as differentiating the inner
+    loop with its gradients stopped (the earlier formulation; ``tests/maml_jax/test_meta.py``
+    compares the two).
+    """
+    n = config.num_inner_steps
+    support, query = tasks
+    epoch = step // config.iterations_per_epoch
+    weights = (core.msl_weights(epoch, n, config.msl_epochs) if msl
+               else core.final_step_weights(n))
+    params, lrs = meta_params["params"], meta_params["inner_lrs"]
+    lrs_steps = core._per_step_lrs(params, lrs, n)
+    support_loss = core._loss_only(loss_fn)
+    last = jnp.int32(n - 1)
+
+    def query_value_and_grad(p, q, t):
+        return jax.value_and_grad(lambda p_: core.split_loss_output(loss_fn(p_, q, t)),
+                                  has_aux=True)(p)
+
+    def per_task(s, q):
+        def body(p, xs):
+            t, lrs_t = xs
+            g = core.clip_inner_grads(jax.grad(support_loss)(p, s, t), lrs_t,
+                                      config.inner_grad_clip)
+            p = core._sgd_update(p, g, lrs_t)
+            if not msl:
+                return p, g
+            (q_loss, aux), q_grad = query_value_and_grad(p, q, t)
+            return p, (g, q_loss, aux, q_grad)
+
+        steps = jnp.arange(n, dtype=jnp.int32)
+        adapted, outs = jax.lax.scan(body, params, (steps, lrs_steps),
+                                     unroll=inner_unroll(config))
+        if msl:
+            support_grads, per_step, aux, query_grads = outs
+            bn = aux.pop("bn_stats", None)   # leaves (n, C): every step's query statistics
+            aux = jax.tree.map(lambda a: a[-1], aux)
+        else:
+            support_grads = outs
+            (loss, aux), q_grad = query_value_and_grad(adapted, q, last)
+            per_step = jnp.zeros((n,), loss.dtype).at[-1].set(loss)
+            query_grads = jax.tree.map(
+                lambda a: jnp.zeros((n, *a.shape), a.dtype).at[-1].set(a), q_grad)
+            bn = aux.pop("bn_stats", None)
+        w = weights.astype(per_step.dtype)
+        weighted = jax.tree.map(lambda a: a * w.reshape((n,) + (1,) * (a.ndim - 1)).astype(
+            a.dtype), query_grads)
+        param_grads = jax.tree.map(lambda a: jnp.sum(a, axis=0), weighted)
+        # sum_{k >= t} w_k grad_k: the query gradients each step's rate reaches.
+        later = jax.tree.map(lambda a: jnp.flip(jnp.cumsum(jnp.flip(a, 0), 0), 0), weighted)
+
+        def rate_grad(lr, g, r):
+            if lr is None:
+                return None
+            if not config.learn_inner_lrs:
+                return jnp.zeros_like(lr)
+            d = -(g * r)                                 # (n, *p.shape)
+            if lr.ndim == 0:                             # "scalar": one rate, every step
+                return jnp.sum(d).astype(lr.dtype)
+            if lr.ndim == 1:                             # "layer_step": one per step
+                return jnp.sum(d.reshape(n, -1), axis=1).astype(lr.dtype)
+            if lr.shape[0] == 1:                         # "meta_sgd": per weight, every step
+                return jnp.sum(d, axis=0, keepdims=True).astype(lr.dtype)
+            return d.astype(lr.dtype)                    # "parameter": per weight and step
+
+        rate_grads = jax.tree.map(rate_grad, lrs, support_grads, later,
+                                  is_leaf=lambda x: x is None)
+        query_errors = aux.pop(losses.LABEL_ERRORS, None)
+        errors = None if query_errors is None else jnp.stack(
+            [support_label_errors(loss_fn, params, s), query_errors])
+        grads = {"params": param_grads, "inner_lrs": rate_grads}
+        return jnp.sum(w * per_step), (grads, per_step, aux, bn, errors)
+
+    batching = task_batching_for(config, loss_fn, params, support)
+    task_losses, (grads, per_step, aux, bn, errors) = map_over_tasks(
+        per_task, batching, task_sharding, support, query)
+    grads = jax.tree.map(lambda g: jnp.mean(g, axis=0), grads)
+    return jnp.mean(task_losses), grads, {"per_step_loss": per_step, "aux": aux,
+                                          "bn_stats": bn, "bn_stats_every_step": msl,
+                                          "label_errors": errors}

@@ -248,6 +248,11 @@ def test_population_members_are_the_single_runs_of_their_seeds(tmp_path):
             # steps, so vmap's rounding moves it differently. Checked: finite.
             assert np.all(np.isfinite(np.asarray(a))), name
             continue
+        if "model_state" in name and name.endswith("['mean']"):
+            # The running mean after a convolution contains that convolution's bias (above):
+            # at most a few Adam steps of it (2 steps at 1e-3, momentum 0.1) apart.
+            np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=5e-4, err_msg=name)
+            continue
         np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-6,
                                    err_msg=name)
     assert not np.array_equal(np.asarray(members[0].rng), np.asarray(members[1].rng))

@@ -705,3 +705,71 @@ def test_rates_for_other_step_counts_need_extending_everywhere():
     losses, _ = mj.evaluate_tasks(MLP_LOSS, params, mj.extend_inner_lrs(lrs, 10), tasks,
                                   num_steps=10)
     assert losses.shape == (4, 11)
+
+
+# -- first order: the closed form against differentiating the stopped inner loop ---------
+
+
+def _stopped_loop_meta_gradient(meta_params, tasks, loss_fn, config, msl, step=0):
+    """First-order MAML as it was computed before the closed form: reverse mode through
+    the inner loop with its gradients stopped (core.task_loss(first_order=True))."""
+    n = config.num_inner_steps
+    weights = (mj.msl_weights(step // config.iterations_per_epoch, n, config.msl_epochs)
+               if msl else mj.final_step_weights(n))
+
+    def mean_loss(mp):
+        lrs = mp["inner_lrs"] if config.learn_inner_lrs else jax.lax.stop_gradient(
+            mp["inner_lrs"])
+        per_task = jax.vmap(lambda s, q: mj.task_loss(
+            loss_fn, mp["params"], lrs, s, q, num_steps=n, step_weights=weights,
+            first_order=True, grad_clip=config.inner_grad_clip)[0])
+        return jnp.mean(per_task(*tasks))
+
+    return jax.value_and_grad(mean_loss)(meta_params)
+
+
+@pytest.mark.parametrize("granularity, msl, clip, learn", [
+    ("layer_step", True, None, True), ("layer_step", False, None, True),
+    ("scalar", True, 0.5, True), ("parameter", True, None, True),
+    ("meta_sgd", False, 0.5, True), ("layer_step", True, None, False)])
+def test_first_order_closed_form_equals_the_stopped_inner_loop(granularity, msl, clip, learn):
+    """float64, a tanh MLP whose rates differ per step (or weight): the closed form of the
+    first-order meta-gradient (parameters, rates of every granularity, MSL or final
+    step, inner-gradient clip, fixed rates) equals reverse mode through the loop."""
+    with jax.enable_x64(True):
+        params, _, support, query = tanh_mlp_problem(jnp.float64)
+        n = 3
+        rates = mj.init_inner_lrs(params, n, 0.1, granularity)
+        rates = jax.tree.map(lambda r: r * (1.0 + 0.3 * jnp.cos(jnp.arange(r.size).reshape(
+            r.shape))), rates)
+        tasks = jax.tree.map(lambda a: jnp.stack([a, 0.9 * a + 0.1]), (support, query))
+        config = mj.MetaConfig(num_inner_steps=n, msl=msl, msl_epochs=5,
+                               iterations_per_epoch=2, inner_grad_clip=clip,
+                               learn_inner_lrs=learn)
+        meta_params = {"params": params, "inner_lrs": rates}
+        loss, grads, extras = jax.jit(functools.partial(
+            mj.meta_gradient, loss_fn=tanh_mlp_loss, config=config, phase=(True, msl)))(
+            meta_params, tasks, step=3)
+        want_loss, want = _stopped_loop_meta_gradient(meta_params, tasks, tanh_mlp_loss,
+                                                      config, msl, step=3)
+        assert float(loss) == pytest.approx(float(want_loss), rel=1e-12)
+        chex.assert_trees_all_close(grads, want, rtol=1e-10, atol=1e-13)
+        assert extras["per_step_loss"].shape == (2, n)
+
+
+def test_first_order_closed_form_on_a_conv4_with_per_step_batch_norm():
+    """The Conv4 of the second-order tests (rates and BN weights different at every step):
+    closed form = reverse mode through the stopped loop, float32."""
+    model, _, meta_params, tasks = conv4_problem()
+    loss_fn = mj.make_loss_fn(model, collect_bn_stats=True)
+    config = mj.MetaConfig(num_inner_steps=3)
+    for msl in (True, False):
+        loss, grads, extras = jax.jit(functools.partial(
+            mj.meta_gradient, loss_fn=loss_fn, config=config, phase=(True, msl)))(
+            meta_params, tasks, step=0)
+        want_loss, want = _stopped_loop_meta_gradient(meta_params, tasks, loss_fn, config, msl)
+        np.testing.assert_allclose(loss, want_loss, rtol=1e-6)
+        chex.assert_trees_all_close(grads, want, rtol=2e-4, atol=2e-6)
+        bn_leaf = jax.tree.leaves(extras["bn_stats"])[0]
+        assert bn_leaf.shape[:-1] == ((2, 3) if msl else (2,)) and bool(extras[
+            "bn_stats_every_step"]) == msl
