@@ -17,7 +17,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from maml_jax import core, losses, meta, model_adapters
-from maml_jax.algorithms import MAML, Algorithm
+from maml_jax.algorithms import MAML, Algorithm, make_algorithm
 
 __all__ = ["ModelAgnosticMetaLearning"]
 
@@ -69,7 +69,8 @@ class ModelAgnosticMetaLearning:
     per-weight rates, no clip otherwise).
 
     ``algorithm`` selects another meta-learning algorithm (``maml_jax.algorithms``), e.g.
-    ``algorithm=mj.algorithms.Reptile()``: the same model, data and calls, the outer step that
+    ``algorithm=mj.algorithms.Reptile()`` or ``algorithm="reptile"`` (a registered name, its
+    default settings): the same model, data and calls, the outer step that
     algorithm's (the MAML++ switches above then set the rates and the meta learning rate
     only). None (the default) is MAML / MAML++.
 
@@ -125,7 +126,7 @@ class ModelAgnosticMetaLearning:
         rate_update: str = "auto",
         inner_grad_clip: float | str | None = "auto",
         task_batching: str = "auto",
-        algorithm: Algorithm | None = None,
+        algorithm: Algorithm | str | None = None,
         seed: int = 0,
     ):
         if not isinstance(model, nn.Module):
@@ -136,6 +137,8 @@ class ModelAgnosticMetaLearning:
         losses.check_loss_name(loss)
         core.check_positive(inner_lr, "inner_lr (the initial inner learning rate)")
         core.check_positive(outer_lr, "outer_lr (the meta learning rate)")
+        if isinstance(algorithm, str):   # a registered name, with its default settings
+            algorithm = make_algorithm(algorithm)
         granularity = lr_granularity or ("layer_step" if plus_plus else "scalar")
         if granularity not in core.GRANULARITIES:
             raise ValueError(f"unknown granularity {granularity!r}; expected {core.GRANULARITIES}")

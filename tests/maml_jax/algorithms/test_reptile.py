@@ -190,3 +190,10 @@ def test_reptile_settings_are_checked():
         mj.make_algorithm("reptyle")
     with pytest.raises(ValueError, match="algorithm must be"):
         mj.MetaConfig(algorithm="reptile")
+
+
+def test_the_facade_takes_a_registered_name():
+    maml = mj.ModelAgnosticMetaLearning(mj.MLP(hidden=(8,)), loss="mse", algorithm="reptile")
+    assert maml.config.algorithm == Reptile()
+    with pytest.raises(ValueError, match="registered"):
+        mj.ModelAgnosticMetaLearning(mj.MLP(hidden=(8,)), loss="mse", algorithm="reptyle")
