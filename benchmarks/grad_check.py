@@ -185,8 +185,8 @@ def jax_grads(variant: str, meta_params, model_state, tasks, *, dtype: str = "fl
 # ----------------------------------------------------------------------------- torch
 def torch_grads(meta_params, tasks, *, setting=SETTING, epoch: int = CHECK_EPOCH,
                 dtype: str = "float64") -> tuple[float, dict[str, np.ndarray]]:
-    """The PyTorch reference formulation on the CPU (float64 unless asked otherwise):
-    ``(loss, flat grads)``."""
+    """The PyTorch reference formulation on the CPU (float64 unless asked otherwise), of
+    the order ``setting.first_order`` says: ``(loss, flat grads)``."""
     import torch
     import torch_maml
 
@@ -199,7 +199,8 @@ def torch_grads(meta_params, tasks, *, setting=SETTING, epoch: int = CHECK_EPOCH
     weights = torch_maml.msl_weights(epoch, setting.inner_steps, meta.MetaConfig().msl_epochs)
     loss, grads = torch_maml.meta_grads(
         params, alphas, torch_maml.tasks_to_torch(tasks, dtype=tdt),
-        num_steps=setting.inner_steps, step_weights=weights, first_order=False, msl=True)
+        num_steps=setting.inner_steps, step_weights=weights, first_order=setting.first_order,
+        msl=True)
     torch.set_num_threads(threads)
     out = {"params/" + k: v for k, v in torch_maml.grads_to_jax_layout(
         {k: v for k, v in grads.items() if not k.startswith("lr:")}).items()}

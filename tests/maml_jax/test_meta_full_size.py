@@ -19,6 +19,7 @@ other formulations run in a second group, in parallel on a 2-core machine.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import sys
 
@@ -83,6 +84,22 @@ def test_default_step_matches_float64_finite_differences(problem, default_gradie
 
 # The PyTorch reference is not checked against finite differences on its own here: the
 # float32 agreement above and maml_jax's agreement with finite differences tie it down.
+
+
+# First order is computed in closed form (maml.first_order_meta_gradient), not by reverse
+# mode through the stopped inner loop: at the real size, in float64, against PyTorch's
+# first-order step (an independent implementation, task by task with autograd).
+@pytest.mark.xdist_group("full_size_first_order")
+def test_first_order_closed_form_matches_pytorch_float64(problem):
+    meta_params, model_state, tasks = problem
+    setting = dataclasses.replace(grad_check.SETTING, first_order=True)
+    with jax.enable_x64(True):
+        fn = grad_check.meta_grad_function("default", dtype="float64", setting=setting)
+        loss, grads = fn(meta_params, model_state, tasks)
+    t_loss, t_grads = grad_check.torch_grads(meta_params, tasks, setting=setting)
+    assert loss == pytest.approx(t_loss, rel=1e-8)
+    _assert_close(grad_check.relative_errors(grads, t_grads), "PyTorch first order, float64",
+                  formulation_consistency.TOLERANCE_F64)
 
 
 # The second reference (unroll 1 and flax's max-pool), here also with remat.
