@@ -105,11 +105,10 @@ class MAML:
             return first_order_meta_gradient(meta_params, tasks, step=step, loss_fn=loss_fn,
                                              config=config, msl=msl,
                                              task_sharding=task_sharding)
+        # Second order from here: reverse mode through the inner loop.
         n = config.num_inner_steps
         support, query = tasks
-        epoch = step // config.iterations_per_epoch
-        weights = (core.msl_weights(epoch, n, config.msl_epochs) if msl
-                   else core.final_step_weights(n))
+        weights = _step_weights(config, step, msl)
 
         def per_task(meta_params, s, q):
             params, lrs = meta_params["params"], meta_params["inner_lrs"]
@@ -118,14 +117,13 @@ class MAML:
             if msl:
                 loss, (per_step, aux) = core.task_loss(
                     loss_fn, params, lrs, s, q, num_steps=n, step_weights=weights,
-                    first_order=first_order, grad_clip=config.inner_grad_clip, has_aux=True,
+                    grad_clip=config.inner_grad_clip, has_aux=True,
                     remat=config.remat, unroll=inner_unroll(config))
                 bn = aux.pop("bn_stats", None)  # leaves (n, C): every step's query statistics
                 aux = jax.tree.map(lambda a: a[-1], aux)  # report the final step's metrics
             else:
                 adapted = core.adapt(
-                    loss_fn, params, lrs, s, num_steps=n,
-                    first_order=first_order, grad_clip=config.inner_grad_clip,
+                    loss_fn, params, lrs, s, num_steps=n, grad_clip=config.inner_grad_clip,
                     remat=config.remat, unroll=inner_unroll(config))
                 loss, aux = core.split_loss_output(loss_fn(adapted, q, jnp.int32(n - 1)))
                 per_step = jnp.zeros((n,), loss.dtype).at[-1].set(loss)
@@ -147,6 +145,15 @@ class MAML:
             batch_loss, has_aux=True)(meta_params)
         return loss, grads, {"per_step_loss": per_step, "aux": aux, "bn_stats": bn,
                              "bn_stats_every_step": msl, "label_errors": errors}
+
+
+def _step_weights(config: LoopConfig, step: Any, msl: bool) -> jax.Array:
+    """The query losses' weights of the outer step ``step``: MSL's for its epoch, or the
+    final step's alone."""
+    n = config.num_inner_steps
+    if msl:
+        return core.msl_weights(step // config.iterations_per_epoch, n, config.msl_epochs)
+    return core.final_step_weights(n)
 
 
 def first_order_meta_gradient(
@@ -175,9 +182,7 @@ def first_order_meta_gradient(
     """
     n = config.num_inner_steps
     support, query = tasks
-    epoch = step // config.iterations_per_epoch
-    weights = (core.msl_weights(epoch, n, config.msl_epochs) if msl
-               else core.final_step_weights(n))
+    weights = _step_weights(config, step, msl)
     params, lrs = meta_params["params"], meta_params["inner_lrs"]
     lrs_steps = core._per_step_lrs(params, lrs, n)
     support_loss = core._loss_only(loss_fn)
