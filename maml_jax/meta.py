@@ -134,7 +134,8 @@ class MetaConfig:
     def __post_init__(self):
         if not isinstance(self.algorithm, Algorithm):
             raise ValueError("algorithm must be a maml_jax.algorithms Algorithm (with name, "
-                             f"phase and meta_gradient), got {self.algorithm!r}")
+                             "support_objective, phase and meta_gradient; by name: "
+                             f"maml_jax.make_algorithm), got {self.algorithm!r}")
         if isinstance(self.num_inner_steps, bool) or not isinstance(self.num_inner_steps, int) \
                 or self.num_inner_steps < 1:
             raise ValueError(f"num_inner_steps must be an int >= 1, got {self.num_inner_steps!r}")
