@@ -54,9 +54,7 @@ def main(argv=None) -> int:
                                              1)})
     report = {**timing.run_header(), "rows": rows}
     print(json.dumps(report, indent=1))
-    if args.out:
-        with open(args.out, "w") as f:
-            json.dump(report, f, indent=1)
+    timing.write_report(report, args.out)
     return 0
 
 

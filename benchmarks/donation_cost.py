@@ -62,9 +62,7 @@ def main(argv=None) -> int:
     report = {**timing.run_header(), "device": str(jax.devices()[0]), "setting": args.setting,
               "init_meta_state_ms": 1e3 * init_s, "same_losses": a == b, "rows": rows}
     print(json.dumps(report, indent=1))
-    if args.out:
-        with open(args.out, "w") as f:
-            json.dump(report, f, indent=1)
+    timing.write_report(report, args.out)
     return 0 if a == b else 1
 
 

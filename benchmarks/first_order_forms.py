@@ -87,9 +87,7 @@ def main(argv=None) -> int:
               "rows": [run(name, args.repeats) for name in args.settings.split(",")]}
     for row in report["rows"]:
         print(json.dumps(row))
-    if args.out:
-        with open(args.out, "w") as f:
-            json.dump(report, f, indent=1)
+    timing.write_report(report, args.out)
     return 0
 
 

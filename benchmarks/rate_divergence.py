@@ -139,9 +139,7 @@ def main(argv=None) -> int:
             rows.append(run_one(v, seed, args.iterations))
             print(json.dumps(rows[-1]), flush=True)
     report = {**timing.run_header(), "rows": rows}
-    if args.out:
-        with open(args.out, "w") as f:
-            json.dump(report, f, indent=1)
+    timing.write_report(report, args.out)
     return 0
 
 

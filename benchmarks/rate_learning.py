@@ -128,9 +128,7 @@ def main(argv=None) -> int:
                            "plus_plus": True, "meta_batch": META_BATCH,
                            "test_tasks": TEST_TASKS},
               "rows": rows}
-    if args.out:
-        with open(args.out, "w") as f:
-            json.dump(report, f, indent=1)
+    timing.write_report(report, args.out)
     return 0
 
 

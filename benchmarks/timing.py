@@ -19,6 +19,7 @@ Example:
 from __future__ import annotations
 
 import datetime
+import json
 import os
 import platform
 import sys
@@ -49,6 +50,14 @@ def run_header() -> dict[str, Any]:
     return {"date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
             "argv": sys.argv, "host": platform.node(), "processor": cpu_name(),
             "cpu_count": os.cpu_count(), "jax": jax.__version__}
+
+
+def write_report(report: dict[str, Any], path: str | None) -> None:
+    """Writes a benchmark's report (``run_header()`` and its rows) as indented JSON to
+    ``path``; nothing when ``path`` is None or empty (no ``--out`` given)."""
+    if path:
+        with open(path, "w") as f:
+            json.dump(report, f, indent=1)
 
 
 def timed(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> tuple[Any, float]:
