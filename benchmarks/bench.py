@@ -12,10 +12,12 @@ Examples:
       --jax-variants auto,patches:vmap:1,xla:vmap:1 --train-steps 10 --out $OUT/gpu.json
   python benchmarks/bench.py --scaling steps --settings omniglot_5w1s --out steps.json
 
-A JAX variant is ``conv:batching:unroll[:remat][:pool=P]`` (``auto:auto:auto`` = the
-library's defaults, e.g. ``xla:map:1``, ``patches:vmap:true``, ``auto:auto:auto:remat``,
-``auto:auto:auto:pool=reduce_window``; ``pool=max_wrong`` times the earlier reshape + max
-pool, whose gradients are wrong, for comparison only). Rows are
+A JAX variant is ``conv:batching:unroll[:remat][:pool=P][:groups=G]`` (``auto:auto:auto``
+= the library's defaults, e.g. ``xla:map:1``, ``patches:vmap:true``,
+``auto:auto:auto:remat``, ``auto:auto:auto:pool=reduce_window``,
+``auto:auto:auto:groups=2`` for ``MetaConfig(task_groups=2)``; ``pool=max_wrong`` times
+the earlier reshape + max pool, whose gradients are wrong, for comparison only; ``conv``
+may also name a benchmark-only layout of ``_CONV_OVERRIDES``). Rows are
 timed round-robin (in each round every runner in turn takes an untimed step, then a timed
 one: ``--untimed-per-turn``) so that all frameworks see the same machine load. Compile =
 ``lower().compile()`` for JAX, the first step for PyTorch.
@@ -43,7 +45,7 @@ import numpy as np  # noqa: E402
 import timing  # noqa: E402
 from timing import cpu_name  # noqa: E402
 
-from maml_jax import meta, parallel  # noqa: E402
+from maml_jax import meta, models, parallel  # noqa: E402
 
 
 # ---------------------------------------------------------------------------- memory
@@ -81,9 +83,11 @@ class JaxRunner:
     framework = "jax"
 
     def __init__(self, s: jax_setup.Setting, variant: str, train_steps: int = 0):
-        parts = [q for q in variant.split(":") if not q.startswith("pool=")]
-        pools = [q[5:] for q in variant.split(":") if q.startswith("pool=")]
-        pool = pools[0] if pools else "select"
+        parts = [q for q in variant.split(":") if "=" not in q]
+        options = dict(q.split("=", 1) for q in variant.split(":") if "=" in q)
+        if set(options) - {"pool", "groups"}:
+            raise ValueError(f"unknown option in variant {variant!r}: expected pool=, groups=")
+        pool = options.get("pool", "select")
         if pool not in ("select", "reduce_window", "max_wrong"):
             raise ValueError(f"unknown pool {pool!r} in variant {variant!r}")
         conv, batching, unroll = (parts + ["auto"] * 3)[:3]
@@ -101,7 +105,8 @@ class JaxRunner:
         _, self.state, _step_fn, kw = jax_setup.build(
             s, conv_impl=None if conv == "auto" else (
                 "patches" if conv in _CONV_OVERRIDES else conv),
-            task_batching=batching, remat=self.remat, unroll=unroll,
+            task_batching=batching, task_groups=int(options.get("groups", 1)),
+            remat=self.remat, unroll=unroll,
             pool_impl="reduce_window" if pool == "reduce_window" else None)
         self.name = f"jax {variant}" + (f" x{train_steps}/call" if train_steps else "")
         self.device = jax.devices()[0]
@@ -191,9 +196,41 @@ def _outshift(x, kernel):
     return sum(z[:, dy:dy + h, dx:dx + w, 3 * dy + dx] for dy in range(3) for dx in range(3))
 
 
+# The library's im2col convolution (models.conv3x3_patches is swapped while tracing).
+_IM2COL = models.conv3x3_patches
+
+
+@jax.custom_vjp
+def _vjp(x, kernel):
+    """The library's im2col convolution with a hand-written derivative: the input's
+    gradient as the SAME 3x3 convolution of the output's gradient with the kernel turned
+    180 degrees and its channel axes swapped (an im2col + matmul again, also in every
+    higher derivative), instead of autodiff's scatter of the patches' gradient (nine pads
+    and slices summed)."""
+    return _IM2COL(x, kernel)
+
+
+def _vjp_fwd(x, kernel):
+    return _IM2COL(x, kernel), (x, kernel)
+
+
+def _vjp_bwd(res, dy):
+    x, kernel = res
+    kh, kw, cin, cout = kernel.shape
+    dx = _vjp(dy, jnp.flip(kernel, (0, 1)).transpose(0, 1, 3, 2))
+    xp = jnp.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)))
+    n, h, w, _ = x.shape
+    patches = jnp.concatenate([xp[:, i:i + h, j:j + w] for i in range(kh) for j in range(kw)],
+                              axis=-1).reshape(n * h * w, kh * kw * cin)
+    dk = jnp.dot(patches.T, dy.reshape(n * h * w, cout)).reshape(kernel.shape)
+    return dx, dk
+
+
+_vjp.defvjp(_vjp_fwd, _vjp_bwd)
+
 # Benchmark-only conv layouts, each computing models.conv3x3_patches's convolution; swapped
 # in while tracing by a variant whose first part names one ("rows3:vmap:auto").
-_CONV_OVERRIDES = {"rows3": _rows3, "shift9": _shift9, "outshift": _outshift}
+_CONV_OVERRIDES = {"rows3": _rows3, "shift9": _shift9, "outshift": _outshift, "vjp": _vjp}
 
 
 def _max_wrong(x):

@@ -52,7 +52,8 @@ def make_tasks(s: Setting, seed: int = 0, dtype=np.float32):
 
 
 def build(s: Setting, *, conv_impl: str | None = None, task_batching: str = "auto",
-          remat: bool = False, unroll: Any = "auto", pool_impl: str | None = None,
+          task_groups: int = 1, remat: bool = False, unroll: Any = "auto",
+          pool_impl: str | None = None,
           inner_lr: float = 0.1, outer_lr: float = 1e-3, seed: int = 0, dtype=jnp.float32):
     """Returns ``(model, state, step_fn, kw)``: ``step_fn(state, tasks) -> (state, metrics)``
     and ``kw`` the step's ``loss_fn``, ``optimizer`` and ``config``. ``None`` = default."""
@@ -76,7 +77,7 @@ def build(s: Setting, *, conv_impl: str | None = None, task_batching: str = "aut
     loop = meta.make_outer_loop(
         lr_granularity="layer_step", num_inner_steps=s.inner_steps, msl=s.msl,
         first_order=s.first_order, meta_lr=outer_lr, task_batching=task_batching,
-        remat=remat, unroll=unroll)
+        task_groups=task_groups, remat=remat, unroll=unroll)
     optimizer, config = loop.optimizer, loop.config
     state = meta.init_meta_state(params, lrs, optimizer, run_key,
                                  model_state=variables.get("batch_stats", {}))

@@ -615,6 +615,26 @@ def _cpu_profile(paths: list[Path]) -> Lines:
     return [*out, "Kinds of ops in the profile, largest first:", "", *_profile_kinds(d)]
 
 
+def _task_groups_profile(paths: list[Path]) -> Lines:
+    """Two ``profile_step.py`` files of one step, without and with task groups: how many
+    of the CPU's cores its ops keep busy."""
+    rows = []
+    out: Lines = []
+    for path in paths:
+        d = _load(path)
+        out += _meta(date=d["date"], machine=d["device"], versions=_versions(d),
+                     command=_command(d["argv"]))
+        # The op kinds under the runtime's own events (which contain them: counted twice).
+        ops_ms = sum(k["ms_per_step"] for k in d["by_kind"]
+                     if not k["op"].startswith(("ThunkExecutor", "SlinkyThreadPool")))
+        wall = d["wall_ms_per_step_traced"]
+        rows.append([d["variant"], f"{d['compile_s']:.1f}", f"{wall:.1f}",
+                     f"{d['device_ops_per_step']:.0f}", f"{ops_ms:.0f}", f"{ops_ms / wall:.2f}"])
+    return out + _table(["variant", "compile (s)", "wall ms per step (traced)",
+                         "ops per step", "ms in ops per step (top kinds)",
+                         "cores busy (ms in ops / wall)"], rows)
+
+
 def _first_order_forms(paths: list[Path]) -> Lines:
     """``benchmarks/first_order_forms.py``, then ``bench.py``'s first-order rows."""
     forms, step = paths
@@ -774,7 +794,8 @@ SECTIONS: tuple[Section, ...] = (
             where=f"{CPU_XEON}, jax 0.10.2."),
     # Benchmarks
     Section("Outer step, maml_jax vs every PyTorch formulation (CPU)", "benchmark",
-            (_BENCH + "cpu_torch_peers.json",), _bench, part="Benchmarks",
+            (_BENCH + "cpu_task_groups.json", _BENCH + "cpu_torch_peers.json"), _bench,
+            part="Benchmarks",
             about="The MAML++ Omniglot outer step (meta-batch 8, 5 inner steps, 64 filters, "
                   "MSL, learned per-layer per-step rates, per-step BN, Adam), second and "
                   "first order, 5-way and 20-way 1-shot, in maml_jax (its CPU defaults) and "
@@ -783,8 +804,28 @@ SECTIONS: tuple[Section, ...] = (
                   "`torch.vmap` over tasks with `torch.func.grad` inner steps, and that under "
                   "`torch.compile`, whose compile column is its first step), 2 torch "
                   "threads, timed round-robin in one process on random data of the real "
-                  "shapes. Memory is the host RSS increase: indicative only.",
+                  "shapes. Memory is the host RSS increase: indicative only. The newer file "
+                  "also times `MetaConfig(task_groups=2)` (`groups=2`, next section) and "
+                  "`vjp`, the im2col convolution with a hand-written derivative (its "
+                  "input's gradient as a convolution again, checked to second order in "
+                  "`tests/benchmarks/test_bench_conv_layouts.py`): slower at second order, "
+                  "not kept. Its `torch.compile` compile column is short because inductor's "
+                  "on-disk cache was warm from the earlier run (cold: about 110 s, the older "
+                  "file).",
             where=CPU_EPYC_ALONE),
+    Section("Task groups: the step's tasks as independent parts (CPU)", "benchmark",
+            (_BENCH + "profile_cpu_5w1s_ungrouped.json",
+             _BENCH + "profile_cpu_5w1s_groups2.json"), _task_groups_profile,
+            part="Benchmarks",
+            about="The default 5-way 1-shot second-order step profiled as one batch of 8 "
+                  "tasks and as `MetaConfig(task_groups=2)`, two independent batches of 4 "
+                  "(`benchmarks/profile_step.py`). XLA:CPU's runtime keeps about 1.2 of the "
+                  "2 cores busy with the single batch; the two groups give it independent "
+                  "work for both (1.4 busy), so the step takes less wall time although its "
+                  "ops take more time in all (smaller ops, two threads sharing the caches). "
+                  "Timings of both against PyTorch: the section above. The compile time "
+                  "grows with the program (about 1.7x).",
+            where=f"{CPU_EPYC_ALONE}, jax 0.10.2, 2026-12-06."),
     Section("First order: the closed form against reverse mode (CPU)", "benchmark",
             (_BENCH + "cpu_first_order_forms.json", _BENCH + "cpu_first_order_closed_form.json"),
             _first_order_forms, part="Benchmarks",
@@ -1049,8 +1090,11 @@ def render_headline() -> str:
     cfg, res = _load(ROOT / gpu_run / "config.json"), _load(ROOT / gpu_run / "test_results.json")
     paper_epochs = importlib.import_module(
         "experiments.configs.omniglot_5w1s_mamlpp").get_config().num_epochs
-    cpu = _BENCH + "cpu_torch_peers.json"
+    cpu = _BENCH + "cpu_task_groups.json"
     jax_cpu = _row(cpu, setting="omniglot_5w1s second-order", framework="jax auto:auto:auto")
+    grouped = {setting: _row(cpu, setting=setting, framework="jax auto:auto:auto:groups=2")
+               for setting in ("omniglot_5w1s second-order", "omniglot_20w1s second-order",
+                               "omniglot_20w1s first-order")}
     torch_cpu = _fastest_torch(cpu, "omniglot_5w1s second-order")
     seq_cpu = _row(cpu, setting="omniglot_5w1s second-order",
                    framework="torch sequential (2 threads)")
@@ -1076,13 +1120,18 @@ def render_headline() -> str:
          _pct(res["best"]["test_accuracy_pct"], res["best"]["test_ci95_pct"]),
          f"**reduced schedule**: {cfg['num_epochs']} of the paper's {paper_epochs} epochs; "
          f"the paper's full run: {_pct(*cfg['paper_test_accuracy'])}"],
-        ["Omniglot 5w1s second-order outer step, 2-core CPU (median)",
-         f"{jax_cpu['step_ms_median']:.0f} ms",
+        ["Omniglot 5w1s second-order outer step, 2-core CPU (median): defaults (with "
+         "`MetaConfig(task_groups=2)`)",
+         f"{jax_cpu['step_ms_median']:.0f} ms "
+         f"({grouped['omniglot_5w1s second-order']['step_ms_median']:.0f} ms)",
          f"the fastest PyTorch formulation measured there, {torch_cpu['framework']}: "
          f"{torch_cpu['step_ms_median']:.0f} ms (tasks in sequence, the reference code's "
          f"way: {seq_cpu['step_ms_median']:.0f} ms)"],
-        ["Omniglot 20w1s outer step, 2-core CPU (median): second order / first order",
-         f"{jax_cpu20['step_ms_median']:.0f} / {jax_cpu20_first['step_ms_median']:.0f} ms",
+        ["Omniglot 20w1s outer step, 2-core CPU (median): second order / first order, "
+         "defaults (with `task_groups=2`)",
+         f"{jax_cpu20['step_ms_median']:.0f} / {jax_cpu20_first['step_ms_median']:.0f} ms "
+         f"({grouped['omniglot_20w1s second-order']['step_ms_median']:.0f} / "
+         f"{grouped['omniglot_20w1s first-order']['step_ms_median']:.0f} ms)",
          f"the fastest PyTorch formulation for each: {torch_cpu20['framework']} "
          f"{torch_cpu20['step_ms_median']:.0f} ms / {torch_cpu20_first['framework']} "
          f"{torch_cpu20_first['step_ms_median']:.0f} ms"

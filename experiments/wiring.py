@@ -58,7 +58,8 @@ class Setup:
 OUTER_LOOP_KEYS = ("lr_granularity", "num_inner_steps", "msl", "msl_epochs", "first_order",
                    "first_order_epochs", "learn_inner_lrs", "meta_lr", "lr_schedule",
                    "min_meta_lr", "num_epochs", "iterations_per_epoch", "clip_value",
-                   "rate_update", "inner_grad_clip", "task_batching", "remat")
+                   "rate_update", "inner_grad_clip", "task_batching", "task_groups",
+                   "remat")
 # What an outer loop depends on: its keys and the algorithm (one key holding the name and
 # all of that algorithm's settings, so a new algorithm or setting needs no key here).
 _LOOP_SETUP_KEYS = (*OUTER_LOOP_KEYS, "algorithm")

@@ -17,6 +17,7 @@ Example:
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Callable
 from typing import Any
@@ -24,8 +25,8 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-__all__ = ["TASK_BATCHING", "has_convolution", "resolve_task_batching", "map_over_tasks",
-           "map_tasks"]
+__all__ = ["TASK_BATCHING", "has_convolution", "resolve_task_batching", "check_task_groups",
+           "map_over_tasks", "map_tasks"]
 
 #: ``MetaConfig.task_batching`` values: "vmap" over tasks, "map" (``lax.map``, one task
 #: after another), or "auto" (``resolve_task_batching``).
@@ -90,7 +91,15 @@ def resolve_task_batching(task_batching: str, loss_fn: Callable | None = None,
     return "map" if has_convolution(jaxpr) else "vmap"
 
 
-def map_over_tasks(fn: Callable, batching: str, task_sharding: Any, *args: Any) -> Any:
+def check_task_groups(groups: Any) -> int:
+    """``groups`` if it is an int >= 1 (``MetaConfig.task_groups``), else a ValueError."""
+    if isinstance(groups, bool) or not isinstance(groups, int) or groups < 1:
+        raise ValueError(f"task_groups must be an int >= 1, got {groups!r}")
+    return groups
+
+
+def map_over_tasks(fn: Callable, batching: str, task_sharding: Any, *args: Any,
+                   groups: int = 1) -> Any:
     """``fn`` applied to every task: the leading axis of each of ``args``.
 
     Args:
@@ -101,12 +110,35 @@ def map_over_tasks(fn: Callable, batching: str, task_sharding: Any, *args: Any) 
         compiler splits the per-task work over the devices. ``lax.map``, a loop that
         cannot be split along its iterations, then runs as ``map_tasks``.
       *args: pytrees with a leading task axis.
+      groups: split the tasks into this many consecutive groups (at most one per task),
+        each batched on its own and the results concatenated in task order: independent
+        computations that XLA:CPU's runtime runs at the same time on different cores
+        (``MetaConfig.task_groups``). Ignored with a ``task_sharding``, whose devices
+        split the tasks already.
+
+    Example:
+      >>> xs = jnp.arange(10.0).reshape(5, 2)
+      >>> map_over_tasks(lambda x: x.sum(), "vmap", None, xs, groups=2)
+      Array([ 1.,  5.,  9., 13., 17.], dtype=float32)
     """
+    check_task_groups(groups)
     if task_sharding is not None:
         args = jax.lax.with_sharding_constraint(args, task_sharding)
-    if batching == "vmap":
-        return jax.vmap(fn, in_axes=0)(*args)
-    return map_tasks(lambda a: fn(*a), args, sharding=task_sharding)
+        groups = 1
+    n = jax.tree.leaves(args)[0].shape[0]
+    groups = min(groups, n)
+
+    def run(group_args):
+        if batching == "vmap":
+            return jax.vmap(fn, in_axes=0)(*group_args)
+        return map_tasks(lambda a: fn(*a), group_args, sharding=task_sharding)
+
+    if groups == 1:
+        return run(args)
+    bounds = [i * n // groups for i in range(groups + 1)]
+    outs = [run(jax.tree.map(lambda a, lo=lo, hi=hi: a[lo:hi], args))
+            for lo, hi in itertools.pairwise(bounds)]
+    return jax.tree.map(lambda *parts: jnp.concatenate(parts), *outs)
 
 
 def map_tasks(fn: Callable, tasks: Any, *, sharding: Any = None,

@@ -180,7 +180,7 @@ def direction_meta_gradient(
 
     batching = task_batching_for(config, loss_fn, params, support)
     task_losses, (directions, per_step, aux, bn, errors) = map_over_tasks(
-        per_task, batching, task_sharding, support, query)
+        per_task, batching, task_sharding, support, query, groups=config.task_groups)
     grads = {"params": jax.tree.map(lambda d: jnp.mean(d, axis=0), directions),
              "inner_lrs": jax.tree.map(jnp.zeros_like, meta_params["inner_lrs"])}
     return jnp.mean(task_losses), grads, {

@@ -138,7 +138,7 @@ class MAML:
         def batch_loss(meta_params):
             task_losses, outputs = map_over_tasks(
                 lambda s, q: per_task(meta_params, s, q), batching, task_sharding,
-                support, query)
+                support, query, groups=config.task_groups)
             return jnp.mean(task_losses), outputs
 
         (loss, (per_step, aux, bn, errors)), grads = jax.value_and_grad(
@@ -248,7 +248,7 @@ def first_order_meta_gradient(
 
     batching = task_batching_for(config, loss_fn, params, support)
     task_losses, (grads, per_step, aux, bn, errors) = map_over_tasks(
-        per_task, batching, task_sharding, support, query)
+        per_task, batching, task_sharding, support, query, groups=config.task_groups)
     grads = jax.tree.map(lambda g: jnp.mean(g, axis=0), grads)
     return jnp.mean(task_losses), grads, {"per_step_loss": per_step, "aux": aux,
                                           "bn_stats": bn, "bn_stats_every_step": msl,

@@ -22,17 +22,20 @@ META_CONFIG_KEYS = {"num_inner_steps": "num_inner_steps", "msl": "msl",
                     "first_order_epochs": "first_order_epochs",
                     "learn_inner_lrs": "learn_inner_lrs",
                     "iterations_per_epoch": "iterations_per_epoch",
-                    "task_batching": "task_batching", "remat": "remat",
+                    "task_batching": "task_batching", "task_groups": "task_groups",
+                    "remat": "remat",
                     "inner_grad_clip": "inner_grad_clip"}
 LIBRARY_DEFAULTS = ("unroll", "bn_momentum", "skip_nonfinite")
 
 
 @pytest.mark.parametrize("value_of", [
     dict(num_inner_steps=3, msl=False, msl_epochs=7, first_order=True, first_order_epochs=4,
-         learn_inner_lrs=False, iterations_per_epoch=6, task_batching="map", remat=True,
+         learn_inner_lrs=False, iterations_per_epoch=6, task_batching="map", task_groups=2,
+         remat=True,
          inner_grad_clip=5.0, algorithm={"name": "reptile", "inner_optimizer": "adam"}),
     dict(num_inner_steps=1, msl=True, msl_epochs=1, first_order=False, first_order_epochs=0,
-         learn_inner_lrs=True, iterations_per_epoch=3, task_batching="vmap", remat=False,
+         learn_inner_lrs=True, iterations_per_epoch=3, task_batching="vmap", task_groups=1,
+         remat=False,
          inner_grad_clip=None, algorithm={"name": "maml"}),
 ])
 def test_config_to_meta_config_table(value_of):
