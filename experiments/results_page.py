@@ -615,12 +615,13 @@ def _cpu_profile(paths: list[Path]) -> Lines:
     return [*out, "Kinds of ops in the profile, largest first:", "", *_profile_kinds(d)]
 
 
-def _task_groups_profile(paths: list[Path]) -> Lines:
-    """Two ``profile_step.py`` files of one step, without and with task groups: how many
-    of the CPU's cores its ops keep busy."""
+def _task_groups(paths: list[Path]) -> Lines:
+    """Two ``profile_step.py`` files of one step, without and with task groups (how many
+    of the CPU's cores its ops keep busy), then ``bench.py``'s timings of group counts."""
+    *profiles, counts = paths
     rows = []
     out: Lines = []
-    for path in paths:
+    for path in profiles:
         d = _load(path)
         out += _meta(date=d["date"], machine=d["device"], versions=_versions(d),
                      command=_command(d["argv"]))
@@ -630,9 +631,10 @@ def _task_groups_profile(paths: list[Path]) -> Lines:
         wall = d["wall_ms_per_step_traced"]
         rows.append([d["variant"], f"{d['compile_s']:.1f}", f"{wall:.1f}",
                      f"{d['device_ops_per_step']:.0f}", f"{ops_ms:.0f}", f"{ops_ms / wall:.2f}"])
-    return out + _table(["variant", "compile (s)", "wall ms per step (traced)",
-                         "ops per step", "ms in ops per step (top kinds)",
-                         "cores busy (ms in ops / wall)"], rows)
+    out += _table(["variant", "compile (s)", "wall ms per step (traced)", "ops per step",
+                   "ms in ops per step (top kinds)", "cores busy (ms in ops / wall)"], rows)
+    return [*out, "The number of groups, timed round-robin in one process:", "",
+            *_bench([counts])]
 
 
 def _first_order_forms(paths: list[Path]) -> Lines:
@@ -815,7 +817,8 @@ SECTIONS: tuple[Section, ...] = (
             where=CPU_EPYC_ALONE),
     Section("Task groups: the step's tasks as independent parts (CPU)", "benchmark",
             (_BENCH + "profile_cpu_5w1s_ungrouped.json",
-             _BENCH + "profile_cpu_5w1s_groups2.json"), _task_groups_profile,
+             _BENCH + "profile_cpu_5w1s_groups2.json",
+             _BENCH + "cpu_task_groups_count.json"), _task_groups,
             part="Benchmarks",
             about="The default 5-way 1-shot second-order step profiled as one batch of 8 "
                   "tasks and as `MetaConfig(task_groups=2)`, two independent batches of 4 "
@@ -823,8 +826,11 @@ SECTIONS: tuple[Section, ...] = (
                   "2 cores busy with the single batch; the two groups give it independent "
                   "work for both (1.4 busy), so the step takes less wall time although its "
                   "ops take more time in all (smaller ops, two threads sharing the caches). "
-                  "Timings of both against PyTorch: the section above. The compile time "
-                  "grows with the program (about 1.7x).",
+                  "Timings of both against PyTorch: the section above. Then 1, 2 and 4 "
+                  "groups of the second-order step: 2 is the most consistent gain on 2 "
+                  "cores, 4 no better, and the compile time grows with the program (about "
+                  "1.7x with 2 groups, 3x with 4). The gain varies between runs on this "
+                  "machine (4-12 % at second order with 2 groups over the files here).",
             where=f"{CPU_EPYC_ALONE}, jax 0.10.2, 2026-12-06."),
     Section("First order: the closed form against reverse mode (CPU)", "benchmark",
             (_BENCH + "cpu_first_order_forms.json", _BENCH + "cpu_first_order_closed_form.json"),

@@ -101,7 +101,7 @@ class MetaConfig:
         ``task_batching`` says, computed as independent parts of the step (the same
         values, up to rounding): XLA:CPU's runtime runs them at the same time on different
         cores, which its single batched computation leaves partly idle. ``2`` made the
-        Conv4 step 3-7 % faster on a 2-core CPU, for 1.4-1.9x the compile time
+        Conv4 step 3-12 % faster on a 2-core CPU, for 1.4-1.9x the compile time
         (docs/performance.md); 1 (the default) keeps one batch. Not measured on a GPU.
         Ignored on a mesh of devices (``task_sharding``), which splits the tasks
         itself.
