@@ -133,12 +133,14 @@ def problem(seed: int = SEED, setting: jax_setup.Setting = SETTING):
 
 # ------------------------------------------------------------------------- JAX gradients
 def parse_variant(spec: str) -> dict[str, Any]:
-    """``default`` or ``conv:batching:unroll:remat:pool`` (e.g. ``patches:vmap:5:0:select``)."""
+    """``default`` or ``conv:batching:unroll:remat:pool[:groups]`` (e.g.
+    ``patches:vmap:5:0:select``; ``groups`` is ``MetaConfig.task_groups``, 1 if left out)."""
     if spec == "default":
         return {}
-    conv, batching, unroll, remat, pool = spec.split(":")
+    conv, batching, unroll, remat, pool, *groups = spec.split(":")
     return dict(conv_impl=conv, task_batching=batching, unroll=int(unroll),
-                remat=remat in ("1", "true", "remat"), pool_impl=pool)
+                remat=remat in ("1", "true", "remat"), pool_impl=pool,
+                task_groups=int(groups[0]) if groups else 1)
 
 
 def all_variants() -> list[str]:

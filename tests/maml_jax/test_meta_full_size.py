@@ -102,11 +102,13 @@ def test_first_order_closed_form_matches_pytorch_float64(problem):
                   formulation_consistency.TOLERANCE_F64)
 
 
-# The second reference (unroll 1 and flax's max-pool), here also with remat.
+# The second reference (unroll 1 and flax's max-pool), here also with remat; and the
+# CPU defaults with the tasks in two groups (MetaConfig.task_groups=2, one task each here).
 # ``python benchmarks/grad_check.py --variants all`` checks all 32 combinations of
 # convolution x batching x unroll x remat x pool (lax.conv and lax.map included).
 VARIANTS = [
     "patches:vmap:1:1:reduce_window",
+    "patches:vmap:5:0:select:2",
 ]
 
 
