@@ -22,7 +22,7 @@ from typing import Any
 
 from ml_collections import config_dict
 
-from maml_jax import algorithms, core, meta
+from maml_jax import algorithms, core, meta, task_batching
 
 __all__ = ["ConfigError", "DATA_SOURCES", "MINIIMAGENET_INNER_LR_PRESETS", "OMNIGLOT_SMOKE",
            "MINIIMAGENET_SMOKE", "base_config", "mamlpp_config", "maml_config",
@@ -483,9 +483,10 @@ def validate_config(config: Mapping[str, Any]) -> dict[str, Any]:
          f"lr_schedule must be cosine|constant, got {cfg['lr_schedule']!r}")
     need(cfg["task_batching"] in ("auto", "vmap", "map"),
          f"bad task_batching {cfg['task_batching']!r}")
-    need(isinstance(cfg["task_groups"], int) and not isinstance(cfg["task_groups"], bool)
-         and cfg["task_groups"] >= 1,
-         f"task_groups must be an int >= 1, got {cfg['task_groups']!r}")
+    try:
+        task_batching.check_task_groups(cfg["task_groups"])
+    except ValueError as err:
+        raise ConfigError(str(err)) from None
     for key in ("meta_lr", "min_meta_lr", "inner_lr"):
         need(isinstance(cfg[key], (int, float)) and not isinstance(cfg[key], bool),
              f"{key} must be a number, got {cfg[key]!r}")

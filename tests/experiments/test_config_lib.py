@@ -58,6 +58,8 @@ def test_sinusoid_config_is_the_maml_papers_setting():
     ({"rate_update": "log", "inner_lr": 0.0}, "inner_lr must be > 0"),
     ({"k_shot": 0}, "k_shot must be an integer >= 1"),
     ({"q_query_eval": 0}, "q_query and q_query_eval must be >= 1"),
+    ({"task_groups": 0}, "task_groups must be an int >= 1, got 0"),
+    ({"task_groups": True}, "task_groups must be an int >= 1, got True"),
 ])
 def test_sinusoid_config_errors(updates, message):
     with pytest.raises(ConfigError, match=re.escape(message)):
